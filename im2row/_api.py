@@ -1,0 +1,171 @@
+"""Public entry points: Conv2d (planned layer) and conv2d (drop-in functional form)."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import _core, hwinfo
+from .plan import Plan, choose_plan, core_spec, scratch_bytes, validate_plan
+from .spec import ConvSpec, check_layer_args, make_spec
+
+
+def _as_float32(name: str, array) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype != np.float32:
+        raise TypeError(f"{name} must be float32, got {array.dtype}; convert it with "
+                        f"{name}.astype(numpy.float32)")
+    return array
+
+
+def _check_bias(bias, out_channels: int):
+    if bias is None:
+        return None
+    bias = _as_float32("bias", bias)
+    if bias.shape != (out_channels,):
+        raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
+    return np.ascontiguousarray(bias)
+
+
+class _Prepared:
+    """A plan and the weights packed for it."""
+
+    __slots__ = ("plan", "packed", "spec")
+
+    def __init__(self, spec: ConvSpec, plan: Plan, weight: np.ndarray):
+        validate_plan(spec, plan)
+        self.plan = plan.resolved()
+        self.spec = spec
+        self.packed = _core.pack_weights(core_spec(spec), self.plan.algorithm, weight,
+                                         max(self.plan.column_block, 1),
+                                         hwinfo.kernel_set(self.plan.isa),
+                                         self.plan.gemm == "packed")
+
+    def run(self, x_nchw: np.ndarray, out_nchw: np.ndarray, bias) -> None:
+        _core.run(core_spec(self.spec), self.plan.algorithm, max(self.plan.column_block, 1),
+                  hwinfo.kernel_set(self.plan.isa), self.plan.gemm == "packed", self.packed,
+                  bias, x_nchw, out_nchw)
+
+
+class Conv2d:
+    """A convolution layer prepared once and called many times: ``layer(x)``.
+
+    Same arguments and semantics as torch.nn.functional.conv2d (weight (OC, C/groups, kh, kw),
+    stride/padding/dilation as int or pair, padding 'same'/'valid' or (top, left, bottom,
+    right)), on float32 NumPy arrays.  layout='NHWC' takes and returns channels-last arrays.
+
+    The plan depends on the input's spatial size; pass input_shape to plan up front, or it is
+    made on the first call (and kept per input shape).  plan=Plan(...) forces one."""
+
+    def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+                 layout="NCHW", input_shape=None, plan: Plan | None = None):
+        weight = _as_float32("weight", weight)
+        if weight.ndim != 4:
+            raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kh, kw), "
+                             f"got shape {weight.shape}")
+        self.weight = np.ascontiguousarray(weight)
+        self.bias = _check_bias(bias, weight.shape[0])
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.layout = layout
+        self._forced_plan = plan
+        self._prepared: dict = {}
+        self._last: _Prepared | None = None
+        self._lock = threading.Lock()
+        check_layer_args(self.weight.shape, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, layout=layout)
+        if input_shape is not None:
+            self._prepare(tuple(input_shape))
+
+    def _spec_for(self, shape: tuple) -> ConvSpec:
+        return make_spec(shape, self.weight.shape, stride=self.stride, padding=self.padding,
+                         dilation=self.dilation, groups=self.groups, layout=self.layout)
+
+    def _prepare(self, shape: tuple) -> _Prepared:
+        """Plan for a 3-D or 4-D input shape; prepared plans are shared across batch sizes."""
+        if len(shape) == 3:
+            shape = (1,) + shape
+        spec = self._spec_for(shape)
+        key = spec.with_batch(1)
+        with self._lock:
+            prepared = self._prepared.get(key)
+            if prepared is None:
+                plan = self._forced_plan or choose_plan(key)
+                prepared = _Prepared(key, plan, self.weight)
+                self._prepared[key] = prepared
+            self._last = prepared
+        return prepared
+
+    # -- introspection --------------------------------------------------------------------
+    @property
+    def plan(self) -> Plan | None:
+        """The plan of the last prepared input shape (None before any)."""
+        return self._last.plan if self._last else None
+
+    @property
+    def workspace_bytes(self) -> int | None:
+        """Scratch a call holds beyond inputs, weights, packed weights and output (per image;
+        images reuse it).  NHWC calls add the channels-first copies of input and output."""
+        if self._last is None:
+            return None
+        spec = self._last.spec
+        extra = 0
+        if spec.layout == "NHWC":
+            extra = 4 * (spec.in_channels * spec.height * spec.width
+                         + spec.out_channels * spec.out_height * spec.out_width)
+        return scratch_bytes(spec, self._last.plan) + extra
+
+    @property
+    def packed_weight_bytes(self) -> int | None:
+        return None if self._last is None else int(self._last.packed.nbytes)
+
+    # -- execution ------------------------------------------------------------------------
+    def __call__(self, x, *, out=None):
+        x = _as_float32("input", x)
+        if x.ndim not in (3, 4):
+            raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {x.shape}")
+        unbatched = x.ndim == 3
+        x4 = x[None] if unbatched else x
+        prepared = self._prepare(x4.shape[1:])
+        spec = prepared.spec.with_batch(x4.shape[0])
+        result_shape = spec.output_shape[1:] if unbatched else spec.output_shape
+        if out is not None:
+            if not isinstance(out, np.ndarray) or out.dtype != np.float32:
+                raise TypeError("out must be a float32 numpy array")
+            if out.shape != result_shape:
+                raise ValueError(f"out must have shape {result_shape}, got {out.shape}")
+        if spec.layout == "NHWC":
+            x_nchw = np.ascontiguousarray(x4.transpose(0, 3, 1, 2))
+        else:
+            x_nchw = np.ascontiguousarray(x4)
+        direct = (out is not None and spec.layout == "NCHW" and out.flags.c_contiguous)
+        if direct:
+            out_nchw = out.reshape((spec.batch, spec.out_channels, spec.out_height, spec.out_width))
+        else:
+            out_nchw = np.empty((spec.batch, spec.out_channels, spec.out_height, spec.out_width),
+                                dtype=np.float32)
+        prepared.run(x_nchw, out_nchw, self.bias)
+        result = out_nchw.transpose(0, 2, 3, 1) if spec.layout == "NHWC" else out_nchw
+        if unbatched:
+            result = result[0]
+        if out is not None:
+            if not direct:
+                out[...] = result
+            return out
+        return np.ascontiguousarray(result) if spec.layout == "NHWC" else result
+
+    def __repr__(self) -> str:
+        oc, cg, kh, kw = self.weight.shape
+        return (f"Conv2d({cg * self.groups}, {oc}, kernel_size=({kh}, {kw}), stride={self.stride}, "
+                f"padding={self.padding!r}, dilation={self.dilation}, groups={self.groups}, "
+                f"layout={self.layout!r}, plan={self.plan})")
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCHW",
+           out=None, plan: Plan | None = None):
+    """torch.nn.functional.conv2d on float32 NumPy arrays, run with the tuned (or default)
+    plan for the shape.  See Conv2d for the arguments."""
+    x = _as_float32("input", x)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {x.shape}")
+    layer = Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, plan=plan)
+    return layer(x, out=out)

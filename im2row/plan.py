@@ -1,0 +1,143 @@
+"""Plans: how one convolution shape is executed, the choices valid for a shape, and the
+heuristic default.  The tuner searches the same space (plan_space) and stores Plans."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from . import _core, hwinfo
+from .spec import ConvSpec
+
+ALGORITHMS = ("incremental", "classic", "pointwise", "depthwise")
+GEMMS = ("sgemm", "packed")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to run one convolution shape.
+
+    algorithm:    'incremental' (improved im2row: ring buffer per column class, only new
+                  input taps gathered), 'classic' (whole patch matrix), 'pointwise' (1x1:
+                  GEMM on the input itself when strides allow), 'depthwise' (direct kernel).
+    column_block: incremental only: output columns per buffer fill (GEMM M = OH * column_block).
+    gemm:         'sgemm' (SciPy's BLAS) or 'packed' (our SIMD kernel with pre-packed weights).
+    isa:          kernel set: 'auto' (the active one) or a name from hwinfo.available_isas().
+    """
+
+    algorithm: str = "incremental"
+    column_block: int = 0
+    gemm: str = "sgemm"
+    isa: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Plan":
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown plan fields: {sorted(unknown)}")
+        return cls(**data)
+
+    def resolved(self) -> "Plan":
+        """The same plan with 'auto' replaced by the ISA that would run it."""
+        return replace(self, isa=hwinfo.get_isa()) if self.isa == "auto" else self
+
+
+def core_spec(spec: ConvSpec) -> tuple:
+    """The per-image geometry tuple the Cython core takes."""
+    return (spec.in_channels, spec.height, spec.width, spec.out_channels, spec.kernel_h,
+            spec.kernel_w, spec.stride_h, spec.stride_w, spec.pad_top, spec.pad_left,
+            spec.dilation_h, spec.dilation_w, spec.out_height, spec.out_width, spec.groups)
+
+
+def valid_algorithms(spec: ConvSpec) -> list:
+    algos = ["incremental", "classic"]
+    if spec.is_pointwise:
+        algos.append("pointwise")
+    if spec.group_in_channels == 1 and spec.groups > 1:
+        algos.append("depthwise")
+    return algos
+
+
+def column_blocks(spec: ConvSpec) -> list:
+    """Distinct effective column-block sizes (the schedule rounds any value to one of these)."""
+    ow = spec.out_width
+    return sorted({-(-ow // (-(-ow // b))) for b in range(1, ow + 1)})
+
+
+def plan_space(spec: ConvSpec) -> dict:
+    """Every choice that is valid for this shape, per plan field."""
+    return {
+        "algorithm": valid_algorithms(spec),
+        "column_block": column_blocks(spec),
+        "gemm": list(GEMMS),
+        "isa": hwinfo.available_isas(),
+    }
+
+
+def validate_plan(spec: ConvSpec, plan: Plan) -> None:
+    if plan.algorithm not in valid_algorithms(spec):
+        raise ValueError(f"algorithm {plan.algorithm!r} is not valid for this shape; "
+                         f"valid: {valid_algorithms(spec)}")
+    if plan.gemm not in GEMMS:
+        raise ValueError(f"gemm must be one of {GEMMS}, got {plan.gemm!r}")
+    if plan.isa != "auto" and plan.isa not in hwinfo.available_isas():
+        raise ValueError(f"ISA {plan.isa!r} is not available; available: {hwinfo.available_isas()}")
+    if plan.algorithm == "incremental" and plan.column_block < 1:
+        raise ValueError("incremental plans need column_block >= 1")
+    if plan.algorithm == "incremental" and spec.stride_h > 64:
+        raise ValueError("incremental im2row supports vertical strides up to 64")
+
+
+def scratch_bytes(spec: ConvSpec, plan: Plan) -> int:
+    """Scratch of one worker for one (image, group): the im2row buffer and block output."""
+    return 4 * _core.scratch_floats(core_spec(spec), plan.algorithm, max(plan.column_block, 1))
+
+
+def image_input_bytes(spec: ConvSpec) -> int:
+    return 4 * spec.in_channels * spec.height * spec.width
+
+
+def largest_block_within(spec: ConvSpec, budget_bytes: int) -> int:
+    """Widest column block whose scratch fits the budget (1 if none does)."""
+    best = 1
+    for block in column_blocks(spec):
+        if scratch_bytes(spec, Plan("incremental", block)) <= budget_bytes:
+            best = block
+    return best
+
+
+def default_plan(spec: ConvSpec) -> Plan:
+    """Heuristic plan for an untuned shape.
+
+    Depthwise and 1x1 have dedicated paths.  Everything else runs the improved im2row with the
+    widest column block whose buffer stays within one image's input bytes: wider blocks give
+    the GEMM more rows, the budget keeps the promise of a buffer smaller than the input."""
+    if "depthwise" in valid_algorithms(spec):
+        return Plan("depthwise")
+    if spec.is_pointwise:
+        return Plan("pointwise")
+    return Plan("incremental", largest_block_within(spec, image_input_bytes(spec)))
+
+
+# The plan cache (im2row.wisdom) registers a lookup here; the runtime stays tuner-free.
+_tuned_lookup = None
+
+
+def set_tuned_lookup(lookup) -> None:
+    global _tuned_lookup
+    _tuned_lookup = lookup
+
+
+def choose_plan(spec: ConvSpec) -> Plan:
+    """The tuned plan for this shape if one is cached and still valid, else the default."""
+    if _tuned_lookup is not None:
+        plan = _tuned_lookup(spec)
+        if plan is not None:
+            try:
+                validate_plan(spec, plan)
+                return plan
+            except ValueError:
+                pass
+    return default_plan(spec)

@@ -1,0 +1,452 @@
+# cython: language_level=3
+"""nogil convolution driver: im2row buffers + GEMM (SciPy's sgemm or our packed kernel).
+
+Layout inside the core is NCHW, one image and one group at a time.  Every algorithm is
+    out_g[OCg, positions] = W_g[OCg, K] @ P[K, positions]
+with P a view of a buffer whose rows run along output positions, so both the gather that fills
+it and the GEMM read contiguous memory.  Python (im2row/plan.py) chooses the algorithm and its
+parameters; this module only executes, and tells Python how much scratch a plan needs.
+"""
+from libc.stdlib cimport calloc, free
+from libc.string cimport memset
+from libc.stdint cimport uintptr_t
+from scipy.linalg.cython_blas cimport sgemm
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "im2row_kernels.h" nogil:
+    ctypedef void (*im2row_gather_fn)(float *dst, const float *src, Py_ssize_t src_len,
+                                      Py_ssize_t start, Py_ssize_t stride, Py_ssize_t n)
+    ctypedef void (*im2row_scatter_fn)(float *dst, Py_ssize_t dst_stride, const float *src,
+                                       Py_ssize_t n, float bias)
+    ctypedef void (*im2row_dwconv_fn)(float *out, Py_ssize_t out_stride, Py_ssize_t oh,
+                                      Py_ssize_t ow, const float *phases, Py_ssize_t hp,
+                                      Py_ssize_t phase_w, const float *w, Py_ssize_t kh,
+                                      Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                                      Py_ssize_t dh, Py_ssize_t dw, float bias)
+    ctypedef void (*im2row_gemm_fn)(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                                    const float *a_packed, const float *b, Py_ssize_t ldb,
+                                    float *c, Py_ssize_t ldc, int accumulate)
+    ctypedef struct im2row_kernels:
+        const char *isa
+        im2row_gather_fn gather
+        im2row_scatter_fn scatter_bias
+        im2row_dwconv_fn dwconv
+        im2row_gemm_fn gemm
+        Py_ssize_t gemm_mr
+    int im2row_cpu_has_avx2_fma()
+    int im2row_cpu_has_avx512()
+    int im2row_cpu_has_neon()
+    int im2row_kernels_count()
+    const im2row_kernels *im2row_kernels_at(int index)
+    const im2row_kernels *im2row_kernels_find(const char *isa)
+    void im2row_pack_a(float *dst, const float *a, Py_ssize_t lda, Py_ssize_t m, Py_ssize_t k,
+                       Py_ssize_t mr)
+
+# Algorithm codes shared with im2row/plan.py (ALGORITHM_CODES there).
+DEF ALG_CLASSIC = 0
+DEF ALG_INCREMENTAL = 1
+DEF ALG_POINTWISE = 2
+DEF ALG_DEPTHWISE = 3
+
+ALGORITHMS = {"classic": ALG_CLASSIC, "incremental": ALG_INCREMENTAL,
+              "pointwise": ALG_POINTWISE, "depthwise": ALG_DEPTHWISE}
+
+
+cdef struct Geometry:
+    Py_ssize_t C, H, W, OC, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, groups, Cg, OCg
+
+
+cdef struct Schedule:
+    # Incremental im2row: the output columns are split into G classes, class t holding the
+    # columns t, t+G, t+2G, ...  Stepping t -> t+1 moves every window right by one output
+    # column (sw input columns), so taps that stay in the window keep their buffer slot
+    # (a ring over the kw slots) and only `rot` new taps per class are gathered.
+    Py_ssize_t G, B                 # classes, windows per class (buffer width)
+    Py_ssize_t rot                  # slots the ring advances per class; 0 = no reuse
+    Py_ssize_t rows                 # input rows held, phase-sorted by row % sh
+    Py_ssize_t phase_base[64]       # first buffer row of each stride phase
+    Py_ssize_t phase_rows[64]
+    Py_ssize_t K                    # GEMM depth per kernel row: Cg * kw
+
+
+cdef int _make_schedule(const Geometry *g, Py_ssize_t column_block, Schedule *s) noexcept nogil:
+    cdef Py_ssize_t i, p, q0, need, b
+    if g.sh > 64:
+        return -1
+    b = column_block
+    if b < 1:
+        b = 1
+    if b > g.OW:
+        b = g.OW
+    s.G = (g.OW + b - 1) // b
+    s.B = (g.OW + s.G - 1) // s.G
+    s.rot = 0
+    if g.sw % g.dw == 0 and g.sw // g.dw < g.kw and s.G > 1:
+        s.rot = g.sw // g.dw
+    for p in range(g.sh):
+        s.phase_rows[p] = 0
+    for i in range(g.kh):
+        p = (i * g.dh) % g.sh
+        q0 = (i * g.dh) // g.sh
+        need = q0 + g.OH
+        if need > s.phase_rows[p]:
+            s.phase_rows[p] = need
+    s.rows = 0
+    for p in range(g.sh):
+        s.phase_base[p] = s.rows
+        s.rows += s.phase_rows[p]
+    s.K = g.Cg * g.kw
+    return 0
+
+
+cdef Py_ssize_t _scratch_floats(const Geometry *g, int algorithm, const Schedule *s) noexcept nogil:
+    """Scratch one (image, group) task needs; the single source of truth for workspace sizes."""
+    cdef Py_ssize_t hp, phase_w
+    if algorithm == ALG_INCREMENTAL:
+        # ring buffer + (unless one class covers the whole width) the block's GEMM output
+        return s.K * s.rows * s.B + (g.OCg * g.OH * s.B if s.G > 1 else 0)
+    if algorithm == ALG_CLASSIC:
+        return g.Cg * g.kh * g.kw * g.OH * g.OW
+    if algorithm == ALG_POINTWISE:
+        if _pointwise_is_view(g):
+            return 0
+        return g.Cg * g.OH * g.OW
+    if algorithm == ALG_DEPTHWISE:
+        hp = (g.OH - 1) * g.sh + (g.kh - 1) * g.dh + 1
+        phase_w = g.OW + ((g.kw - 1) * g.dw) // g.sw
+        return g.sw * hp * phase_w
+    return -1
+
+
+cdef inline bint _pointwise_is_view(const Geometry *g) noexcept nogil:
+    return g.sh == 1 and g.sw == 1 and g.pt == 0 and g.pl == 0 and g.OH == g.H and g.OW == g.W
+
+
+cdef inline void _gemm(const im2row_kernels *kern, bint use_packed, Py_ssize_t m_rows,
+                       Py_ssize_t n_cols, Py_ssize_t k, const float *weights,
+                       const float *b, Py_ssize_t ldb, float *c, Py_ssize_t ldc,
+                       bint accumulate) noexcept nogil:
+    """c[m_rows, n_cols] (+)= weights[m_rows, k] @ b[k, n_cols], all row-major.
+
+    weights is packed for kern.gemm when use_packed, plain row-major (ld = k) otherwise."""
+    cdef char trans = b'N'
+    cdef float one = 1.0
+    cdef float beta = 1.0 if accumulate else 0.0
+    cdef int m_, n_, k_, ldb_, lda_, ldc_
+    if use_packed:
+        kern.gemm(m_rows, n_cols, k, weights, b, ldb, c, ldc, accumulate)
+        return
+    # Row-major C = W @ P is column-major C^T = P^T W^T: P is Fortran's A (n_cols x k, lda=ldb).
+    m_ = <int>n_cols
+    n_ = <int>m_rows
+    k_ = <int>k
+    lda_ = <int>ldb
+    ldb_ = <int>k
+    ldc_ = <int>ldc
+    sgemm(&trans, &trans, &m_, &n_, &k_, &one, <float *>b, &lda_, <float *>weights, &ldb_,
+          &beta, c, &ldc_)
+
+
+cdef inline void _gather_row(const im2row_kernels *kern, float *dst, const float *plane,
+                             Py_ssize_t h, Py_ssize_t height, Py_ssize_t width,
+                             Py_ssize_t start, Py_ssize_t stride, Py_ssize_t n) noexcept nogil:
+    """dst[k] = plane[h][start + k*stride], zero outside the plane (rows h out of range are
+    padding rows: all zeros)."""
+    if 0 <= h < height:
+        kern.gather(dst, plane + h * width, width, start, stride, n)
+    else:
+        kern.gather(dst, NULL, 0, start, stride, n)
+
+
+cdef void _fill_bias(float *out, Py_ssize_t planes, Py_ssize_t plane_size,
+                     const float *bias) noexcept nogil:
+    cdef Py_ssize_t p, q
+    cdef float v
+    for p in range(planes):
+        v = bias[p] if bias != NULL else 0.0
+        if v == 0.0:
+            memset(out + p * plane_size, 0, plane_size * sizeof(float))
+        else:
+            for q in range(plane_size):
+                out[p * plane_size + q] = v
+
+
+cdef void _run_patch_gemm(const Geometry *g, const im2row_kernels *kern, bint packed,
+                          const float *x, const float *w, const float *bias, float *out,
+                          float *scratch, bint pointwise) noexcept nogil:
+    """Classic im2row (the whole patch matrix) and 1x1 convolution, one (image, group)."""
+    cdef Py_ssize_t c, i, j, oh, h, M = g.OH * g.OW, K = g.Cg * g.kh * g.kw
+    cdef const float *patches = x
+    cdef float *row
+    if not (pointwise and _pointwise_is_view(g)):
+        for c in range(g.Cg):
+            for i in range(g.kh):
+                for j in range(g.kw):
+                    row = scratch + ((c * g.kh + i) * g.kw + j) * M
+                    for oh in range(g.OH):
+                        h = oh * g.sh - g.pt + i * g.dh
+                        _gather_row(kern, row + oh * g.OW, x + c * g.H * g.W, h, g.H, g.W,
+                                    j * g.dw - g.pl, g.sw, g.OW)
+        patches = scratch
+    _fill_bias(out, g.OCg, M, bias)
+    _gemm(kern, packed, g.OCg, M, K, w, patches, M, out, M, True)
+
+
+cdef void _run_incremental(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
+                           bint packed, Py_ssize_t weight_block, const float *x,
+                           const float *w, const float *bias, float *out,
+                           float *scratch) noexcept nogil:
+    """Improved im2row, one (image, group): walk the column classes, updating the ring buffer
+    with only the new taps, and multiply each kernel row's fixed-offset view of it."""
+    cdef Py_ssize_t t, j, jfirst, slot, c, p, q, h, i, oc, oh, offset, windows, M
+    cdef Py_ssize_t ldb = s.rows * s.B
+    cdef float *ring = scratch
+    cdef float *block_out = scratch + s.K * ldb
+    cdef float *dst
+    cdef float *c_out
+    cdef Py_ssize_t ldc
+    M = g.OH * s.B
+    if s.G == 1:
+        # one class covers the whole width: the GEMM writes the output itself
+        _fill_bias(out, g.OCg, g.OH * g.OW, bias)
+        c_out = out
+        ldc = g.OH * g.OW
+    else:
+        c_out = block_out
+        ldc = M
+    for t in range(s.G):
+        offset = (t * s.rot) % g.kw
+        jfirst = 0 if (t == 0 or s.rot == 0) else g.kw - s.rot
+        for j in range(jfirst, g.kw):
+            slot = (j + offset) % g.kw
+            for c in range(g.Cg):
+                for p in range(g.sh):
+                    for q in range(s.phase_rows[p]):
+                        h = q * g.sh + p - g.pt
+                        dst = ring + ((c * g.kw + slot) * s.rows + s.phase_base[p] + q) * s.B
+                        _gather_row(kern, dst, x + c * g.H * g.W, h, g.H, g.W,
+                                    t * g.sw - g.pl + j * g.dw, s.G * g.sw, s.B)
+        for i in range(g.kh):
+            p = (i * g.dh) % g.sh
+            _gemm(kern, packed, g.OCg, M, s.K, w + (offset * g.kh + i) * weight_block,
+                  ring + (s.phase_base[p] + (i * g.dh) // g.sh) * s.B, ldb, c_out, ldc,
+                  s.G == 1 or i > 0)
+        if s.G > 1:
+            windows = (g.OW - t + s.G - 1) // s.G
+            for oc in range(g.OCg):
+                for oh in range(g.OH):
+                    kern.scatter_bias(out + (oc * g.OH + oh) * g.OW + t, s.G,
+                                      block_out + oc * M + oh * s.B, windows,
+                                      bias[oc] if bias != NULL else 0.0)
+
+
+cdef void _run_depthwise(const Geometry *g, const im2row_kernels *kern, const float *x,
+                         const float *w, const float *bias, float *out, float *scratch) noexcept nogil:
+    """groups == C: one input plane feeds OCg output planes; GEMM would have K = kh*kw."""
+    cdef Py_ssize_t hp = (g.OH - 1) * g.sh + (g.kh - 1) * g.dh + 1
+    cdef Py_ssize_t phase_w = g.OW + ((g.kw - 1) * g.dw) // g.sw
+    cdef Py_ssize_t p, r, m
+    for p in range(g.sw):
+        for r in range(hp):
+            _gather_row(kern, scratch + (p * hp + r) * phase_w, x, r - g.pt, g.H, g.W, p - g.pl, g.sw,
+                        phase_w)
+    for m in range(g.OCg):
+        kern.dwconv(out + m * g.OH * g.OW, g.OW, g.OH, g.OW, scratch, hp, phase_w,
+                    w + m * g.kh * g.kw, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw,
+                    bias[m] if bias != NULL else 0.0)
+
+
+cdef class KernelSet:
+    """A handle on one ISA's kernel table."""
+    cdef const im2row_kernels *kern
+
+    @property
+    def isa(self):
+        return self.kern.isa.decode()
+
+    @property
+    def gemm_mr(self):
+        return self.kern.gemm_mr
+
+
+cdef KernelSet _wrap(const im2row_kernels *kern):
+    cdef KernelSet ks = KernelSet.__new__(KernelSet)
+    ks.kern = kern
+    return ks
+
+
+def available_isas():
+    """ISAs compiled into this build and supported by this CPU, best first."""
+    return [im2row_kernels_at(i).isa.decode() for i in range(im2row_kernels_count())]
+
+
+def kernel_set(str isa):
+    cdef const im2row_kernels *kern = im2row_kernels_find(isa.encode())
+    if kern == NULL:
+        raise ValueError(f"ISA {isa!r} is not available here; available: {available_isas()}")
+    return _wrap(kern)
+
+
+def cpu_features():
+    return {"avx2_fma": bool(im2row_cpu_has_avx2_fma()), "avx512": bool(im2row_cpu_has_avx512()),
+            "neon": bool(im2row_cpu_has_neon())}
+
+
+cdef int _geometry(tuple spec, Geometry *g) except -1:
+    (g.C, g.H, g.W, g.OC, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw, g.OH, g.OW,
+     g.groups) = spec
+    g.Cg = g.C // g.groups
+    g.OCg = g.OC // g.groups
+    return 0
+
+
+def scratch_floats(tuple spec, str algorithm, Py_ssize_t column_block):
+    """Floats of scratch one worker needs for one (image, group) under this plan."""
+    cdef Geometry g
+    cdef Schedule s
+    _geometry(spec, &g)
+    if _make_schedule(&g, column_block, &s) != 0:
+        raise ValueError("stride too large for the incremental schedule (max 64)")
+    return _scratch_floats(&g, ALGORITHMS[algorithm], &s)
+
+
+def schedule_info(tuple spec, Py_ssize_t column_block):
+    """(classes, windows per class, ring rotation, buffer rows) of the incremental schedule."""
+    cdef Geometry g
+    cdef Schedule s
+    _geometry(spec, &g)
+    if _make_schedule(&g, column_block, &s) != 0:
+        raise ValueError("stride too large for the incremental schedule (max 64)")
+    return s.G, s.B, s.rot, s.rows
+
+
+def pack_weights(tuple spec, str algorithm, cnp.ndarray weight, Py_ssize_t column_block,
+                 KernelSet kernels, bint packed):
+    """Arrange the (OC, Cg, kh, kw) weights the way `algorithm` reads them.
+
+    Returns a float32 array: per group, the GEMM's left operand(s), plain row-major or packed
+    into kernels.gemm_mr-row panels for our GEMM.  Incremental im2row needs one copy per ring
+    offset (slot s holds tap (s - offset) % kw) and per kernel row."""
+    cdef Geometry g
+    cdef Schedule s
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] plain
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] dst
+    cdef Py_ssize_t m, k, mr, blocks, b, block
+    _geometry(spec, &g)
+    code = ALGORITHMS[algorithm]
+    w = np.ascontiguousarray(weight, dtype=np.float32).reshape(
+        g.groups, g.OCg, g.Cg, g.kh, g.kw)
+    if code == ALG_DEPTHWISE:
+        return np.ascontiguousarray(w.reshape(-1))
+    if code == ALG_INCREMENTAL:
+        _make_schedule(&g, column_block, &s)
+        offsets = np.arange(g.kw)
+        # mats[g, offset, i] = (OCg, Cg*kw) with column (c, slot) = w[.., c, i, (slot-offset)%kw]
+        taps = (offsets[None, :] - offsets[:, None]) % g.kw          # [offset, slot] -> tap
+        mats = w[:, :, :, :, taps]                                    # g, OCg, Cg, kh, off, slot
+        mats = mats.transpose(0, 4, 3, 1, 2, 5).reshape(g.groups * g.kw * g.kh, g.OCg, g.Cg * g.kw)
+    else:
+        mats = w.reshape(g.groups, g.OCg, g.Cg * g.kh * g.kw)
+    mats = np.ascontiguousarray(mats, dtype=np.float32)
+    if not packed:
+        return mats.reshape(-1)
+    m = mats.shape[1]
+    k = mats.shape[2]
+    mr = kernels.kern.gemm_mr
+    block = ((m + mr - 1) // mr) * mr * k
+    blocks = mats.shape[0]
+    dst = np.zeros(blocks * block, dtype=np.float32)
+    for b in range(blocks):
+        plain = mats[b]
+        im2row_pack_a(&dst[b * block], &plain[0, 0], k, m, k, mr)
+    return dst
+
+
+def weight_block_floats(tuple spec, str algorithm, KernelSet kernels, bint packed):
+    """Floats between consecutive GEMM weight matrices in pack_weights' output."""
+    cdef Geometry g
+    cdef Py_ssize_t k, m, mr
+    _geometry(spec, &g)
+    k = g.Cg * g.kw if algorithm == "incremental" else g.Cg * g.kh * g.kw
+    m = g.OCg
+    if packed:
+        mr = kernels.kern.gemm_mr
+        m = ((m + mr - 1) // mr) * mr
+    return m * k
+
+
+def run(tuple spec, str algorithm, Py_ssize_t column_block, KernelSet kernels, bint packed,
+        cnp.ndarray weights, object bias, cnp.ndarray x, cnp.ndarray out):
+    """Convolve x (N, C, H, W) into out (N, OC, OH, OW), both C-contiguous float32.
+
+    `weights` comes from pack_weights with the same spec/algorithm/column_block/kernels/packed.
+    Runs without the GIL; scratch is allocated per call so concurrent calls never share it."""
+    cdef Geometry g
+    cdef Schedule s
+    cdef int code = ALGORITHMS[algorithm]
+    cdef const im2row_kernels *kern = kernels.kern
+    cdef Py_ssize_t n, grp, N = x.shape[0], scratch_n, wblock, group_weights
+    cdef const float *xp = <const float *>cnp.PyArray_DATA(x)
+    cdef float *op = <float *>cnp.PyArray_DATA(out)
+    cdef const float *wp = <const float *>cnp.PyArray_DATA(weights)
+    cdef const float *bp = NULL
+    cdef cnp.ndarray bias_arr
+    cdef float *scratch = NULL
+    cdef const float *xg
+    cdef float *og
+    cdef const float *bg
+    _geometry(spec, &g)
+    if _make_schedule(&g, column_block, &s) != 0:
+        raise ValueError("stride too large for the incremental schedule (max 64)")
+    if x.dtype != np.float32 or out.dtype != np.float32 or weights.dtype != np.float32:
+        raise TypeError("core expects float32 arrays")
+    if not (x.flags.c_contiguous and out.flags.c_contiguous and weights.flags.c_contiguous):
+        raise ValueError("core expects C-contiguous arrays")
+    if x.shape[1] != g.C or out.shape[0] != N or out.shape[1] != g.OC:
+        raise ValueError("core: array shapes do not match the spec")
+    if packed and kern.gemm == NULL:
+        raise ValueError(f"ISA {kernels.isa} has no packed GEMM")
+    if bias is not None:
+        bias_arr = bias
+        if bias_arr.dtype != np.float32 or bias_arr.shape[0] != g.OC:
+            raise ValueError("core: bias must be float32 of length OC")
+        bp = <const float *>cnp.PyArray_DATA(bias_arr)
+    wblock = weight_block_floats(spec, algorithm, kernels, packed)
+    if code == ALG_INCREMENTAL:
+        group_weights = wblock * g.kw * g.kh
+    elif code == ALG_DEPTHWISE:
+        group_weights = g.OCg * g.kh * g.kw
+    else:
+        group_weights = wblock
+    if weights.size != group_weights * g.groups:
+        raise ValueError("core: packed weights do not match the plan")
+    scratch_n = _scratch_floats(&g, code, &s)
+    if N == 0:
+        return out
+    with nogil:
+        if scratch_n > 0:
+            scratch = <float *>calloc(scratch_n, sizeof(float))
+    if scratch_n > 0 and scratch == NULL:
+        raise MemoryError(f"im2row: cannot allocate {scratch_n * 4} bytes of scratch")
+    try:
+        with nogil:
+            for n in range(N):
+                for grp in range(g.groups):
+                    xg = xp + (n * g.C + grp * g.Cg) * g.H * g.W
+                    og = op + (n * g.OC + grp * g.OCg) * g.OH * g.OW
+                    bg = bp + grp * g.OCg if bp != NULL else NULL
+                    if code == ALG_INCREMENTAL:
+                        _run_incremental(&g, &s, kern, packed, wblock, xg,
+                                         wp + grp * group_weights, bg, og, scratch)
+                    elif code == ALG_DEPTHWISE:
+                        _run_depthwise(&g, kern, xg, wp + grp * group_weights, bg, og, scratch)
+                    else:
+                        _run_patch_gemm(&g, kern, packed, xg, wp + grp * group_weights, bg, og,
+                                        scratch, code == ALG_POINTWISE)
+    finally:
+        free(scratch)
+    return out

@@ -1,0 +1,131 @@
+/* Run-time kernel selection: one table per ISA compiled into this build, filtered by what the
+ * CPU supports.  Detection happens once; everything else asks this file. */
+#include <string.h>
+#include "im2row_kernels.h"
+
+/* SIMD variants are weak references: a build that lacks one (an ISA file not compiled for this
+ * target) still links, and that ISA's table is simply not offered. */
+#if defined(__GNUC__)
+#define IM2ROW_OPTIONAL __attribute__((weak))
+#else
+#define IM2ROW_OPTIONAL
+#endif
+
+extern const ptrdiff_t im2row_gemm_mr__scalar;
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define IM2ROW_X86 1
+IM2ROW_OPTIONAL void im2row_gather__avx2(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+IM2ROW_OPTIONAL void im2row_scatter_bias__avx2(float *, ptrdiff_t, const float *, ptrdiff_t, float);
+IM2ROW_OPTIONAL void im2row_dwconv__avx2(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                         ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                         ptrdiff_t, ptrdiff_t, float);
+IM2ROW_OPTIONAL void im2row_dwconv__avx512(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                           ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                           ptrdiff_t, ptrdiff_t, float);
+IM2ROW_OPTIONAL void im2row_gemm__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *, ptrdiff_t,
+                       float *, ptrdiff_t, int);
+IM2ROW_OPTIONAL void im2row_gemm__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *, ptrdiff_t,
+                         float *, ptrdiff_t, int);
+IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__avx2;
+IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__avx512;
+#endif
+
+#if defined(__aarch64__)
+#define IM2ROW_ARM64 1
+IM2ROW_OPTIONAL void im2row_gather__neon(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+IM2ROW_OPTIONAL void im2row_scatter_bias__neon(float *, ptrdiff_t, const float *, ptrdiff_t, float);
+IM2ROW_OPTIONAL void im2row_dwconv__neon(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                         ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                         ptrdiff_t, ptrdiff_t, float);
+IM2ROW_OPTIONAL void im2row_gemm__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *, ptrdiff_t,
+                       float *, ptrdiff_t, int);
+IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__neon;
+#endif
+
+int im2row_cpu_has_avx2_fma(void) {
+#ifdef IM2ROW_X86
+    /* libgcc's detection also checks that the OS saves the YMM state (XGETBV). */
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+int im2row_cpu_has_avx512(void) {
+#ifdef IM2ROW_X86
+    __builtin_cpu_init();
+    return im2row_cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vl");
+#else
+    return 0;
+#endif
+}
+
+int im2row_cpu_has_neon(void) {
+#ifdef IM2ROW_ARM64
+    return 1; /* ASIMD with FMA is mandatory in ARMv8-A */
+#else
+    return 0;
+#endif
+}
+
+static im2row_kernels tables[4];
+static int table_count = -1;
+
+static void detect_once(void) {
+    int n = 0;
+    if (table_count >= 0) return;
+#ifdef IM2ROW_X86
+    if (im2row_cpu_has_avx512() && im2row_gather__avx2 && im2row_dwconv__avx512 &&
+        im2row_gemm__avx512 && &im2row_gemm_mr__avx512) {
+        im2row_kernels t = {"avx512", im2row_gather__avx2, im2row_scatter_bias__avx2,
+                            im2row_dwconv__avx512, im2row_gemm__avx512, 0};
+        t.gemm_mr = im2row_gemm_mr__avx512;
+        tables[n++] = t;
+    }
+    if (im2row_cpu_has_avx2_fma() && im2row_gather__avx2 && im2row_scatter_bias__avx2 &&
+        im2row_dwconv__avx2 && im2row_gemm__avx2 && &im2row_gemm_mr__avx2) {
+        im2row_kernels t = {"avx2", im2row_gather__avx2, im2row_scatter_bias__avx2,
+                            im2row_dwconv__avx2, im2row_gemm__avx2, 0};
+        t.gemm_mr = im2row_gemm_mr__avx2;
+        tables[n++] = t;
+    }
+#endif
+#ifdef IM2ROW_ARM64
+    if (im2row_gather__neon && im2row_scatter_bias__neon && im2row_dwconv__neon &&
+        im2row_gemm__neon && &im2row_gemm_mr__neon) {
+        im2row_kernels t = {"neon", im2row_gather__neon, im2row_scatter_bias__neon,
+                            im2row_dwconv__neon, im2row_gemm__neon, 0};
+        t.gemm_mr = im2row_gemm_mr__neon;
+        tables[n++] = t;
+    }
+#endif
+    {
+        im2row_kernels t = {"scalar", im2row_gather__scalar, im2row_scatter_bias__scalar,
+                            im2row_dwconv__scalar, im2row_gemm__scalar, 0};
+        t.gemm_mr = im2row_gemm_mr__scalar;
+        tables[n++] = t;
+    }
+    table_count = n;
+}
+
+int im2row_kernels_count(void) {
+    detect_once();
+    return table_count;
+}
+
+const im2row_kernels *im2row_kernels_at(int index) {
+    detect_once();
+    return (index >= 0 && index < table_count) ? &tables[index] : NULL;
+}
+
+const im2row_kernels *im2row_kernels_find(const char *isa) {
+    int i;
+    detect_once();
+    for (i = 0; i < table_count; i++)
+        if (strcmp(tables[i].isa, isa) == 0) return &tables[i];
+    return NULL;
+}

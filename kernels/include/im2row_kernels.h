@@ -1,0 +1,94 @@
+/* im2row kernel contracts.
+ *
+ * Every kernel family has one scalar implementation (kernels/scalar/) and SIMD variants
+ * (kernels/x86/<family>-avx2.c, <family>-avx512.c, kernels/arm/<family>-neon.c).  The dispatch table in
+ * kernels/dispatch.c picks one variant per family at run time; nothing else calls a
+ * variant directly, so the Cython core, the tests and the benchmarks all go through
+ * `im2row_kernels_get()`.
+ *
+ * All sizes are in elements (floats), all strides in elements.  Kernels never allocate.
+ */
+#ifndef IM2ROW_KERNELS_H
+#define IM2ROW_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- f32-gather: the im2row buffer update -------------------------------------------
+ * dst[k] = src[start + k*stride]  when 0 <= start + k*stride < src_len, else 0,
+ * for k in [0, n).  stride >= 1.  src may be NULL when no index is in range
+ * (a padding row): then dst is zero-filled.
+ * This one routine fills every im2row buffer row, the classic patch matrix and the
+ * strided 1x1 input, so its SIMD variants matter (stride 1 and 2 are the common cases). */
+typedef void (*im2row_gather_fn)(float *dst, const float *src, ptrdiff_t src_len,
+                                 ptrdiff_t start, ptrdiff_t stride, ptrdiff_t n);
+
+/* ---- f32-scatter-bias: the epilogue of a column block --------------------------------
+ * dst[k*dst_stride] = src[k] + bias, k in [0, n).  dst_stride >= 1. */
+typedef void (*im2row_scatter_fn)(float *dst, ptrdiff_t dst_stride, const float *src,
+                                  ptrdiff_t n, float bias);
+
+/* ---- f32-dwconv: depthwise (one input plane -> one output plane) direct convolution ---
+ * in:  `phases` holds the zero-padded input plane split into sw column phases:
+ *      phases[p][r][u] = xpad[r][u*sw + p], p in [0,sw), r in [0,hp), u in [0,phase_w)
+ *      (phase p starts at phases + p*hp*phase_w).  Padding is already applied, so the
+ *      kernel reads only in-range memory.
+ *      out[oh][ow] = bias + sum_{i<kh, j<kw} w[i*kw + j] * xpad[oh*sh + i*dh][ow*sw + j*dw]
+ *      which reads phase (j*dw) % sw at column ow + (j*dw)/sw.
+ * out: oh x ow row-major, row stride out_stride.  Requires phase_w >= ow + ((kw-1)*dw)/sw
+ *      and hp >= (oh-1)*sh + (kh-1)*dh + 1. */
+typedef void (*im2row_dwconv_fn)(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff_t ow,
+                                 const float *phases, ptrdiff_t hp, ptrdiff_t phase_w,
+                                 const float *w, ptrdiff_t kh, ptrdiff_t kw,
+                                 ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dh, ptrdiff_t dw,
+                                 float bias);
+
+/* ---- f32-gemm-packed: C (m x n, row-major, ldc) (+)= A_packed (m x k) @ B (k x n) ------
+ * A is the weight matrix, packed once by `pack_a` into panels of `mr` rows:
+ *   packed[panel][kk][r] = A[panel*mr + r][kk]  (zero for rows past m).
+ * B is read in place (row-major, row stride ldb): it is a view of the im2row buffer,
+ * so no packing of the moving operand.  accumulate=0 overwrites C, 1 adds to it. */
+typedef void (*im2row_gemm_fn)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                               const float *a_packed, const float *b, ptrdiff_t ldb,
+                               float *c, ptrdiff_t ldc, int accumulate);
+
+typedef struct im2row_kernels {
+    const char *isa;          /* "scalar", "avx2", "avx512", "neon" */
+    im2row_gather_fn gather;
+    im2row_scatter_fn scatter_bias;
+    im2row_dwconv_fn dwconv;
+    im2row_gemm_fn gemm;      /* NULL when this ISA has no packed GEMM */
+    ptrdiff_t gemm_mr;        /* panel height expected by `gemm`'s packed A */
+} im2row_kernels;
+
+/* CPU features, detected once. */
+int im2row_cpu_has_avx2_fma(void);
+int im2row_cpu_has_avx512(void);
+int im2row_cpu_has_neon(void);
+
+/* The variants compiled into this build and usable on this CPU, best first. */
+int im2row_kernels_count(void);
+const im2row_kernels *im2row_kernels_at(int index);
+/* Look up by name; NULL if not compiled in or not supported by this CPU. */
+const im2row_kernels *im2row_kernels_find(const char *isa);
+
+/* Pack A (m x k, row-major, lda) into `mr`-row panels; dst holds ceil(m/mr)*mr*k floats. */
+void im2row_pack_a(float *dst, const float *a, ptrdiff_t lda, ptrdiff_t m, ptrdiff_t k, ptrdiff_t mr);
+
+/* Scalar and SIMD variants (defined per ISA file). */
+void im2row_gather__scalar(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+void im2row_scatter_bias__scalar(float *, ptrdiff_t, const float *, ptrdiff_t, float);
+void im2row_dwconv__scalar(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                           ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                           ptrdiff_t, ptrdiff_t, float);
+void im2row_gemm__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *, ptrdiff_t,
+                         float *, ptrdiff_t, int);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

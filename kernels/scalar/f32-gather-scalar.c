@@ -1,0 +1,43 @@
+/* f32-gather, portable scalar variant (also the oracle for the SIMD variants).
+ * Contract (im2row_kernels.h): dst[k] = src[start + k*stride] when the index lies in
+ * [0, src_len), else 0, for k in [0, n); stride >= 1; src may be NULL when no index is
+ * in range.  The in-range k form one interval [k_lo, k_hi) because stride > 0, so the row
+ * is written as zeros | copy | zeros with no per-element bounds test. */
+#include <assert.h>
+#include <string.h>
+
+#include "im2row_kernels.h"
+
+void im2row_gather__scalar(float *dst, const float *src, ptrdiff_t src_len,
+                           ptrdiff_t start, ptrdiff_t stride, ptrdiff_t n)
+{
+    assert(stride >= 1);
+    assert(n >= 0);
+    assert(src_len >= 0);
+    assert(n == 0 || dst != NULL);
+    if (n <= 0)
+        return;
+
+    /* k_lo: first k with start + k*stride >= 0; k_hi: first k with index >= src_len. */
+    ptrdiff_t k_lo = start >= 0 ? 0 : (-start + stride - 1) / stride;
+    ptrdiff_t k_hi = start >= src_len ? 0 : (src_len - start + stride - 1) / stride;
+    if (k_lo > n) k_lo = n;
+    if (k_hi > n) k_hi = n;
+    if (k_hi < k_lo) k_hi = k_lo;
+    assert(k_hi == k_lo || src != NULL);
+
+    ptrdiff_t k = 0;
+    for (; k < k_lo; k++)
+        dst[k] = 0.0f;
+    if (stride == 1) {
+        if (k_hi > k_lo)
+            memcpy(dst + k_lo, src + start + k_lo, (size_t)(k_hi - k_lo) * sizeof(float));
+        k = k_hi;
+    } else {
+        const float *s = src + start + k * stride;
+        for (; k < k_hi; k++, s += stride)
+            dst[k] = *s;
+    }
+    for (; k < n; k++)
+        dst[k] = 0.0f;
+}

@@ -1,0 +1,73 @@
+/* f32-gemm-packed, portable C: the oracle for the SIMD variants and the fallback kernel.
+ *
+ * Contract (kernels/include/im2row_kernels.h):
+ *   C (m x n, row stride ldc) = [C +] A (m x k) @ B (k x n, row stride ldb)
+ *   A comes packed by im2row_pack_a in panels of im2row_gemm_mr__scalar rows:
+ *     a_packed[(panel*k + kk)*mr + r] = A[panel*mr + r][kk], zero past row m.
+ *   accumulate == 0 overwrites C (whatever it held, NaN included), != 0 adds to it.
+ *   Requires m, n, k >= 1, ldb >= n, ldc >= n.  Never allocates.
+ *
+ * im2row_pack_a is shared by every ISA: each one packs with its own mr.
+ */
+#include <assert.h>
+#include <stddef.h>
+
+#include "im2row_kernels.h"
+
+extern const ptrdiff_t im2row_gemm_mr__scalar;
+const ptrdiff_t im2row_gemm_mr__scalar = 4;
+
+void im2row_pack_a(float *dst, const float *a, ptrdiff_t lda, ptrdiff_t m, ptrdiff_t k, ptrdiff_t mr)
+{
+    assert(dst != NULL);
+    assert(a != NULL);
+    assert(m >= 1);
+    assert(k >= 1);
+    assert(mr >= 1);
+    assert(lda >= k);
+
+    for (ptrdiff_t i0 = 0; i0 < m; i0 += mr) {
+        for (ptrdiff_t kk = 0; kk < k; kk++) {
+            for (ptrdiff_t r = 0; r < mr; r++) {
+                /* Zero rows let kernels run whole panels without reading past A. */
+                *dst++ = (i0 + r < m) ? a[(i0 + r) * lda + kk] : 0.0f;
+            }
+        }
+    }
+}
+
+void im2row_gemm__scalar(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_packed,
+                         const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int accumulate)
+{
+    enum { MR = 4 };
+    assert(m >= 1);
+    assert(n >= 1);
+    assert(k >= 1);
+    assert(a_packed != NULL);
+    assert(b != NULL);
+    assert(c != NULL);
+    assert(ldb >= n);
+    assert(ldc >= n);
+    assert(im2row_gemm_mr__scalar == MR);
+
+    for (ptrdiff_t i0 = 0; i0 < m; i0 += MR) {
+        const float *ap = a_packed + i0 * k;
+        const ptrdiff_t rows = (m - i0 < MR) ? m - i0 : MR;
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            float *crow = c + (i0 + r) * ldc;
+            if (!accumulate) {
+                for (ptrdiff_t j = 0; j < n; j++) {
+                    crow[j] = 0.0f;
+                }
+            }
+            /* Row-wise axpy keeps the inner loop contiguous in B and C (auto-vectorisable). */
+            for (ptrdiff_t kk = 0; kk < k; kk++) {
+                const float av = ap[kk * MR + r];
+                const float *brow = b + kk * ldb;
+                for (ptrdiff_t j = 0; j < n; j++) {
+                    crow[j] += av * brow[j];
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,256 @@
+/* f32-dwconv, AVX-512 (F/BW/DQ/VL) variant.
+ * Contract (im2row_kernels.h): out[y][x] = bias + sum_{i,j} w[i*kw+j] *
+ * xpad[y*sh + i*dh][x*sw + j*dw], with the padded plane given as sw column phases, so tap
+ * column j reads a contiguous run starting at column x + (j*dw)/sw of phase (j*dw)%sw.
+ *
+ * Same scheme as the AVX2 variant (vectorise along width, block output rows so one input
+ * load feeds every output row that uses it, compile-time 3x3/5x5 at stride 1/2), with
+ * 16-wide vectors and masked loads/stores for the width tail.  Zen 4 runs a zmm op as two
+ * 256-bit halves, so a tail of <= 8 columns (all of a 7x7 plane) uses masked ymm ops
+ * instead of a half-empty zmm.  Taps accumulate in (i, j) order, like the scalar oracle. */
+#if defined(__x86_64__) || defined(_M_X64)
+#include <assert.h>
+#include <immintrin.h>
+
+#include "im2row_kernels.h"
+
+#define AI static inline __attribute__((always_inline))
+
+#ifndef DW512_R
+#define DW512_R 6   /* rows per block: 6 accumulators + 9 weights + loads of 32 zmm */
+#endif
+
+/* One block of R output rows by one vector of columns.  in[j] points at tap column j's
+ * input for the block's first output row and column.  Input row ir feeds output row t
+ * through kernel row i when ir == t*SH + i*DH, resolved at compile time.  WIDE selects
+ * zmm (16 lanes) or ymm (8 lanes); m masks the valid lanes (all ones in the body). */
+AI void block_fixed(float *o, ptrdiff_t os, const float *const *in, ptrdiff_t pw,
+                    const float *w, float bias, const int KH, const int KW, const int SH,
+                    const int DH, const int R, const int WIDE, const int MASKED, __mmask16 m)
+{
+    const int NR = (R - 1) * SH + (KH - 1) * DH + 1;
+    if (WIDE) {
+        __m512 acc[DW512_R];
+#pragma GCC unroll 8
+        for (int t = 0; t < R; t++)
+            acc[t] = _mm512_set1_ps(bias);
+#pragma GCC unroll 64
+        for (int ir = 0; ir < NR; ir++) {
+#pragma GCC unroll 8
+            for (int j = 0; j < KW; j++) {
+                const float *p = in[j] + ir * pw;
+                __m512 v = MASKED ? _mm512_maskz_loadu_ps(m, p) : _mm512_loadu_ps(p);
+#pragma GCC unroll 8
+                for (int t = 0; t < R; t++) {
+                    const int d = ir - t * SH;
+                    if (d >= 0 && d % DH == 0 && d / DH < KH)
+                        acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(w[(d / DH) * KW + j]), v, acc[t]);
+                }
+            }
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < R; t++) {
+            if (MASKED)
+                _mm512_mask_storeu_ps(o + t * os, m, acc[t]);
+            else
+                _mm512_storeu_ps(o + t * os, acc[t]);
+        }
+    } else {
+        __m256 acc[DW512_R];
+        const __mmask8 m8 = (__mmask8)m;
+#pragma GCC unroll 8
+        for (int t = 0; t < R; t++)
+            acc[t] = _mm256_set1_ps(bias);
+#pragma GCC unroll 64
+        for (int ir = 0; ir < NR; ir++) {
+#pragma GCC unroll 8
+            for (int j = 0; j < KW; j++) {
+                const float *p = in[j] + ir * pw;
+                __m256 v = _mm256_maskz_loadu_ps(m8, p);
+#pragma GCC unroll 8
+                for (int t = 0; t < R; t++) {
+                    const int d = ir - t * SH;
+                    if (d >= 0 && d % DH == 0 && d / DH < KH)
+                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(w[(d / DH) * KW + j]), v, acc[t]);
+                }
+            }
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < R; t++)
+            _mm256_mask_storeu_ps(o + t * os, m8, acc[t]);
+    }
+}
+
+/* R output rows starting at y, the whole width: full zmm vectors, then a masked tail. */
+AI void rows_fixed(float *out, ptrdiff_t os, ptrdiff_t y, ptrdiff_t ow, const float *const *cb,
+                   ptrdiff_t pw, const float *w, float bias, const int KH, const int KW,
+                   const int SH, const int DH, const int R, ptrdiff_t rem, __mmask16 tm)
+{
+    const float *in[8];
+    float *o = out + y * os;
+    const ptrdiff_t roff = y * SH * pw;
+    ptrdiff_t x = 0;
+    for (; x + 16 <= ow; x += 16) {
+#pragma GCC unroll 8
+        for (int j = 0; j < KW; j++)
+            in[j] = cb[j] + roff + x;
+        block_fixed(o + x, os, in, pw, w, bias, KH, KW, SH, DH, R, 1, 0, 0xFFFF);
+    }
+    if (rem) {
+#pragma GCC unroll 8
+        for (int j = 0; j < KW; j++)
+            in[j] = cb[j] + roff + x;
+        if (rem > 8)
+            block_fixed(o + x, os, in, pw, w, bias, KH, KW, SH, DH, R, 1, 1, tm);
+        else
+            block_fixed(o + x, os, in, pw, w, bias, KH, KW, SH, DH, R, 0, 1, tm);
+    }
+}
+
+AI void conv_fixed(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow, const float *const *cb,
+                   ptrdiff_t pw, const float *w, float bias, const int KH, const int KW,
+                   const int SH, const int DH)
+{
+    /* Weights are read as scalars and broadcast where used; the compiler keeps the
+     * broadcasts in registers across the row loop (32 zmm are enough for 3x3). */
+    const ptrdiff_t rem = ow % 16;
+    const __mmask16 tm = (__mmask16)((1u << rem) - 1u);
+    ptrdiff_t y = 0;
+    for (; y + DW512_R <= oh; y += DW512_R)
+        rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, DW512_R, rem, tm);
+    switch (oh - y) {
+#if DW512_R > 7
+    case 7: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 7, rem, tm); break;
+#endif
+#if DW512_R > 6
+    case 6: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 6, rem, tm); break;
+#endif
+#if DW512_R > 5
+    case 5: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 5, rem, tm); break;
+#endif
+#if DW512_R > 4
+    case 4: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 4, rem, tm); break;
+#endif
+    case 3: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 3, rem, tm); break;
+    case 2: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 2, rem, tm); break;
+    case 1: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 1, rem, tm); break;
+    default: break;
+    }
+}
+
+/* Any shape: taps in a runtime loop, R rows per block so each weight broadcast feeds R
+ * FMAs (one load per FMA: no row sharing). */
+#define GEN_R 4
+AI void block_generic(float *o, ptrdiff_t os, const float *phases, ptrdiff_t hp, ptrdiff_t pw,
+                      ptrdiff_t y, ptrdiff_t x, const float *w, ptrdiff_t kh, ptrdiff_t kw,
+                      ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dh, ptrdiff_t dw, float bias,
+                      const int R, const int WIDE, const int MASKED, __mmask16 m)
+{
+    const ptrdiff_t rs = sh * pw;
+    if (WIDE) {
+        __m512 acc[GEN_R];
+#pragma GCC unroll 8
+        for (int t = 0; t < R; t++)
+            acc[t] = _mm512_set1_ps(bias);
+        for (ptrdiff_t i = 0; i < kh; i++) {
+            const float *row = phases + (y * sh + i * dh) * pw + x;
+            for (ptrdiff_t j = 0; j < kw; j++) {
+                const float *p = row + ((j * dw) % sw) * hp * pw + (j * dw) / sw;
+                const __m512 wij = _mm512_set1_ps(w[i * kw + j]);
+#pragma GCC unroll 8
+                for (int t = 0; t < R; t++) {
+                    __m512 v = MASKED ? _mm512_maskz_loadu_ps(m, p + t * rs) : _mm512_loadu_ps(p + t * rs);
+                    acc[t] = _mm512_fmadd_ps(wij, v, acc[t]);
+                }
+            }
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < R; t++) {
+            if (MASKED)
+                _mm512_mask_storeu_ps(o + t * os, m, acc[t]);
+            else
+                _mm512_storeu_ps(o + t * os, acc[t]);
+        }
+    } else {
+        __m256 acc[GEN_R];
+        const __mmask8 m8 = (__mmask8)m;
+#pragma GCC unroll 8
+        for (int t = 0; t < R; t++)
+            acc[t] = _mm256_set1_ps(bias);
+        for (ptrdiff_t i = 0; i < kh; i++) {
+            const float *row = phases + (y * sh + i * dh) * pw + x;
+            for (ptrdiff_t j = 0; j < kw; j++) {
+                const float *p = row + ((j * dw) % sw) * hp * pw + (j * dw) / sw;
+                const __m256 wij = _mm256_set1_ps(w[i * kw + j]);
+#pragma GCC unroll 8
+                for (int t = 0; t < R; t++)
+                    acc[t] = _mm256_fmadd_ps(wij, _mm256_maskz_loadu_ps(m8, p + t * rs), acc[t]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < R; t++)
+            _mm256_mask_storeu_ps(o + t * os, m8, acc[t]);
+    }
+}
+
+AI void rows_generic(float *out, ptrdiff_t os, ptrdiff_t y, ptrdiff_t ow, const float *phases,
+                     ptrdiff_t hp, ptrdiff_t pw, const float *w, ptrdiff_t kh, ptrdiff_t kw,
+                     ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dh, ptrdiff_t dw, float bias,
+                     const int R, ptrdiff_t rem, __mmask16 tm)
+{
+    float *o = out + y * os;
+    ptrdiff_t x = 0;
+    for (; x + 16 <= ow; x += 16)
+        block_generic(o + x, os, phases, hp, pw, y, x, w, kh, kw, sh, sw, dh, dw, bias, R, 1, 0, 0xFFFF);
+    if (rem > 8)
+        block_generic(o + x, os, phases, hp, pw, y, x, w, kh, kw, sh, sw, dh, dw, bias, R, 1, 1, tm);
+    else if (rem)
+        block_generic(o + x, os, phases, hp, pw, y, x, w, kh, kw, sh, sw, dh, dw, bias, R, 0, 1, tm);
+}
+
+void im2row_dwconv__avx512(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff_t ow,
+                           const float *phases, ptrdiff_t hp, ptrdiff_t phase_w,
+                           const float *w, ptrdiff_t kh, ptrdiff_t kw,
+                           ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dh, ptrdiff_t dw,
+                           float bias)
+{
+    assert(oh >= 0 && ow >= 0);
+    assert(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && dh >= 1 && dw >= 1);
+    assert(out_stride >= ow);
+    if (oh == 0 || ow == 0)
+        return;
+    assert(out != NULL && phases != NULL && w != NULL);
+    assert(phase_w >= ow + ((kw - 1) * dw) / sw);
+    assert(hp >= (oh - 1) * sh + (kh - 1) * dh + 1);
+
+    if (dh == 1 && kh == kw && (kh == 3 || kh == 5) && (sh == 1 || sh == 2)) {
+        const float *cb[8];
+        for (ptrdiff_t j = 0; j < kw; j++)
+            cb[j] = phases + ((j * dw) % sw) * hp * phase_w + (j * dw) / sw;
+        if (kh == 3) {
+            if (sh == 1)
+                conv_fixed(out, out_stride, oh, ow, cb, phase_w, w, bias, 3, 3, 1, 1);
+            else
+                conv_fixed(out, out_stride, oh, ow, cb, phase_w, w, bias, 3, 3, 2, 1);
+        } else {
+            if (sh == 1)
+                conv_fixed(out, out_stride, oh, ow, cb, phase_w, w, bias, 5, 5, 1, 1);
+            else
+                conv_fixed(out, out_stride, oh, ow, cb, phase_w, w, bias, 5, 5, 2, 1);
+        }
+        return;
+    }
+
+    const ptrdiff_t rem = ow % 16;
+    const __mmask16 tm = (__mmask16)((1u << rem) - 1u);
+    ptrdiff_t y = 0;
+    for (; y + GEN_R <= oh; y += GEN_R)
+        rows_generic(out, out_stride, y, ow, phases, hp, phase_w, w, kh, kw, sh, sw, dh, dw, bias, GEN_R, rem, tm);
+    switch (oh - y) {
+    case 3: rows_generic(out, out_stride, y, ow, phases, hp, phase_w, w, kh, kw, sh, sw, dh, dw, bias, 3, rem, tm); break;
+    case 2: rows_generic(out, out_stride, y, ow, phases, hp, phase_w, w, kh, kw, sh, sw, dh, dw, bias, 2, rem, tm); break;
+    case 1: rows_generic(out, out_stride, y, ow, phases, hp, phase_w, w, kh, kw, sh, sw, dh, dw, bias, 1, rem, tm); break;
+    default: break;
+    }
+}
+#endif

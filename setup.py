@@ -1,0 +1,77 @@
+"""Build of the im2row extension: one Cython core (kernels/_core.pyx) linked with the C kernels.
+
+Each SIMD source is compiled with its own ISA flags (an AVX2 file with -mavx2 -mfma, ...) so that
+the rest of the extension stays baseline and runs on any CPU of the architecture; the dispatch
+table in kernels/dispatch.c picks a variant at run time."""
+import os
+import sysconfig
+from pathlib import Path
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).parent
+KERNELS = Path("kernels")
+
+ISA_FLAGS = {
+    "avx2": ["-mavx2", "-mfma"],
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma"],
+    "neon": [],
+}
+BASE_FLAGS = ["-O3", "-std=c99", "-fno-strict-aliasing"]
+
+
+def target_arch():
+    # sysconfig honours _PYTHON_HOST_PLATFORM, which is how cross builds (aarch64) say so.
+    plat = os.environ.get("_PYTHON_HOST_PLATFORM") or sysconfig.get_platform()
+    if "aarch64" in plat or "arm64" in plat:
+        return "arm64"
+    if "x86_64" in plat or "amd64" in plat.lower():
+        return "x86_64"
+    return "other"
+
+
+def kernel_sources():
+    """Scalar sources always; SIMD sources for the target architecture, tagged by ISA."""
+    sources = [(str(p), None) for p in sorted((KERNELS / "scalar").glob("*.c"))]
+    sources.append((str(KERNELS / "dispatch.c"), None))
+    arch = target_arch()
+    if arch == "x86_64":
+        for p in sorted((KERNELS / "x86").glob("*.c")):
+            isa = "avx512" if p.stem.endswith("-avx512") else "avx2"
+            sources.append((str(p), isa))
+    elif arch == "arm64":
+        sources += [(str(p), "neon") for p in sorted((KERNELS / "arm").glob("*.c"))]
+    return sources
+
+
+class BuildWithIsaFlags(build_ext):
+    """Compiles the C kernels first, each with its ISA's flags, then links them into the
+    Cython extension as extra objects."""
+
+    def build_extension(self, ext):
+        objects = []
+        for source, isa in kernel_sources():
+            flags = BASE_FLAGS + ISA_FLAGS.get(isa, []) if isa else BASE_FLAGS
+            objects += self.compiler.compile(
+                [source], output_dir=self.build_temp, include_dirs=[str(KERNELS / "include")],
+                extra_postargs=flags, depends=[str(KERNELS / "include" / "im2row_kernels.h")])
+        ext.extra_objects = list(ext.extra_objects or []) + objects
+        super().build_extension(ext)
+
+
+extension = Extension(
+    "im2row._core",
+    sources=[str(KERNELS / "_core.pyx")],
+    include_dirs=[str(KERNELS / "include"), numpy.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    extra_compile_args=["-O3"],
+)
+
+setup(
+    ext_modules=cythonize([extension], language_level=3, compiler_directives={
+        "boundscheck": False, "wraparound": False, "cdivision": True, "initializedcheck": False}),
+    cmdclass={"build_ext": BuildWithIsaFlags},
+)
