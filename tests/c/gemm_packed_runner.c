@@ -3,7 +3,8 @@
  *   gemm_packed check   every compiled variant usable on this CPU against a double-precision
  *                       naive GEMM over many odd shapes; exit status 1 on any mismatch.
  *   gemm_packed bench [reps [variant...]]
- *                       measured side by side (min over reps after warm-up, one thread).
+ *                       GF/s of the variants (all by default) and of OpenBLAS sgemm at
+ *                       convolution shapes, measured side by side (min over reps after warm-up, one thread).
  *
  * sgemm is loaded with dlopen from $IM2ROW_SGEMM_LIB (e.g. scipy's libscipy_openblas*.so), so the
  * check needs no BLAS at all.  The runner calls the variants directly, not through dispatch.c,
