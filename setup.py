@@ -4,7 +4,9 @@ Each SIMD source is compiled with its own ISA flags (an AVX2 file with -mavx2 -m
 the rest of the extension stays baseline and runs on any CPU of the architecture; the dispatch
 table in kernels/dispatch.c picks a variant at run time."""
 import os
+import subprocess
 import sysconfig
+import tempfile
 from pathlib import Path
 
 import numpy
@@ -47,6 +49,23 @@ def kernel_sources():
     return sources
 
 
+def openmp_flags(compiler_cmd):
+    """-fopenmp if the compiler accepts it and links libgomp; else [] and a serial build.
+
+    IM2ROW_NO_OPENMP=1 forces the serial build (the core's prange loops then run in order)."""
+    if os.environ.get("IM2ROW_NO_OPENMP"):
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "probe.c"
+        src.write_text("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+        try:
+            done = subprocess.run(compiler_cmd + ["-fopenmp", str(src), "-o", str(Path(tmp) / "probe")],
+                                  capture_output=True)
+        except OSError:
+            return []
+        return ["-fopenmp"] if done.returncode == 0 else []
+
+
 class BuildWithIsaFlags(build_ext):
     """Compiles the C kernels first, each with its ISA's flags, then links them into the
     Cython extension as extra objects."""
@@ -59,6 +78,12 @@ class BuildWithIsaFlags(build_ext):
                 [source], output_dir=self.build_temp, include_dirs=[str(KERNELS / "include")],
                 extra_postargs=flags, depends=[str(KERNELS / "include" / "im2row_kernels.h")])
         ext.extra_objects = list(ext.extra_objects or []) + objects
+        omp = openmp_flags(list(self.compiler.compiler_so[:1]) + [
+            arg for arg in self.compiler.compiler_so[1:] if arg.startswith("--sysroot")])
+        if not omp:
+            print("im2row: building without OpenMP: conv2d will run on one thread")
+        ext.extra_compile_args = list(ext.extra_compile_args or []) + omp
+        ext.extra_link_args = list(ext.extra_link_args or []) + omp
         super().build_extension(ext)
 
 

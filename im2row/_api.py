@@ -6,6 +6,7 @@ import threading
 import numpy as np
 
 from . import _core, hwinfo
+from ._threads import blas_threads, check_threads, get_num_threads
 from .plan import Plan, choose_plan, core_spec, scratch_bytes, validate_plan
 from .spec import ConvSpec, check_layer_args, make_spec
 
@@ -41,10 +42,14 @@ class _Prepared:
                                          hwinfo.kernel_set(self.plan.isa),
                                          self.plan.gemm == "packed")
 
-    def run(self, x_nchw: np.ndarray, out_nchw: np.ndarray, bias) -> None:
-        _core.run(core_spec(self.spec), self.plan.algorithm, max(self.plan.column_block, 1),
-                  hwinfo.kernel_set(self.plan.isa), self.plan.gemm == "packed", self.packed,
-                  bias, x_nchw, out_nchw)
+    def run(self, x_nchw: np.ndarray, out_nchw: np.ndarray, bias, threads: int) -> None:
+        own_threads = threads
+        if self.plan.parallel == "blas" and self.plan.gemm == "sgemm":
+            own_threads = 1
+        with blas_threads.limited(threads // own_threads):
+            _core.run(core_spec(self.spec), self.plan.algorithm, max(self.plan.column_block, 1),
+                      hwinfo.kernel_set(self.plan.isa), self.plan.gemm == "packed", self.packed,
+                      bias, x_nchw, out_nchw, own_threads)
 
 
 class Conv2d:
@@ -55,10 +60,13 @@ class Conv2d:
     right)), on float32 NumPy arrays.  layout='NHWC' takes and returns channels-last arrays.
 
     The plan depends on the input's spatial size; pass input_shape to plan up front, or it is
-    made on the first call (and kept per input shape).  plan=Plan(...) forces one."""
+    made on the first call (and kept per input shape).  plan=Plan(...) forces one.
+    threads: threads per call (default: im2row.get_num_threads() at call time).
+    A Conv2d may be called from several Python threads at once."""
 
     def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-                 layout="NCHW", input_shape=None, plan: Plan | None = None):
+                 layout="NCHW", input_shape=None, plan: Plan | None = None, threads=None):
+        self.threads = None if threads is None else check_threads(threads)
         weight = _as_float32("weight", weight)
         if weight.ndim != 4:
             raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kh, kw), "
@@ -143,7 +151,8 @@ class Conv2d:
         else:
             out_nchw = np.empty((spec.batch, spec.out_channels, spec.out_height, spec.out_width),
                                 dtype=np.float32)
-        prepared.run(x_nchw, out_nchw, self.bias)
+        prepared.run(x_nchw, out_nchw, self.bias,
+                     self.threads if self.threads is not None else get_num_threads())
         result = out_nchw.transpose(0, 2, 3, 1) if spec.layout == "NHWC" else out_nchw
         if unbatched:
             result = result[0]
@@ -161,11 +170,12 @@ class Conv2d:
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCHW",
-           out=None, plan: Plan | None = None):
+           out=None, plan: Plan | None = None, threads=None):
     """torch.nn.functional.conv2d on float32 NumPy arrays, run with the tuned (or default)
     plan for the shape.  See Conv2d for the arguments."""
     x = _as_float32("input", x)
     if x.ndim not in (3, 4):
         raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {x.shape}")
-    layer = Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, plan=plan)
+    layer = Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, plan=plan,
+                   threads=threads)
     return layer(x, out=out)

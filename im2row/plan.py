@@ -9,6 +9,7 @@ from .spec import ConvSpec
 
 ALGORITHMS = ("incremental", "classic", "pointwise", "depthwise")
 GEMMS = ("sgemm", "packed")
+PARALLEL = ("split", "blas")
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,15 @@ class Plan:
     column_block: incremental only: output columns per buffer fill (GEMM M = OH * column_block).
     gemm:         'sgemm' (SciPy's BLAS) or 'packed' (our SIMD kernel with pre-packed weights).
     isa:          kernel set: 'auto' (the active one) or a name from hwinfo.available_isas().
+    parallel:     with several threads: 'split' (our threads split the work, each sgemm
+                  single-threaded) or 'blas' (serial loop, sgemm gets the threads).
     """
 
     algorithm: str = "incremental"
     column_block: int = 0
     gemm: str = "sgemm"
     isa: str = "auto"
+    parallel: str = "split"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +77,7 @@ def plan_space(spec: ConvSpec) -> dict:
         "column_block": column_blocks(spec),
         "gemm": list(GEMMS),
         "isa": hwinfo.available_isas(),
+        "parallel": list(PARALLEL),
     }
 
 
@@ -82,6 +87,8 @@ def validate_plan(spec: ConvSpec, plan: Plan) -> None:
                          f"valid: {valid_algorithms(spec)}")
     if plan.gemm not in GEMMS:
         raise ValueError(f"gemm must be one of {GEMMS}, got {plan.gemm!r}")
+    if plan.parallel not in PARALLEL:
+        raise ValueError(f"parallel must be one of {PARALLEL}, got {plan.parallel!r}")
     if plan.isa != "auto" and plan.isa not in hwinfo.available_isas():
         raise ValueError(f"ISA {plan.isa!r} is not available; available: {hwinfo.available_isas()}")
     if plan.algorithm == "incremental" and plan.column_block < 1:

@@ -11,6 +11,7 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memset
 from libc.stdint cimport uintptr_t
 from scipy.linalg.cython_blas cimport sgemm
+from cython.parallel cimport parallel, prange, threadid
 
 import numpy as np
 cimport numpy as cnp
@@ -175,73 +176,95 @@ cdef void _fill_bias(float *out, Py_ssize_t planes, Py_ssize_t plane_size,
                 out[p * plane_size + q] = v
 
 
-cdef void _run_patch_gemm(const Geometry *g, const im2row_kernels *kern, bint packed,
-                          const float *x, const float *w, const float *bias, float *out,
-                          float *scratch, bint pointwise) noexcept nogil:
-    """Classic im2row (the whole patch matrix) and 1x1 convolution, one (image, group)."""
-    cdef Py_ssize_t c, i, j, oh, h, M = g.OH * g.OW, K = g.Cg * g.kh * g.kw
-    cdef const float *patches = x
+# ---- the phases of one (image, group) ------------------------------------------------------
+# Each algorithm is split into a fill (over input channels [c0, c1)) and a GEMM + epilogue
+# (over output channels [oc0, oc1)), so threads can share one buffer and split the work.
+
+cdef void _patch_fill(const Geometry *g, const im2row_kernels *kern, const float *x,
+                      float *patches, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Classic patch matrix rows (c, i, j) for channels [c0, c1): row = one tap's view of the
+    input at every output position."""
+    cdef Py_ssize_t c, i, j, oh, M = g.OH * g.OW
     cdef float *row
-    if not (pointwise and _pointwise_is_view(g)):
-        for c in range(g.Cg):
-            for i in range(g.kh):
-                for j in range(g.kw):
-                    row = scratch + ((c * g.kh + i) * g.kw + j) * M
-                    for oh in range(g.OH):
-                        h = oh * g.sh - g.pt + i * g.dh
-                        _gather_row(kern, row + oh * g.OW, x + c * g.H * g.W, h, g.H, g.W,
-                                    j * g.dw - g.pl, g.sw, g.OW)
-        patches = scratch
-    _fill_bias(out, g.OCg, M, bias)
-    _gemm(kern, packed, g.OCg, M, K, w, patches, M, out, M, True)
+    for c in range(c0, c1):
+        for i in range(g.kh):
+            for j in range(g.kw):
+                row = patches + ((c * g.kh + i) * g.kw + j) * M
+                for oh in range(g.OH):
+                    _gather_row(kern, row + oh * g.OW, x + c * g.H * g.W,
+                                oh * g.sh - g.pt + i * g.dh, g.H, g.W, j * g.dw - g.pl, g.sw,
+                                g.OW)
 
 
-cdef void _run_incremental(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
-                           bint packed, Py_ssize_t weight_block, const float *x,
-                           const float *w, const float *bias, float *out,
-                           float *scratch) noexcept nogil:
-    """Improved im2row, one (image, group): walk the column classes, updating the ring buffer
-    with only the new taps, and multiply each kernel row's fixed-offset view of it."""
-    cdef Py_ssize_t t, j, jfirst, slot, c, p, q, h, i, oc, oh, offset, windows, M
-    cdef Py_ssize_t ldb = s.rows * s.B
-    cdef float *ring = scratch
-    cdef float *block_out = scratch + s.K * ldb
-    cdef float *dst
+cdef void _patch_gemm(const Geometry *g, const im2row_kernels *kern, bint packed,
+                      const float *patches, const float *w, const float *bias, float *out,
+                      Py_ssize_t oc0, Py_ssize_t oc1) noexcept nogil:
+    cdef Py_ssize_t M = g.OH * g.OW, K = g.Cg * g.kh * g.kw
+    _fill_bias(out + oc0 * M, oc1 - oc0, M, bias + oc0 if bias != NULL else NULL)
+    _gemm(kern, packed, oc1 - oc0, M, K, w + oc0 * K, patches, M, out + oc0 * M, M, True)
+
+
+cdef void _ring_fill(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
+                     const float *x, float *ring, Py_ssize_t t, bint refill,
+                     Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Bring the ring buffer to column class t for channels [c0, c1): only the taps that are
+    new since class t-1 are gathered, unless refill (first class a worker sees)."""
+    cdef Py_ssize_t offset = (t * s.rot) % g.kw
+    cdef Py_ssize_t jfirst = 0 if (refill or s.rot == 0) else g.kw - s.rot
+    cdef Py_ssize_t j, slot, c, p, q
+    for j in range(jfirst, g.kw):
+        slot = (j + offset) % g.kw
+        for c in range(c0, c1):
+            for p in range(g.sh):
+                for q in range(s.phase_rows[p]):
+                    _gather_row(kern, ring + ((c * g.kw + slot) * s.rows + s.phase_base[p] + q) * s.B,
+                                x + c * g.H * g.W, q * g.sh + p - g.pt, g.H, g.W,
+                                t * g.sw - g.pl + j * g.dw, s.G * g.sw, s.B)
+
+
+cdef void _ring_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
+                     bint packed, Py_ssize_t weight_block, const float *ring, const float *w,
+                     const float *bias, float *out, float *block_out, Py_ssize_t t,
+                     Py_ssize_t oc0, Py_ssize_t oc1) noexcept nogil:
+    """Output channels [oc0, oc1) of column class t: one GEMM per kernel row on a fixed-offset
+    view of the ring, weights rotated to match the ring's slot order, then the scatter."""
+    cdef Py_ssize_t offset = (t * s.rot) % g.kw
+    cdef Py_ssize_t M = g.OH * s.B, ldb = s.rows * s.B
+    cdef Py_ssize_t i, p, oc, oh, windows, ldc
     cdef float *c_out
-    cdef Py_ssize_t ldc
-    M = g.OH * s.B
     if s.G == 1:
         # one class covers the whole width: the GEMM writes the output itself
-        _fill_bias(out, g.OCg, g.OH * g.OW, bias)
-        c_out = out
         ldc = g.OH * g.OW
+        c_out = out + oc0 * ldc
+        _fill_bias(c_out, oc1 - oc0, ldc, bias + oc0 if bias != NULL else NULL)
     else:
-        c_out = block_out
         ldc = M
-    for t in range(s.G):
-        offset = (t * s.rot) % g.kw
-        jfirst = 0 if (t == 0 or s.rot == 0) else g.kw - s.rot
-        for j in range(jfirst, g.kw):
-            slot = (j + offset) % g.kw
-            for c in range(g.Cg):
-                for p in range(g.sh):
-                    for q in range(s.phase_rows[p]):
-                        h = q * g.sh + p - g.pt
-                        dst = ring + ((c * g.kw + slot) * s.rows + s.phase_base[p] + q) * s.B
-                        _gather_row(kern, dst, x + c * g.H * g.W, h, g.H, g.W,
-                                    t * g.sw - g.pl + j * g.dw, s.G * g.sw, s.B)
-        for i in range(g.kh):
-            p = (i * g.dh) % g.sh
-            _gemm(kern, packed, g.OCg, M, s.K, w + (offset * g.kh + i) * weight_block,
-                  ring + (s.phase_base[p] + (i * g.dh) // g.sh) * s.B, ldb, c_out, ldc,
-                  s.G == 1 or i > 0)
-        if s.G > 1:
-            windows = (g.OW - t + s.G - 1) // s.G
-            for oc in range(g.OCg):
-                for oh in range(g.OH):
-                    kern.scatter_bias(out + (oc * g.OH + oh) * g.OW + t, s.G,
-                                      block_out + oc * M + oh * s.B, windows,
-                                      bias[oc] if bias != NULL else 0.0)
+        c_out = block_out + oc0 * ldc
+    for i in range(g.kh):
+        p = (i * g.dh) % g.sh
+        _gemm(kern, packed, oc1 - oc0, M, s.K, w + (offset * g.kh + i) * weight_block + oc0 * s.K,
+              ring + (s.phase_base[p] + (i * g.dh) // g.sh) * s.B, ldb, c_out, ldc,
+              s.G == 1 or i > 0)
+    if s.G > 1:
+        windows = (g.OW - t + s.G - 1) // s.G
+        for oc in range(oc0, oc1):
+            for oh in range(g.OH):
+                kern.scatter_bias(out + (oc * g.OH + oh) * g.OW + t, s.G,
+                                  block_out + oc * M + oh * s.B, windows,
+                                  bias[oc] if bias != NULL else 0.0)
+
+
+cdef void _run_classes(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
+                       bint packed, Py_ssize_t weight_block, const float *x, const float *w,
+                       const float *bias, float *out, float *scratch, Py_ssize_t t0,
+                       Py_ssize_t t1) noexcept nogil:
+    """Improved im2row over column classes [t0, t1) with a private buffer."""
+    cdef Py_ssize_t t
+    cdef float *block_out = scratch + s.K * s.rows * s.B
+    for t in range(t0, t1):
+        _ring_fill(g, s, kern, x, scratch, t, t == t0, 0, g.Cg)
+        _ring_gemm(g, s, kern, packed, weight_block, scratch, w, bias, out, block_out, t,
+                   0, g.OCg)
 
 
 cdef void _run_depthwise(const Geometry *g, const im2row_kernels *kern, const float *x,
@@ -252,12 +275,27 @@ cdef void _run_depthwise(const Geometry *g, const im2row_kernels *kern, const fl
     cdef Py_ssize_t p, r, m
     for p in range(g.sw):
         for r in range(hp):
-            _gather_row(kern, scratch + (p * hp + r) * phase_w, x, r - g.pt, g.H, g.W, p - g.pl, g.sw,
-                        phase_w)
+            _gather_row(kern, scratch + (p * hp + r) * phase_w, x, r - g.pt, g.H, g.W,
+                        p - g.pl, g.sw, phase_w)
     for m in range(g.OCg):
         kern.dwconv(out + m * g.OH * g.OW, g.OW, g.OH, g.OW, scratch, hp, phase_w,
                     w + m * g.kh * g.kw, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw,
                     bias[m] if bias != NULL else 0.0)
+
+
+cdef void _run_task(const Geometry *g, const Schedule *s, int code, const im2row_kernels *kern,
+                    bint packed, Py_ssize_t weight_block, const float *x, const float *w,
+                    const float *bias, float *out, float *scratch) noexcept nogil:
+    """One whole (image, group), serially, with a private scratch."""
+    if code == ALG_INCREMENTAL:
+        _run_classes(g, s, kern, packed, weight_block, x, w, bias, out, scratch, 0, s.G)
+    elif code == ALG_DEPTHWISE:
+        _run_depthwise(g, kern, x, w, bias, out, scratch)
+    elif code == ALG_POINTWISE and _pointwise_is_view(g):
+        _patch_gemm(g, kern, packed, x, w, bias, out, 0, g.OCg)
+    else:
+        _patch_fill(g, kern, x, scratch, 0, g.Cg)
+        _patch_gemm(g, kern, packed, scratch, w, bias, out, 0, g.OCg)
 
 
 cdef class KernelSet:
@@ -379,26 +417,58 @@ def weight_block_floats(tuple spec, str algorithm, KernelSet kernels, bint packe
     return m * k
 
 
+DEF MODE_TASKS = 0      # threads take whole (image, group) tasks, private scratch each
+DEF MODE_CLASSES = 1    # threads take chunks of column classes of one image, private scratch
+DEF MODE_CHANNELS = 2   # threads share one buffer: split the fill by input channel, the GEMM
+                        # by output channel
+
+
+cdef int _parallel_mode(const Geometry *g, const Schedule *s, int code, Py_ssize_t tasks,
+                        int threads) noexcept nogil:
+    if threads <= 1 or tasks >= threads or code == ALG_DEPTHWISE:
+        return MODE_TASKS
+    if code == ALG_INCREMENTAL and s.G >= 2 * threads:
+        return MODE_CLASSES
+    return MODE_CHANNELS
+
+
+def parallel_mode(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t batch,
+                  int threads):
+    """How `run` splits work for this plan: 'tasks', 'classes' or 'channels'."""
+    cdef Geometry g
+    cdef Schedule s
+    _geometry(spec, &g)
+    _make_schedule(&g, column_block, &s)
+    return ("tasks", "classes", "channels")[
+        _parallel_mode(&g, &s, ALGORITHMS[algorithm], batch * g.groups, threads)]
+
+
 def run(tuple spec, str algorithm, Py_ssize_t column_block, KernelSet kernels, bint packed,
-        cnp.ndarray weights, object bias, cnp.ndarray x, cnp.ndarray out):
+        cnp.ndarray weights, object bias, cnp.ndarray x, cnp.ndarray out, int threads=1):
     """Convolve x (N, C, H, W) into out (N, OC, OH, OW), both C-contiguous float32.
 
     `weights` comes from pack_weights with the same spec/algorithm/column_block/kernels/packed.
-    Runs without the GIL; scratch is allocated per call so concurrent calls never share it."""
+    Runs without the GIL on up to `threads` OpenMP threads (serial in a build without OpenMP);
+    the caller keeps BLAS single-threaded meanwhile.  Scratch is allocated per call, so
+    concurrent calls never share it."""
     cdef Geometry g
     cdef Schedule s
     cdef int code = ALGORITHMS[algorithm]
     cdef const im2row_kernels *kern = kernels.kern
-    cdef Py_ssize_t n, grp, N = x.shape[0], scratch_n, wblock, group_weights
+    cdef Py_ssize_t N = x.shape[0], scratch_n, wblock, group_weights, tasks, task, n, grp
+    cdef Py_ssize_t chunk, nchunks, lo, hi, t, align, total
+    cdef int mode, tid, nthreads = threads if threads > 0 else 1
     cdef const float *xp = <const float *>cnp.PyArray_DATA(x)
     cdef float *op = <float *>cnp.PyArray_DATA(out)
     cdef const float *wp = <const float *>cnp.PyArray_DATA(weights)
     cdef const float *bp = NULL
     cdef cnp.ndarray bias_arr
     cdef float *scratch = NULL
+    cdef float *mine
     cdef const float *xg
-    cdef float *og
+    cdef const float *wg
     cdef const float *bg
+    cdef float *og
     _geometry(spec, &g)
     if _make_schedule(&g, column_block, &s) != 0:
         raise ValueError("stride too large for the incremental schedule (max 64)")
@@ -406,13 +476,15 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, KernelSet kernels, b
         raise TypeError("core expects float32 arrays")
     if not (x.flags.c_contiguous and out.flags.c_contiguous and weights.flags.c_contiguous):
         raise ValueError("core expects C-contiguous arrays")
-    if x.shape[1] != g.C or out.shape[0] != N or out.shape[1] != g.OC:
+    if (x.ndim != 4 or out.ndim != 4 or x.shape[1] != g.C or x.shape[2] != g.H
+            or x.shape[3] != g.W or out.shape[0] != N or out.shape[1] != g.OC
+            or out.shape[2] != g.OH or out.shape[3] != g.OW):
         raise ValueError("core: array shapes do not match the spec")
     if packed and kern.gemm == NULL:
         raise ValueError(f"ISA {kernels.isa} has no packed GEMM")
     if bias is not None:
         bias_arr = bias
-        if bias_arr.dtype != np.float32 or bias_arr.shape[0] != g.OC:
+        if bias_arr.dtype != np.float32 or bias_arr.ndim != 1 or bias_arr.shape[0] != g.OC:
             raise ValueError("core: bias must be float32 of length OC")
         bp = <const float *>cnp.PyArray_DATA(bias_arr)
     wblock = weight_block_floats(spec, algorithm, kernels, packed)
@@ -424,29 +496,76 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, KernelSet kernels, b
         group_weights = wblock
     if weights.size != group_weights * g.groups:
         raise ValueError("core: packed weights do not match the plan")
-    scratch_n = _scratch_floats(&g, code, &s)
     if N == 0:
         return out
-    with nogil:
-        if scratch_n > 0:
-            scratch = <float *>calloc(scratch_n, sizeof(float))
-    if scratch_n > 0 and scratch == NULL:
-        raise MemoryError(f"im2row: cannot allocate {scratch_n * 4} bytes of scratch")
-    try:
+    scratch_n = _scratch_floats(&g, code, &s)
+    tasks = N * g.groups
+    mode = _parallel_mode(&g, &s, code, tasks, nthreads)
+    # MODE_CHANNELS shares one scratch; the other modes give each thread its own.
+    total = scratch_n if mode == MODE_CHANNELS else scratch_n * nthreads
+    if total > 0:
         with nogil:
-            for n in range(N):
-                for grp in range(g.groups):
-                    xg = xp + (n * g.C + grp * g.Cg) * g.H * g.W
-                    og = op + (n * g.OC + grp * g.OCg) * g.OH * g.OW
-                    bg = bp + grp * g.OCg if bp != NULL else NULL
-                    if code == ALG_INCREMENTAL:
-                        _run_incremental(&g, &s, kern, packed, wblock, xg,
-                                         wp + grp * group_weights, bg, og, scratch)
-                    elif code == ALG_DEPTHWISE:
-                        _run_depthwise(&g, kern, xg, wp + grp * group_weights, bg, og, scratch)
-                    else:
-                        _run_patch_gemm(&g, kern, packed, xg, wp + grp * group_weights, bg, og,
-                                        scratch, code == ALG_POINTWISE)
+            scratch = <float *>calloc(total, sizeof(float))
+        if scratch == NULL:
+            raise MemoryError(f"im2row: cannot allocate {total * 4} bytes of scratch")
+    try:
+        if mode == MODE_TASKS:
+            with nogil, parallel(num_threads=nthreads):
+                tid = threadid()
+                mine = scratch + tid * scratch_n if scratch != NULL else NULL
+                for task in prange(tasks, schedule='static'):
+                    n = task // g.groups
+                    grp = task % g.groups
+                    _run_task(&g, &s, code, kern, packed, wblock,
+                              xp + (n * g.C + grp * g.Cg) * g.H * g.W, wp + grp * group_weights,
+                              bp + grp * g.OCg if bp != NULL else NULL,
+                              op + (n * g.OC + grp * g.OCg) * g.OH * g.OW, mine)
+            return out
+        # Fewer (image, group) tasks than threads: split inside each one.
+        if packed:
+            align = kern.gemm_mr      # output-channel chunks must start on a packed panel
+        else:
+            align = 16
+        for task in range(tasks):
+            n = task // g.groups
+            grp = task % g.groups
+            xg = xp + (n * g.C + grp * g.Cg) * g.H * g.W
+            wg = wp + grp * group_weights
+            bg = bp + grp * g.OCg if bp != NULL else NULL
+            og = op + (n * g.OC + grp * g.OCg) * g.OH * g.OW
+            if mode == MODE_CLASSES:
+                chunk = (s.G + nthreads - 1) // nthreads
+                with nogil, parallel(num_threads=nthreads):
+                    tid = threadid()
+                    for t in prange(nthreads, schedule='static'):
+                        lo = t * chunk
+                        hi = lo + chunk if lo + chunk < s.G else s.G
+                        if lo < hi:
+                            _run_classes(&g, &s, kern, packed, wblock, xg, wg, bg, og,
+                                         scratch + tid * scratch_n, lo, hi)
+                continue
+            chunk = (g.OCg + nthreads - 1) // nthreads
+            chunk = ((chunk + align - 1) // align) * align
+            nchunks = (g.OCg + chunk - 1) // chunk
+            if code == ALG_INCREMENTAL:
+                for t in range(s.G):
+                    with nogil:
+                        for lo in prange(g.Cg, num_threads=nthreads, schedule='static'):
+                            _ring_fill(&g, &s, kern, xg, scratch, t, t == 0, lo, lo + 1)
+                        for lo in prange(nchunks, num_threads=nthreads, schedule='static'):
+                            hi = (lo + 1) * chunk if (lo + 1) * chunk < g.OCg else g.OCg
+                            _ring_gemm(&g, &s, kern, packed, wblock, scratch, wg, bg, og,
+                                       scratch + s.K * s.rows * s.B, t, lo * chunk, hi)
+            else:
+                with nogil:
+                    if not (code == ALG_POINTWISE and _pointwise_is_view(&g)):
+                        for lo in prange(g.Cg, num_threads=nthreads, schedule='static'):
+                            _patch_fill(&g, kern, xg, scratch, lo, lo + 1)
+                    for lo in prange(nchunks, num_threads=nthreads, schedule='static'):
+                        hi = (lo + 1) * chunk if (lo + 1) * chunk < g.OCg else g.OCg
+                        _patch_gemm(&g, kern, packed,
+                                    scratch if scratch != NULL else xg, wg, bg, og,
+                                    lo * chunk, hi)
     finally:
         free(scratch)
     return out

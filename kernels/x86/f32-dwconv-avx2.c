@@ -19,6 +19,9 @@
 #include "im2row_kernels.h"
 
 #define AI static inline __attribute__((always_inline))
+/* Pin a loaded vector in a register: otherwise GCC folds the load into every FMA that uses
+ * it, turning one load per input vector into one load per FMA. */
+#define KEEP(v) __asm__("" : "+x"(v))
 
 /* Rows per block.  4 keeps 4 accumulators + 9 weights + a load in 16 ymm registers. */
 #define DW_R 4
@@ -64,6 +67,7 @@ AI void block_fixed(float *o, ptrdiff_t os, const float *const *in, ptrdiff_t pw
         for (int j = 0; j < KW; j++) {
             const float *p = in[j] + ir * pw;
             __m256 v = MASKED ? _mm256_maskload_ps(p, tl->mask) : _mm256_loadu_ps(p);
+            KEEP(v);
 #pragma GCC unroll 8
             for (int t = 0; t < R; t++) {
                 const int d = ir - t * SH;
@@ -184,6 +188,20 @@ AI void rows_generic(float *out, ptrdiff_t os, ptrdiff_t y, ptrdiff_t ow, const 
     }
 }
 
+/* One out-of-line instance per specialised shape, so each gets its own register allocation. */
+#define DEF_FIXED(name, KH, KW, SH, DH)                                                          \
+    static __attribute__((noinline)) void name(float *out, ptrdiff_t os, ptrdiff_t oh,          \
+                                               ptrdiff_t ow, const float *const *cb,             \
+                                               ptrdiff_t pw, const float *w, float bias,         \
+                                               const tail_t *tl)                                 \
+    {                                                                                            \
+        conv_fixed(out, os, oh, ow, cb, pw, w, bias, KH, KW, SH, DH, tl);                        \
+    }
+DEF_FIXED(conv_3x3s1, 3, 3, 1, 1)
+DEF_FIXED(conv_3x3s2, 3, 3, 2, 1)
+DEF_FIXED(conv_5x5s1, 5, 5, 1, 1)
+DEF_FIXED(conv_5x5s2, 5, 5, 2, 1)
+
 void im2row_dwconv__avx2(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff_t ow,
                          const float *phases, ptrdiff_t hp, ptrdiff_t phase_w,
                          const float *w, ptrdiff_t kh, ptrdiff_t kw,
@@ -213,14 +231,14 @@ void im2row_dwconv__avx2(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff
             cb[j] = phases + ((j * dw) % sw) * hp * phase_w + (j * dw) / sw;
         if (kh == 3) {
             if (sh == 1)
-                conv_fixed(out, out_stride, oh, ow, cb, phase_w, w, bias, 3, 3, 1, 1, &tl);
+                conv_3x3s1(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
             else
-                conv_fixed(out, out_stride, oh, ow, cb, phase_w, w, bias, 3, 3, 2, 1, &tl);
+                conv_3x3s2(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
         } else {
             if (sh == 1)
-                conv_fixed(out, out_stride, oh, ow, cb, phase_w, w, bias, 5, 5, 1, 1, &tl);
+                conv_5x5s1(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
             else
-                conv_fixed(out, out_stride, oh, ow, cb, phase_w, w, bias, 5, 5, 2, 1, &tl);
+                conv_5x5s2(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
         }
         return;
     }

@@ -15,95 +15,137 @@
 #include "im2row_kernels.h"
 
 #define AI static inline __attribute__((always_inline))
+/* Pin a loaded vector in a register: otherwise GCC folds the load into every FMA that uses
+ * it, turning one load per input vector into one load per FMA. */
+#define KEEP(v) __asm__("" : "+v"(v))
 
+
+/* Rows per block, column vectors per block, partial sums per output vector.  More
+ * independent accumulators let the FMAs of different output rows overlap. */
 #ifndef DW512_R
-#define DW512_R 6   /* rows per block: 6 accumulators + 9 weights + loads of 32 zmm */
+#define DW512_R 4
+#endif
+#ifndef DW512_NV
+#define DW512_NV 2
+#endif
+#ifndef DW512_SPLIT
+#define DW512_SPLIT 1
 #endif
 
-/* One block of R output rows by one vector of columns.  in[j] points at tap column j's
+/* One block of R output rows by NV zmm vectors of columns.  in[j] points at tap column j's
  * input for the block's first output row and column.  Input row ir feeds output row t
- * through kernel row i when ir == t*SH + i*DH, resolved at compile time.  WIDE selects
- * zmm (16 lanes) or ymm (8 lanes); m masks the valid lanes (all ones in the body). */
+ * through kernel row i when ir == t*SH + i*DH, resolved at compile time, so each input
+ * vector is loaded once per block.  m masks the valid lanes (used only when MASKED, NV=1). */
 AI void block_fixed(float *o, ptrdiff_t os, const float *const *in, ptrdiff_t pw,
-                    const float *w, float bias, const int KH, const int KW, const int SH,
-                    const int DH, const int R, const int WIDE, const int MASKED, __mmask16 m)
+                    const __m512 *wv, __m512 vb, const int KH, const int KW, const int SH,
+                    const int DH, const int R, const int NV, const int MASKED, __mmask16 m)
 {
     const int NR = (R - 1) * SH + (KH - 1) * DH + 1;
-    if (WIDE) {
-        __m512 acc[DW512_R];
+    __m512 acc[2][8][2];
 #pragma GCC unroll 8
-        for (int t = 0; t < R; t++)
-            acc[t] = _mm512_set1_ps(bias);
+    for (int t = 0; t < R; t++)
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; v++) {
+            acc[v][t][0] = vb;
+            if (DW512_SPLIT > 1)
+                acc[v][t][1] = _mm512_setzero_ps();
+        }
 #pragma GCC unroll 64
-        for (int ir = 0; ir < NR; ir++) {
+    for (int ir = 0; ir < NR; ir++) {
 #pragma GCC unroll 8
-            for (int j = 0; j < KW; j++) {
-                const float *p = in[j] + ir * pw;
-                __m512 v = MASKED ? _mm512_maskz_loadu_ps(m, p) : _mm512_loadu_ps(p);
+        for (int j = 0; j < KW; j++) {
+            const float *p = in[j] + ir * pw;
+            __m512 x[2];
+#pragma GCC unroll 2
+            for (int v = 0; v < NV; v++) {
+                x[v] = MASKED ? _mm512_maskz_loadu_ps(m, p) : _mm512_loadu_ps(p + 16 * v);
+                KEEP(x[v]);
+            }
 #pragma GCC unroll 8
-                for (int t = 0; t < R; t++) {
-                    const int d = ir - t * SH;
-                    if (d >= 0 && d % DH == 0 && d / DH < KH)
-                        acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(w[(d / DH) * KW + j]), v, acc[t]);
+            for (int t = 0; t < R; t++) {
+                const int d = ir - t * SH;
+                if (d >= 0 && d % DH == 0 && d / DH < KH) {
+                    const int i = d / DH, h = i % DW512_SPLIT;
+#pragma GCC unroll 2
+                    for (int v = 0; v < NV; v++)
+                        acc[v][t][h] = _mm512_fmadd_ps(wv[i * KW + j], x[v], acc[v][t][h]);
                 }
             }
         }
-#pragma GCC unroll 8
-        for (int t = 0; t < R; t++) {
-            if (MASKED)
-                _mm512_mask_storeu_ps(o + t * os, m, acc[t]);
-            else
-                _mm512_storeu_ps(o + t * os, acc[t]);
-        }
-    } else {
-        __m256 acc[DW512_R];
-        const __mmask8 m8 = (__mmask8)m;
-#pragma GCC unroll 8
-        for (int t = 0; t < R; t++)
-            acc[t] = _mm256_set1_ps(bias);
-#pragma GCC unroll 64
-        for (int ir = 0; ir < NR; ir++) {
-#pragma GCC unroll 8
-            for (int j = 0; j < KW; j++) {
-                const float *p = in[j] + ir * pw;
-                __m256 v = _mm256_maskz_loadu_ps(m8, p);
-#pragma GCC unroll 8
-                for (int t = 0; t < R; t++) {
-                    const int d = ir - t * SH;
-                    if (d >= 0 && d % DH == 0 && d / DH < KH)
-                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(w[(d / DH) * KW + j]), v, acc[t]);
-                }
-            }
-        }
-#pragma GCC unroll 8
-        for (int t = 0; t < R; t++)
-            _mm256_mask_storeu_ps(o + t * os, m8, acc[t]);
     }
+#pragma GCC unroll 8
+    for (int t = 0; t < R; t++)
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; v++) {
+            __m512 r = DW512_SPLIT > 1 ? _mm512_add_ps(acc[v][t][0], acc[v][t][1]) : acc[v][t][0];
+            if (MASKED)
+                _mm512_mask_storeu_ps(o + t * os, m, r);
+            else
+                _mm512_storeu_ps(o + t * os + 16 * v, r);
+        }
 }
 
-/* R output rows starting at y, the whole width: full zmm vectors, then a masked tail. */
+/* The same with one masked ymm vector: tails of <= 8 columns. */
+AI void block_fixed8(float *o, ptrdiff_t os, const float *const *in, ptrdiff_t pw,
+                     const __m512 *wv, __m512 vb, const int KH, const int KW, const int SH,
+                     const int DH, const int R, __mmask8 m)
+{
+    const int NR = (R - 1) * SH + (KH - 1) * DH + 1;
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int t = 0; t < R; t++)
+        acc[t] = _mm512_castps512_ps256(vb);
+#pragma GCC unroll 64
+    for (int ir = 0; ir < NR; ir++) {
+#pragma GCC unroll 8
+        for (int j = 0; j < KW; j++) {
+            __m256 x = _mm256_maskz_loadu_ps(m, in[j] + ir * pw);
+            KEEP(x);
+#pragma GCC unroll 8
+            for (int t = 0; t < R; t++) {
+                const int d = ir - t * SH;
+                if (d >= 0 && d % DH == 0 && d / DH < KH)
+                    acc[t] = _mm256_fmadd_ps(_mm512_castps512_ps256(wv[(d / DH) * KW + j]), x, acc[t]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < R; t++)
+        _mm256_mask_storeu_ps(o + t * os, m, acc[t]);
+}
+
+/* R output rows starting at y, the whole width: NV-vector blocks, single vectors, then a
+ * masked tail (zmm for 9..15 columns, ymm for 1..8). */
 AI void rows_fixed(float *out, ptrdiff_t os, ptrdiff_t y, ptrdiff_t ow, const float *const *cb,
-                   ptrdiff_t pw, const float *w, float bias, const int KH, const int KW,
+                   ptrdiff_t pw, const __m512 *wv, __m512 vb, const int KH, const int KW,
                    const int SH, const int DH, const int R, ptrdiff_t rem, __mmask16 tm)
 {
     const float *in[8];
     float *o = out + y * os;
     const ptrdiff_t roff = y * SH * pw;
     ptrdiff_t x = 0;
+    if (DW512_NV > 1) {
+        for (; x + 16 * DW512_NV <= ow; x += 16 * DW512_NV) {
+#pragma GCC unroll 8
+            for (int j = 0; j < KW; j++)
+                in[j] = cb[j] + roff + x;
+            block_fixed(o + x, os, in, pw, wv, vb, KH, KW, SH, DH, R, DW512_NV, 0, 0xFFFF);
+        }
+    }
     for (; x + 16 <= ow; x += 16) {
 #pragma GCC unroll 8
         for (int j = 0; j < KW; j++)
             in[j] = cb[j] + roff + x;
-        block_fixed(o + x, os, in, pw, w, bias, KH, KW, SH, DH, R, 1, 0, 0xFFFF);
+        block_fixed(o + x, os, in, pw, wv, vb, KH, KW, SH, DH, R, 1, 0, 0xFFFF);
     }
     if (rem) {
 #pragma GCC unroll 8
         for (int j = 0; j < KW; j++)
             in[j] = cb[j] + roff + x;
         if (rem > 8)
-            block_fixed(o + x, os, in, pw, w, bias, KH, KW, SH, DH, R, 1, 1, tm);
+            block_fixed(o + x, os, in, pw, wv, vb, KH, KW, SH, DH, R, 1, 1, tm);
         else
-            block_fixed(o + x, os, in, pw, w, bias, KH, KW, SH, DH, R, 0, 1, tm);
+            block_fixed8(o + x, os, in, pw, wv, vb, KH, KW, SH, DH, R, (__mmask8)tm);
     }
 }
 
@@ -111,29 +153,32 @@ AI void conv_fixed(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow, const f
                    ptrdiff_t pw, const float *w, float bias, const int KH, const int KW,
                    const int SH, const int DH)
 {
-    /* Weights are read as scalars and broadcast where used; the compiler keeps the
-     * broadcasts in registers across the row loop (32 zmm are enough for 3x3). */
+    __m512 wv[KH * KW];
+#pragma GCC unroll 64
+    for (int k = 0; k < KH * KW; k++)
+        wv[k] = _mm512_set1_ps(w[k]);
+    const __m512 vb = _mm512_set1_ps(bias);
     const ptrdiff_t rem = ow % 16;
     const __mmask16 tm = (__mmask16)((1u << rem) - 1u);
     ptrdiff_t y = 0;
     for (; y + DW512_R <= oh; y += DW512_R)
-        rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, DW512_R, rem, tm);
+        rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, DW512_R, rem, tm);
     switch (oh - y) {
 #if DW512_R > 7
-    case 7: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 7, rem, tm); break;
+    case 7: rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 7, rem, tm); break;
 #endif
 #if DW512_R > 6
-    case 6: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 6, rem, tm); break;
+    case 6: rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 6, rem, tm); break;
 #endif
 #if DW512_R > 5
-    case 5: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 5, rem, tm); break;
+    case 5: rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 5, rem, tm); break;
 #endif
 #if DW512_R > 4
-    case 4: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 4, rem, tm); break;
+    case 4: rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 4, rem, tm); break;
 #endif
-    case 3: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 3, rem, tm); break;
-    case 2: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 2, rem, tm); break;
-    case 1: rows_fixed(out, os, y, ow, cb, pw, w, bias, KH, KW, SH, DH, 1, rem, tm); break;
+    case 3: rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 3, rem, tm); break;
+    case 2: rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 2, rem, tm); break;
+    case 1: rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 1, rem, tm); break;
     default: break;
     }
 }
@@ -208,6 +253,19 @@ AI void rows_generic(float *out, ptrdiff_t os, ptrdiff_t y, ptrdiff_t ow, const 
         block_generic(o + x, os, phases, hp, pw, y, x, w, kh, kw, sh, sw, dh, dw, bias, R, 0, 1, tm);
 }
 
+/* One out-of-line instance per specialised shape, so each gets its own register allocation. */
+#define DEF_FIXED(name, KH, KW, SH, DH)                                                          \
+    static __attribute__((noinline)) void name(float *out, ptrdiff_t os, ptrdiff_t oh,          \
+                                               ptrdiff_t ow, const float *const *cb,             \
+                                               ptrdiff_t pw, const float *w, float bias)         \
+    {                                                                                            \
+        conv_fixed(out, os, oh, ow, cb, pw, w, bias, KH, KW, SH, DH);                            \
+    }
+DEF_FIXED(conv_3x3s1, 3, 3, 1, 1)
+DEF_FIXED(conv_3x3s2, 3, 3, 2, 1)
+DEF_FIXED(conv_5x5s1, 5, 5, 1, 1)
+DEF_FIXED(conv_5x5s2, 5, 5, 2, 1)
+
 void im2row_dwconv__avx512(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff_t ow,
                            const float *phases, ptrdiff_t hp, ptrdiff_t phase_w,
                            const float *w, ptrdiff_t kh, ptrdiff_t kw,
@@ -229,14 +287,14 @@ void im2row_dwconv__avx512(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdi
             cb[j] = phases + ((j * dw) % sw) * hp * phase_w + (j * dw) / sw;
         if (kh == 3) {
             if (sh == 1)
-                conv_fixed(out, out_stride, oh, ow, cb, phase_w, w, bias, 3, 3, 1, 1);
+                conv_3x3s1(out, out_stride, oh, ow, cb, phase_w, w, bias);
             else
-                conv_fixed(out, out_stride, oh, ow, cb, phase_w, w, bias, 3, 3, 2, 1);
+                conv_3x3s2(out, out_stride, oh, ow, cb, phase_w, w, bias);
         } else {
             if (sh == 1)
-                conv_fixed(out, out_stride, oh, ow, cb, phase_w, w, bias, 5, 5, 1, 1);
+                conv_5x5s1(out, out_stride, oh, ow, cb, phase_w, w, bias);
             else
-                conv_fixed(out, out_stride, oh, ow, cb, phase_w, w, bias, 5, 5, 2, 1);
+                conv_5x5s2(out, out_stride, oh, ow, cb, phase_w, w, bias);
         }
         return;
     }

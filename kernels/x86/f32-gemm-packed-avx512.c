@@ -13,7 +13,7 @@ extern const ptrdiff_t im2row_gemm_mr__avx512;
 const ptrdiff_t im2row_gemm_mr__avx512 = MR;
 
 #ifndef KC
-#define KC 256
+#define KC 512
 #endif
 #ifndef MC
 #define MC 256
@@ -23,6 +23,15 @@ const ptrdiff_t im2row_gemm_mr__avx512 = MR;
 #endif
 #ifndef TNV
 #define TNV 3
+#endif
+#ifndef MVT
+#define MVT 13
+#endif
+#ifndef PF
+#define PF 0
+#endif
+#ifndef PFD
+#define PFD 8
 #endif
 #ifndef MVEC
 #define MVEC 1
@@ -44,6 +53,12 @@ INLINE void nvec_tile(ptrdiff_t kc, const float *restrict a, const float *restri
 #pragma GCC unroll 4
         for (int v = 0; v < NV - 1; v++) vb[v] = _mm512_loadu_ps(b + 16 * v);
         vb[NV - 1] = _mm512_maskz_loadu_ps(mask, b + 16 * (NV - 1));
+#if PF == 1
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) _mm_prefetch((const char *)(b + 16 * NV + 16 * v), _MM_HINT_T0);
+#elif PF == 2
+        _mm_prefetch((const char *)(b + PFD * ldb), _MM_HINT_T0);
+#endif
 #pragma GCC unroll 16
         for (int r = 0; r < R; r++) {
             const __m512 va = _mm512_set1_ps(a[r]);
@@ -110,11 +125,15 @@ INLINE void mvec_tile(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, 
 static void nvec_strip(ptrdiff_t mc, ptrdiff_t m_left, ptrdiff_t kc, ptrdiff_t k, const float *a,
                        const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc, __mmask16 mask, int nv)
 {
+    if (nv == 1) {
+        for (ptrdiff_t i = 0; i < mc; i += MR)
+            nvec_tile(kc, a + i * k, b, ldb, c + i * ldc, ldc, m_left - i, acc, mask, 16, 1);
+        return;
+    }
     for (ptrdiff_t i = 0; i < mc; i += TR) {
         const float *ap = a + (i / MR) * MR * k + (i % MR);
         const ptrdiff_t rows = m_left - i;
         switch (nv) {
-        case 1: nvec_tile(kc, ap, b, ldb, c + i * ldc, ldc, rows, acc, mask, TR, 1); break;
         case 2: nvec_tile(kc, ap, b, ldb, c + i * ldc, ldc, rows, acc, mask, TR, 2); break;
 #if TNV >= 3
         case 3: nvec_tile(kc, ap, b, ldb, c + i * ldc, ldc, rows, acc, mask, TR, 3); break;
@@ -127,40 +146,34 @@ static void nvec_strip(ptrdiff_t mc, ptrdiff_t m_left, ptrdiff_t kc, ptrdiff_t k
 }
 
 #define MV(P, NC) mvec_tile(kc, ap, MR * k, b, ldb, cp, ldc, rows, acc, P, NC)
+#define MVSW(P) switch (nc) { \
+        case 1: MV(P, 1); break; case 2: MV(P, 2); break; case 3: MV(P, 3); break; \
+        case 4: MV(P, 4); break; case 5: MV(P, 5); break; case 6: MV(P, 6); break; \
+        case 7: MV(P, 7); break; case 8: MV(P, 8); break; case 9: MV(P, 9); break; \
+        case 10: MV(P, 10); break; case 11: MV(P, 11); break; case 12: MV(P, 12); break; }
 static void mvec_strip(ptrdiff_t mc, ptrdiff_t m_left, ptrdiff_t kc, ptrdiff_t k, const float *a,
                        const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc, int nc)
 {
     ptrdiff_t i = 0;
-    const int P = nc <= 2 ? 4 : 2;
-    for (; i + P * MR <= mc; i += P * MR) {
+    if (nc <= 2) {
+        for (; i + 4 * MR <= mc; i += 4 * MR) {
+            const float *ap = a + i * k;
+            float *cp = c + i * ldc;
+            const ptrdiff_t rows = m_left - i;
+            if (nc == 1) MV(4, 1); else MV(4, 2);
+        }
+    }
+    for (; i + 2 * MR <= mc; i += 2 * MR) {
         const float *ap = a + i * k;
         float *cp = c + i * ldc;
         const ptrdiff_t rows = m_left - i;
-        switch (nc) {
-        case 1: MV(4, 1); break;
-        case 2: MV(4, 2); break;
-        case 3: MV(2, 3); break;
-        case 4: MV(2, 4); break;
-        case 5: MV(2, 5); break;
-        case 6: MV(2, 6); break;
-        case 7: MV(2, 7); break;
-        case 8: MV(2, 8); break;
-        }
+        MVSW(2)
     }
     for (; i < mc; i += MR) {
         const float *ap = a + i * k;
         float *cp = c + i * ldc;
         const ptrdiff_t rows = m_left - i;
-        switch (nc) {
-        case 1: MV(1, 1); break;
-        case 2: MV(1, 2); break;
-        case 3: MV(1, 3); break;
-        case 4: MV(1, 4); break;
-        case 5: MV(1, 5); break;
-        case 6: MV(1, 6); break;
-        case 7: MV(1, 7); break;
-        case 8: MV(1, 8); break;
-        }
+        MVSW(1)
     }
 }
 
@@ -176,7 +189,8 @@ void im2row_gemm__avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_p
     assert(ldb >= n);
     assert(ldc >= n);
 
-    const ptrdiff_t nvn = MVEC ? (n & ~(ptrdiff_t)15) : n;
+    const ptrdiff_t tail = n % 16;
+    const ptrdiff_t nvn = (MVEC && (n < 16 || tail < MVT)) ? n - tail : n;
     for (ptrdiff_t k0 = 0; k0 < k; k0 += KC) {
         const ptrdiff_t kc = k - k0 < KC ? k - k0 : KC;
         const int acc = accumulate || k0 != 0;
@@ -186,19 +200,16 @@ void im2row_gemm__avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_p
             const float *bblk = b + k0 * ldb;
             float *cblk = c + i0 * ldc;
             ptrdiff_t j = 0;
-            for (; j + 16 * TNV <= nvn; j += 16 * TNV)
-                nvec_strip(mc, m - i0, kc, k, ablk, bblk + j, ldb, cblk + j, ldc, acc, 0xFFFF, TNV);
             while (j < nvn) {
-                const ptrdiff_t left = nvn - j;
-                int nv = (int)((left + 15) / 16);
-                if (nv > TNV) nv = TNV;
-                const ptrdiff_t w = left < 16 * nv ? left : 16 * nv;
+                const ptrdiff_t vleft = (nvn - j + 15) / 16;
+                const int nv = vleft == 1 ? 1 : (vleft == 2 || vleft == 4) ? 2 : 3;
+                const ptrdiff_t w = nvn - j < 16 * nv ? nvn - j : 16 * nv;
                 const __mmask16 mask = (__mmask16)(0xFFFFu >> (16 * nv - w));
                 nvec_strip(mc, m - i0, kc, k, ablk, bblk + j, ldb, cblk + j, ldc, acc, mask, nv);
                 j += w;
             }
             while (j < n) {
-                const int nc = n - j < 8 ? (int)(n - j) : 8;
+                const int nc = n - j <= 12 ? (int)(n - j) : (int)(n - j + 1) / 2;
                 mvec_strip(mc, m - i0, kc, k, ablk, bblk + j, ldb, cblk + j, ldc, acc, nc);
                 j += nc;
             }
