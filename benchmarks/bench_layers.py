@@ -122,8 +122,10 @@ def plan_str(plan) -> str:
     text = short.get(plan.algorithm, plan.algorithm)
     if plan.algorithm == "incremental":
         text += f" B{plan.column_block}"
+    if plan.algorithm == "depthwise":
+        return f"{text}/{plan.isa}"  # direct kernel: the gemm field does not apply
     text += f" {plan.gemm}"
-    if plan.gemm == "packed" or plan.algorithm == "depthwise":
+    if plan.gemm == "packed":
         text += f"/{plan.isa}"
     return text
 

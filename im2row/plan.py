@@ -55,8 +55,13 @@ def core_spec(spec: ConvSpec) -> tuple:
             spec.dilation_h, spec.dilation_w, spec.out_height, spec.out_width, spec.groups)
 
 
+MAX_INCREMENTAL_STRIDE = 64  # the schedule keeps one row section per vertical stride phase
+
+
 def valid_algorithms(spec: ConvSpec) -> list:
-    algos = ["incremental", "classic"]
+    algos = ["classic"]
+    if spec.stride_h <= MAX_INCREMENTAL_STRIDE:
+        algos.insert(0, "incremental")
     if spec.is_pointwise:
         algos.append("pointwise")
     if spec.group_in_channels == 1 and spec.groups > 1:
@@ -93,8 +98,6 @@ def validate_plan(spec: ConvSpec, plan: Plan) -> None:
         raise ValueError(f"ISA {plan.isa!r} is not available; available: {hwinfo.available_isas()}")
     if plan.algorithm == "incremental" and plan.column_block < 1:
         raise ValueError("incremental plans need column_block >= 1")
-    if plan.algorithm == "incremental" and spec.stride_h > 64:
-        raise ValueError("incremental im2row supports vertical strides up to 64")
 
 
 def scratch_bytes(spec: ConvSpec, plan: Plan) -> int:
@@ -125,6 +128,8 @@ def default_plan(spec: ConvSpec) -> Plan:
         return Plan("depthwise")
     if spec.is_pointwise:
         return Plan("pointwise")
+    if "incremental" not in valid_algorithms(spec):
+        return Plan("classic")
     return Plan("incremental", largest_block_within(spec, image_input_bytes(spec)))
 
 

@@ -104,6 +104,20 @@ cdef int _make_schedule(const Geometry *g, Py_ssize_t column_block, Schedule *s)
     return 0
 
 
+cdef int _schedule_for(const Geometry *g, int code, Py_ssize_t column_block,
+                       Schedule *s) except -1:
+    """The incremental schedule; other algorithms do not use one (nor its stride limit)."""
+    if _make_schedule(g, column_block, s) != 0:
+        if code == ALG_INCREMENTAL:
+            raise ValueError("incremental im2row supports vertical strides up to 64")
+        s.G = 1
+        s.B = g.OW
+        s.rot = 0
+        s.rows = 0
+        s.K = g.Cg * g.kw
+    return 0
+
+
 cdef Py_ssize_t _scratch_floats(const Geometry *g, int algorithm, const Schedule *s) noexcept nogil:
     """Scratch one (image, group) task needs; the single source of truth for workspace sizes."""
     cdef Py_ssize_t hp, phase_w
@@ -347,9 +361,9 @@ def scratch_floats(tuple spec, str algorithm, Py_ssize_t column_block):
     cdef Geometry g
     cdef Schedule s
     _geometry(spec, &g)
-    if _make_schedule(&g, column_block, &s) != 0:
-        raise ValueError("stride too large for the incremental schedule (max 64)")
-    return _scratch_floats(&g, ALGORITHMS[algorithm], &s)
+    code = ALGORITHMS[algorithm]
+    _schedule_for(&g, code, column_block, &s)
+    return _scratch_floats(&g, code, &s)
 
 
 def schedule_info(tuple spec, Py_ssize_t column_block):
@@ -357,8 +371,7 @@ def schedule_info(tuple spec, Py_ssize_t column_block):
     cdef Geometry g
     cdef Schedule s
     _geometry(spec, &g)
-    if _make_schedule(&g, column_block, &s) != 0:
-        raise ValueError("stride too large for the incremental schedule (max 64)")
+    _schedule_for(&g, ALG_INCREMENTAL, column_block, &s)
     return s.G, s.B, s.rot, s.rows
 
 
@@ -370,7 +383,6 @@ def pack_weights(tuple spec, str algorithm, cnp.ndarray weight, Py_ssize_t colum
     into kernels.gemm_mr-row panels for our GEMM.  Incremental im2row needs one copy per ring
     offset (slot s holds tap (s - offset) % kw) and per kernel row."""
     cdef Geometry g
-    cdef Schedule s
     cdef cnp.ndarray[cnp.float32_t, ndim=2] plain
     cdef cnp.ndarray[cnp.float32_t, ndim=1] dst
     cdef Py_ssize_t m, k, mr, blocks, b, block
@@ -381,7 +393,6 @@ def pack_weights(tuple spec, str algorithm, cnp.ndarray weight, Py_ssize_t colum
     if code == ALG_DEPTHWISE:
         return np.ascontiguousarray(w.reshape(-1))
     if code == ALG_INCREMENTAL:
-        _make_schedule(&g, column_block, &s)
         offsets = np.arange(g.kw)
         # mats[g, offset, i] = (OCg, Cg*kw) with column (c, slot) = w[.., c, i, (slot-offset)%kw]
         taps = (offsets[None, :] - offsets[:, None]) % g.kw          # [offset, slot] -> tap
@@ -438,9 +449,10 @@ def parallel_mode(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t
     cdef Geometry g
     cdef Schedule s
     _geometry(spec, &g)
-    _make_schedule(&g, column_block, &s)
+    code = ALGORITHMS[algorithm]
+    _schedule_for(&g, code, column_block, &s)
     return ("tasks", "classes", "channels")[
-        _parallel_mode(&g, &s, ALGORITHMS[algorithm], batch * g.groups, threads)]
+        _parallel_mode(&g, &s, code, batch * g.groups, threads)]
 
 
 def run(tuple spec, str algorithm, Py_ssize_t column_block, KernelSet kernels, bint packed,
@@ -470,8 +482,7 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, KernelSet kernels, b
     cdef const float *bg
     cdef float *og
     _geometry(spec, &g)
-    if _make_schedule(&g, column_block, &s) != 0:
-        raise ValueError("stride too large for the incremental schedule (max 64)")
+    _schedule_for(&g, code, column_block, &s)
     if x.dtype != np.float32 or out.dtype != np.float32 or weights.dtype != np.float32:
         raise TypeError("core expects float32 arrays")
     if not (x.flags.c_contiguous and out.flags.c_contiguous and weights.flags.c_contiguous):

@@ -266,6 +266,126 @@ DEF_FIXED(conv_3x3s2, 3, 3, 2, 1)
 DEF_FIXED(conv_5x5s1, 5, 5, 1, 1)
 DEF_FIXED(conv_5x5s2, 5, 5, 2, 1)
 
+/* ---- "shift" kernels: sw == dw-stride layout known at compile time -------------------
+ * A zmm load that is not 64-byte aligned costs about two load slots here, and a 3-tap row
+ * would need three of them (columns x, x+1, x+2).  Instead each phase row is loaded once
+ * per 16 columns and the shifted windows are built with valignd from this vector and the
+ * next one, which is carried to the next column step.  Tap column j lives in phase j % SW
+ * at shift j / SW (dilation 1). */
+#ifndef SH512_R
+#define SH512_R 4
+#endif
+
+AI __mmask16 lanes_below(ptrdiff_t n)
+{
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
+}
+
+/* R output rows (starting at o / input rows at ph), the whole width. */
+AI void rows_shift(float *o, ptrdiff_t os, const float *ph, ptrdiff_t php, ptrdiff_t pw,
+                   ptrdiff_t ow, const __m512 *wv, __m512 vb, const int KH, const int KW,
+                   const int SH, const int SW, const int R)
+{
+    const int NR = (R - 1) * SH + KH;
+    const int P = SW < KW ? SW : KW;          /* phases in use */
+    __m512 prev[16][2];                       /* carried: [input row][phase] */
+    /* first vector of every carried phase row */
+    {
+        const __mmask16 m0 = lanes_below(pw);
+#pragma GCC unroll 32
+        for (int ir = 0; ir < NR; ir++)
+#pragma GCC unroll 4
+            for (int p = 0; p < P; p++)
+                if ((KW - 1 - p) / SW > 0)
+                    prev[ir][p] = _mm512_maskz_loadu_ps(m0, ph + p * php + ir * pw);
+    }
+    for (ptrdiff_t x = 0; x < ow; x += 16) {
+        const __mmask16 nm = lanes_below(pw - x - 16);   /* next vector, clipped to the row */
+        const __mmask16 cm = lanes_below(pw - x);        /* this vector */
+        const __mmask16 om = lanes_below(ow - x);        /* outputs */
+        __m512 acc[8];
+#pragma GCC unroll 8
+        for (int t = 0; t < R; t++)
+            acc[t] = vb;
+#pragma GCC unroll 32
+        for (int ir = 0; ir < NR; ir++) {
+#pragma GCC unroll 4
+            for (int p = 0; p < P; p++) {
+                const float *row = ph + p * php + ir * pw + x;
+                const int carried = (KW - 1 - p) / SW > 0;
+                __m512 cur, nxt = _mm512_setzero_ps();
+                if (carried) {
+                    nxt = _mm512_maskz_loadu_ps(nm, row + 16);
+                    KEEP(nxt);
+                    cur = prev[ir][p];
+                } else {
+                    cur = _mm512_maskz_loadu_ps(cm, row);
+                    KEEP(cur);
+                }
+#pragma GCC unroll 8
+                for (int j = p; j < KW; j += SW) {
+                    const int q = j / SW;
+                    __m512 v = q ? _mm512_castsi512_ps(_mm512_alignr_epi32(
+                                       _mm512_castps_si512(nxt), _mm512_castps_si512(cur), q))
+                                 : cur;
+#pragma GCC unroll 8
+                    for (int t = 0; t < R; t++) {
+                        const int i = ir - t * SH;
+                        if (i >= 0 && i < KH)
+                            acc[t] = _mm512_fmadd_ps(wv[i * KW + j], v, acc[t]);
+                    }
+                }
+                if (carried)
+                    prev[ir][p] = nxt;
+            }
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < R; t++)
+            _mm512_mask_storeu_ps(o + t * os + x, om, acc[t]);
+    }
+}
+
+AI void conv_shift(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow, const float *phases,
+                   ptrdiff_t hp, ptrdiff_t pw, const float *w, float bias, const int KH,
+                   const int KW, const int SH, const int SW)
+{
+    __m512 wv[KH * KW];
+#pragma GCC unroll 64
+    for (int k = 0; k < KH * KW; k++)
+        wv[k] = _mm512_set1_ps(w[k]);
+    const __m512 vb = _mm512_set1_ps(bias);
+    const ptrdiff_t php = hp * pw;
+    ptrdiff_t y = 0;
+    for (; y + SH512_R <= oh; y += SH512_R)
+        rows_shift(out + y * os, os, phases + y * SH * pw, php, pw, ow, wv, vb, KH, KW, SH, SW, SH512_R);
+    float *o = out + y * os;
+    const float *ph = phases + y * SH * pw;
+    switch (oh - y) {
+#if SH512_R > 5
+    case 5: rows_shift(o, os, ph, php, pw, ow, wv, vb, KH, KW, SH, SW, 5); break;
+#endif
+#if SH512_R > 4
+    case 4: rows_shift(o, os, ph, php, pw, ow, wv, vb, KH, KW, SH, SW, 4); break;
+#endif
+    case 3: rows_shift(o, os, ph, php, pw, ow, wv, vb, KH, KW, SH, SW, 3); break;
+    case 2: rows_shift(o, os, ph, php, pw, ow, wv, vb, KH, KW, SH, SW, 2); break;
+    case 1: rows_shift(o, os, ph, php, pw, ow, wv, vb, KH, KW, SH, SW, 1); break;
+    default: break;
+    }
+}
+
+#define DEF_SHIFT(name, KH, KW, SH, SW)                                                          \
+    static __attribute__((noinline)) void name(float *out, ptrdiff_t os, ptrdiff_t oh,          \
+                                               ptrdiff_t ow, const float *phases, ptrdiff_t hp,  \
+                                               ptrdiff_t pw, const float *w, float bias)         \
+    {                                                                                            \
+        conv_shift(out, os, oh, ow, phases, hp, pw, w, bias, KH, KW, SH, SW);                    \
+    }
+DEF_SHIFT(shift_3x3s1, 3, 3, 1, 1)
+DEF_SHIFT(shift_3x3s2, 3, 3, 2, 2)
+DEF_SHIFT(shift_5x5s1, 5, 5, 1, 1)
+DEF_SHIFT(shift_5x5s2, 5, 5, 2, 2)
+
 void im2row_dwconv__avx512(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff_t ow,
                            const float *phases, ptrdiff_t hp, ptrdiff_t phase_w,
                            const float *w, ptrdiff_t kh, ptrdiff_t kw,
@@ -281,6 +401,22 @@ void im2row_dwconv__avx512(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdi
     assert(phase_w >= ow + ((kw - 1) * dw) / sw);
     assert(hp >= (oh - 1) * sh + (kh - 1) * dh + 1);
 
+#ifndef NO_SHIFT
+    if (dh == 1 && dw == 1 && kh == kw && (kh == 3 || kh == 5) && sh == sw && (sh == 1 || sh == 2)) {
+        if (kh == 3) {
+            if (sh == 1)
+                shift_3x3s1(out, out_stride, oh, ow, phases, hp, phase_w, w, bias);
+            else
+                shift_3x3s2(out, out_stride, oh, ow, phases, hp, phase_w, w, bias);
+        } else {
+            if (sh == 1)
+                shift_5x5s1(out, out_stride, oh, ow, phases, hp, phase_w, w, bias);
+            else
+                shift_5x5s2(out, out_stride, oh, ow, phases, hp, phase_w, w, bias);
+        }
+        return;
+    }
+#endif
     if (dh == 1 && kh == kw && (kh == 3 || kh == 5) && (sh == 1 || sh == 2)) {
         const float *cb[8];
         for (ptrdiff_t j = 0; j < kw; j++)

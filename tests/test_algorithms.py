@@ -1,0 +1,151 @@
+"""Every algorithm on every shape it accepts (plan.valid_algorithms), forced through
+Plan(algorithm, column_block, gemm, isa): both GEMM backends, every available ISA, and for
+'incremental' column blocks of 1, a middle value and >= the output width."""
+import numpy as np
+import pytest
+
+import im2row
+from im2row.plan import column_blocks, valid_algorithms
+from conftest import ISAS, assert_matches_reference, make_operands, reference_pair
+
+# name: (x shape NCHW, weight shape, conv arguments).  Chosen to reach each branch of the
+# incremental schedule: ring rotation sw/dw (1, 2, 3, none), stride phases sh > 1, dilation,
+# column classes that do not divide the output width, padding on every side.
+SHAPES = {
+    "3x3-s1-p1": ((2, 5, 9, 11), (7, 5, 3, 3), dict(padding=1)),
+    "3x3-s2-p1": ((2, 4, 12, 13), (6, 4, 3, 3), dict(stride=2, padding=1)),
+    "3x3-s2-d2": ((1, 3, 15, 16), (4, 3, 3, 3), dict(stride=2, padding=2, dilation=2)),
+    "3x3-s1-d2": ((1, 3, 11, 12), (5, 3, 3, 3), dict(padding=(0, 1, 2, 3), dilation=2)),
+    "3x3-s3-p0": ((2, 3, 14, 17), (4, 3, 3, 3), dict(stride=3)),
+    "5x5-s3-p2": ((1, 4, 16, 19), (5, 4, 5, 5), dict(stride=3, padding=2)),
+    "5x5-s1-same": ((1, 6, 10, 9), (8, 6, 5, 5), dict(padding="same")),
+    "7x7-s2-p3": ((1, 3, 21, 18), (8, 3, 7, 7), dict(stride=2, padding=3)),
+    "7x7-s1-d3": ((1, 2, 24, 25), (3, 2, 7, 7), dict(padding=3, dilation=3)),
+    "1x7-s1-p03": ((2, 4, 6, 15), (5, 4, 1, 7), dict(padding=(0, 3))),
+    "7x1-s2-p30": ((1, 4, 17, 6), (5, 4, 7, 1), dict(stride=2, padding=(3, 0))),
+    "2x3-asym": ((2, 5, 9, 10), (6, 5, 2, 3), dict(padding=(1, 0, 0, 2))),
+    "2x3-s21-d12": ((1, 3, 12, 14), (4, 3, 2, 3), dict(stride=(2, 1), padding=1, dilation=(1, 2))),
+    "3x3-s13": ((1, 3, 9, 22), (4, 3, 3, 3), dict(stride=(1, 3), padding=(2, 1, 0, 1))),
+    "1x4-s19-d13": ((1, 3, 5, 40), (2, 3, 1, 4), dict(stride=(1, 9), padding=(0, 3), dilation=(1, 3))),
+    "3x3-s4": ((1, 3, 17, 18), (4, 3, 3, 3), dict(stride=4, padding=1)),
+    "3x3-g2": ((2, 6, 9, 8), (8, 3, 3, 3), dict(padding=1, groups=2)),
+    "3x3-g3-s2": ((1, 9, 10, 11), (6, 3, 3, 3), dict(stride=2, padding=1, groups=3)),
+    "5x5-full-window": ((1, 3, 5, 5), (4, 3, 5, 5), dict()),
+    "3x3-ow1": ((1, 3, 8, 3), (4, 3, 3, 3), dict()),
+    "3x3-oh1": ((1, 3, 3, 9), (4, 3, 3, 3), dict(stride=(1, 2))),
+    "1x1-s1": ((2, 8, 7, 9), (6, 8, 1, 1), dict()),
+    "1x1-s2": ((2, 8, 9, 10), (6, 8, 1, 1), dict(stride=2)),
+    "1x1-s12": ((1, 5, 7, 11), (3, 5, 1, 1), dict(stride=(1, 2))),
+    "1x1-p1": ((1, 5, 6, 7), (4, 5, 1, 1), dict(padding=1)),
+    "1x1-p-asym": ((1, 5, 6, 7), (4, 5, 1, 1), dict(padding=(0, 0, 1, 2))),
+    "1x1-g4": ((2, 8, 7, 7), (12, 2, 1, 1), dict(groups=4)),
+    "1x1-d2": ((1, 4, 6, 6), (3, 4, 1, 1), dict(dilation=2)),
+    "dw3x3-s1": ((2, 6, 9, 10), (6, 1, 3, 3), dict(padding=1, groups=6)),
+    "dw3x3-s2": ((1, 8, 11, 12), (8, 1, 3, 3), dict(stride=2, padding=1, groups=8)),
+    "dw3x3-x2": ((1, 5, 9, 8), (10, 1, 3, 3), dict(padding=1, groups=5)),
+    "dw5x5-d2": ((1, 4, 14, 15), (4, 1, 5, 5), dict(padding=2, dilation=2, groups=4)),
+    "dw3x3-s3-asym": ((1, 4, 13, 14), (12, 1, 3, 3), dict(stride=(3, 2), padding=(0, 2, 1, 0), groups=4)),
+    "dw7x1-d31": ((1, 3, 20, 9), (3, 1, 7, 1), dict(padding=(3, 0), dilation=(3, 1), groups=3)),
+    "dw1x1": ((1, 6, 5, 7), (6, 1, 1, 1), dict(groups=6)),
+    "dw1x1-s2-x2": ((1, 3, 8, 9), (6, 1, 1, 1), dict(stride=2, groups=3)),
+    "dw2x3-same": ((2, 4, 7, 9), (4, 1, 2, 3), dict(padding="same", groups=4)),
+}
+
+
+def _spec(name):
+    x_shape, w_shape, conv = SHAPES[name]
+    return im2row.make_spec(x_shape, w_shape, **conv)
+
+
+def _column_block_choices(spec):
+    ow = spec.out_width
+    return sorted({1, max(1, (ow + 1) // 2), ow, ow + 5})
+
+
+def _cases():
+    for name in SHAPES:
+        spec = _spec(name)
+        for algorithm in valid_algorithms(spec):
+            blocks = _column_block_choices(spec) if algorithm == "incremental" else [0]
+            gemms = ["sgemm"] if algorithm == "depthwise" else ["sgemm", "packed"]
+            for block in blocks:
+                for gemm in gemms:
+                    tag = f"{algorithm}-cb{block}" if algorithm == "incremental" else algorithm
+                    yield pytest.param(name, algorithm, block, gemm, id=f"{name}-{tag}-{gemm}")
+
+
+@pytest.fixture(scope="module")
+def operands():
+    """Inputs and reference results per shape, computed once for all plans and ISAs."""
+    rng = np.random.default_rng(20240611)
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            x_shape, w_shape, conv = SHAPES[name]
+            x, w, b = make_operands(rng, x_shape, w_shape, bias=len(cache) % 3 != 1)
+            cache[name] = (x, w, b, conv, reference_pair(x, w, b, **conv))
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("plan_isa", ISAS)
+@pytest.mark.parametrize("name,algorithm,column_block,gemm", list(_cases()))
+def test_forced_plan(name, algorithm, column_block, gemm, plan_isa, operands):
+    x, w, b, conv, expected = operands(name)
+    plan = im2row.Plan(algorithm=algorithm, column_block=column_block, gemm=gemm, isa=plan_isa)
+    layer = im2row.Conv2d(w, b, **conv, plan=plan)
+    y = layer(x)
+    assert_matches_reference(y, x, w, b, expected=expected, **conv)
+    assert layer.plan == plan
+    # the functional form honours the plan too
+    y2 = im2row.conv2d(x, w, b, **conv, plan=plan)
+    np.testing.assert_array_equal(y2, y)
+
+
+def test_every_shape_offers_the_general_algorithms():
+    for name in SHAPES:
+        spec = _spec(name)
+        algos = valid_algorithms(spec)
+        assert algos[:2] == ["incremental", "classic"], name
+        assert ("pointwise" in algos) == spec.is_pointwise, name
+        assert ("depthwise" in algos) == (spec.groups > 1 and spec.group_in_channels == 1), name
+        assert set(algos) <= set(im2row.plan_space(spec)["algorithm"]), name
+
+
+@pytest.mark.parametrize("gemm", ["sgemm", "packed"])
+@pytest.mark.parametrize("name", ["3x3-s2-p1", "5x5-s3-p2", "1x4-s19-d13", "3x3-s2-d2", "3x3-g3-s2"])
+def test_incremental_every_column_block(name, gemm, operands):
+    """All distinct block sizes of the plan space, on the active ISA."""
+    x, w, b, conv, expected = operands(name)
+    spec = _spec(name)
+    blocks = column_blocks(spec)
+    assert blocks == im2row.plan_space(spec)["column_block"]
+    assert blocks[0] == 1 and blocks[-1] == spec.out_width
+    for block in blocks:
+        y = im2row.conv2d(x, w, b, **conv, plan=im2row.Plan("incremental", block, gemm))
+        assert_matches_reference(y, x, w, b, expected=expected, **conv)
+
+
+@pytest.mark.parametrize("algorithm", ["incremental", "classic", "pointwise", "depthwise"])
+@pytest.mark.parametrize("gemm", ["sgemm", "packed"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_forced_plan_batch_and_layout(algorithm, gemm, layout, rng):
+    # 1x1 depthwise with channel multiplier 2: every algorithm accepts it
+    c, conv = 6, dict(stride=(2, 1), padding=(1, 0, 0, 1), groups=6)
+    shape = (3, c, 7, 9) if layout == "NCHW" else (3, 7, 9, c)
+    x, w, b = make_operands(rng, shape, (12, 1, 1, 1))
+    plan = im2row.Plan(algorithm, 2 if algorithm == "incremental" else 0, gemm)
+    y = im2row.conv2d(x, w, b, **conv, layout=layout, plan=plan)
+    assert_matches_reference(y, x, w, b, layout=layout, **conv)
+    y0 = im2row.conv2d(x[:0], w, b, **conv, layout=layout, plan=plan)
+    assert y0.shape == (0,) + y.shape[1:]
+
+
+@pytest.mark.parametrize("algorithm", ["classic", "pointwise"])
+def test_large_vertical_stride_non_incremental(algorithm, rng):
+    """Only the incremental schedule is limited to vertical strides <= 64."""
+    x, w, b = make_operands(rng, (1, 2, 150, 20), (3, 2, 1, 1))
+    y = im2row.conv2d(x, w, b, stride=(70, 1), plan=im2row.Plan(algorithm))
+    assert_matches_reference(y, x, w, b, stride=(70, 1))
