@@ -24,6 +24,7 @@ import datetime
 import fnmatch
 import gc
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -138,14 +139,23 @@ def _make_im2row(x, w, b, geo, threads, forced_default: bool):
         spec = im2row.make_spec(x.shape, w.shape, stride=geo.stride, padding=padding,
                                 dilation=geo.dilation, groups=geo.groups)
         plan = im2row.default_plan(spec)
+    kwargs = {"input_shape": x.shape, "plan": plan}
+    if _accepts(im2row.Conv2d, "threads"):
+        kwargs["threads"] = threads  # else run_suite's set_num_threads applies
     t0 = time.perf_counter()
-    layer = im2row.Conv2d(w, b, geo.stride, padding, geo.dilation, geo.groups,
-                          input_shape=x.shape, plan=plan)
+    layer = im2row.Conv2d(w, b, geo.stride, padding, geo.dilation, geo.groups, **kwargs)
     prepare_ms = 1e3 * (time.perf_counter() - t0)
     info = {"plan": layer.plan.to_dict() if layer.plan else None, "plan_str": plan_str(layer.plan),
             "workspace_bytes": layer.workspace_bytes,
             "packed_weight_bytes": layer.packed_weight_bytes, "prepare_ms": prepare_ms}
     return (lambda: layer(x)), info
+
+
+def _accepts(func, name: str) -> bool:
+    try:
+        return name in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _make(name, x, w, b, geo, threads):
@@ -186,6 +196,7 @@ def _inner_iterations(fn, min_time: float) -> int:
 
 
 def _time_round_robin(fns: dict, iters: dict, repeats: int, layer_cap: float) -> dict:
+    """-> {name: [(wall s, thread-CPU s) per call, one pair per round]}."""
     names = list(fns)
     samples = {n: [] for n in names}
     start = time.perf_counter()
@@ -193,10 +204,11 @@ def _time_round_robin(fns: dict, iters: dict, repeats: int, layer_cap: float) ->
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             fn, it = fns[name], iters[name]
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             for _ in range(it):
                 fn()
-            samples[name].append((time.perf_counter() - t0) / it)
+            t1, c1 = time.perf_counter(), time.thread_time()
+            samples[name].append(((t1 - t0) / it, (c1 - c0) / it))
         if r + 1 >= min(MIN_ROUNDS, repeats) and time.perf_counter() - start > layer_cap:
             break
     return samples
@@ -208,9 +220,11 @@ def _rel_error(y: np.ndarray, ref: np.ndarray) -> float:
 
 
 def run_layer(entry: dict, *, threads: int = 1, repeats: int = 7, min_time: float = 0.02,
-              layer_cap: float = 3.0, contenders: list | None = None, seed: int = 0) -> dict:
+              layer_cap: float = 3.0, contenders: list | None = None, seed: int = 0,
+              clock: str = "wall") -> dict:
     """Benchmark one suite entry.  Expects the thread limits to be set by the caller
-    (run_suite does it)."""
+    (run_suite does it).  clock: 'wall' (perf_counter) or 'cpu' (the calling thread's CPU
+    time: immune to other processes taking the core, valid only single-threaded)."""
     geo = peers.geometry(entry)
     names = list(contenders or available_contenders())
     # Seeded per layer name, so a layer gets the same data whatever else runs.
@@ -262,10 +276,16 @@ def run_layer(entry: dict, *, threads: int = 1, repeats: int = 7, min_time: floa
     finally:
         if gc_was_enabled:
             gc.enable()
-    for name, s in samples.items():
-        result["times"][name] = {"min_ms": 1e3 * min(s), "median_ms": 1e3 * statistics.median(s),
-                                 "iters": iters[name], "rounds": len(s),
-                                 "samples_ms": [1e3 * v for v in s]}
+    for name, pairs in samples.items():
+        wall = [1e3 * p[0] for p in pairs]
+        cpu = [1e3 * p[1] for p in pairs]
+        chosen = cpu if clock == "cpu" else wall
+        result["times"][name] = {
+            "min_ms": min(chosen), "median_ms": statistics.median(chosen),
+            "wall_min_ms": min(wall), "wall_median_ms": statistics.median(wall),
+            "cpu_min_ms": min(cpu), "iters": iters[name], "rounds": len(pairs),
+            "wall_samples_ms": wall, "cpu_samples_ms": cpu}
+    result["clock"] = clock
     _derive(result)
     return result
 
@@ -296,7 +316,8 @@ def _derive(r: dict) -> None:
 
 def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02,
               layer_cap: float = 3.0, compare_plans: bool = False, plans: str = "default",
-              contenders: list | None = None, seed: int = 0, progress=None) -> list:
+              contenders: list | None = None, seed: int = 0, progress=None,
+              clock: str = "wall") -> list:
     """Benchmark layers side by side; returns one dict per layer (see run_layer).
 
     layers: a suite name, a path to a suite JSON, or a list of suite entries (dicts).
@@ -305,6 +326,10 @@ def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02
     plan forced.  progress: callable(str) for one line per layer, or None."""
     from threadpoolctl import threadpool_limits
 
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    if clock == "cpu" and threads != 1:
+        raise ValueError("clock='cpu' measures the calling thread only: use it with threads=1")
     if isinstance(layers, (str, os.PathLike)):
         layers = load_suite(str(layers))
     if plans == "tuned":
@@ -315,6 +340,7 @@ def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02
     _preload(names)
     torch = peers.torch_module() if (TORCH in names or TORCH_CL in names) else None
     saved_torch_threads = torch.get_num_threads() if torch is not None else None
+    restore_im2row = _set_im2row_threads(threads)
     results = []
     try:
         if torch is not None:
@@ -324,7 +350,7 @@ def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02
             for entry in layers:
                 t0 = time.perf_counter()
                 r = run_layer(entry, threads=threads, repeats=repeats, min_time=min_time,
-                              layer_cap=layer_cap, contenders=names, seed=seed)
+                              layer_cap=layer_cap, contenders=names, seed=seed, clock=clock)
                 r["plans_mode"] = plans
                 r["wall_s"] = time.perf_counter() - t0
                 results.append(r)
@@ -333,7 +359,23 @@ def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02
     finally:
         if torch is not None:
             torch.set_num_threads(saved_torch_threads)
+        restore_im2row()
     return results
+
+
+def _set_im2row_threads(threads: int):
+    """im2row's default thread count (all cores) -> threads for this run; returns the undo."""
+    try:
+        im2row = _im2row()
+        setter = im2row.set_num_threads
+    except Exception:  # noqa: BLE001 - older builds without threads, or a broken import
+        return lambda: None
+    try:
+        previous = importlib.import_module("im2row._threads")._num_threads  # None = not set
+    except Exception:  # noqa: BLE001
+        previous = None
+    setter(threads)
+    return lambda: setter(previous)
 
 
 def _preload(names: list) -> None:
@@ -580,13 +622,19 @@ def summary_table(summaries: list, markdown: bool = False) -> str:
     return _render(head, rows, set(range(1, len(head))), markdown)
 
 
-NOTES = (
-    "ms: minimum over interleaved rounds, per call, batch as in the suite.  vs best: best peer "
-    "time / im2row time (> 1 = im2row faster); best peer = fastest of torch NCHW, torch "
-    "channels_last, ONNX Runtime.  weighted: suite totals with each layer's time x count.  "
-    "total ms: sum of time x count.  ws: im2row workspace per image (beyond input, weights, "
-    "packed weights, output); im2col MB: the classic patch matrix kh*kw*C x OH*OW for contrast.  "
-    "MB = 2^20 bytes.  err: max|y - ref| / max|ref|.")
+def notes(results: list, settings: dict) -> str:
+    numpy_peer = any(r["peer_set"] == "numpy-im2col" for r in results)
+    clock = ("thread CPU time" if settings.get("clock") == "cpu" else "wall time")
+    peer = ("the numpy im2col + sgemm baseline (torch and onnxruntime not installed or not selected); err vs the "
+            "float64 numpy convolution" if numpy_peer else
+            "the fastest of torch NCHW, torch channels_last, ONNX Runtime; err vs torch NCHW")
+    return (f"ms: minimum {clock} per call over interleaved rounds, batch as in the suite, "
+            f"{settings['threads']} thread(s) for every contender.  vs best: best peer time / "
+            f"im2row time (> 1 = im2row faster); best peer = {peer}.  geomean: over unique "
+            f"layers; weighted: suite totals with each layer's time x count.  total ms: sum of "
+            f"time x count.  ws: im2row workspace per image (beyond input, weights, packed "
+            f"weights, output); im2col MB: the classic patch matrix (kh*kw*C x OH*OW) for "
+            f"contrast.  MB = 2^20 bytes.  err = max|y - ref| / max|ref|.")
 
 
 def report(info: dict, results: list, summaries: list, settings: dict, markdown: bool,
@@ -602,7 +650,7 @@ def report(info: dict, results: list, summaries: list, settings: dict, markdown:
         parts += [f"### {title}" if markdown else f"== {title}", "",
                   layer_tables(rs, markdown), ""]
     parts += ["### Summary" if markdown else "== Summary", "", summary_table(summaries, markdown),
-              "", NOTES]
+              "", notes(results, settings)]
     warnings = _warnings(results)
     if warnings:
         parts += ["", *warnings]
@@ -612,7 +660,7 @@ def report(info: dict, results: list, summaries: list, settings: dict, markdown:
 def _settings_line(s: dict) -> str:
     return (f"settings  threads={s['threads']} repeats={s['repeats']} min_time={s['min_time']}s "
             f"layer_cap={s['layer_cap']}s plans={s['plans']} compare_plans={s['compare_plans']} "
-            f"seed={s['seed']}")
+            f"clock={s.get('clock', 'wall')} seed={s['seed']}")
 
 
 def _warnings(results: list) -> list:
@@ -657,6 +705,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also run im2row with im2row.default_plan(spec) forced, side by side")
     p.add_argument("--contenders", default=None,
                    help=f"comma-separated subset of {','.join(ALL_CONTENDERS)}")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="'cpu' times the calling thread's CPU time instead of wall time: "
+                        "robust when other processes load the machine; --threads 1 only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write raw numbers to this JSON file")
     p.add_argument("--markdown", default=None, help="write the tables as Markdown to this file")
@@ -664,6 +715,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.threads < 1 or args.repeats < 1 or args.min_time <= 0:
         p.error("--threads and --repeats must be >= 1, --min-time > 0")
+    if args.clock == "cpu" and args.threads != 1:
+        p.error("--clock cpu needs --threads 1 (it measures the calling thread only)")
     return args
 
 
@@ -690,7 +743,7 @@ def main(argv=None) -> int:
     info = machine_info(args.threads)
     settings = {"threads": args.threads, "repeats": args.repeats, "min_time": args.min_time,
                 "layer_cap": args.layer_cap, "plans": args.plans,
-                "compare_plans": args.compare_plans, "seed": args.seed}
+                "compare_plans": args.compare_plans, "seed": args.seed, "clock": args.clock}
     print(format_machine(info), flush=True)
     print(_settings_line(settings), flush=True)
     if not str(info.get("im2row", "")).startswith(("0", "1", "2", "3")):
@@ -700,7 +753,8 @@ def main(argv=None) -> int:
     results = run_suite(entries, threads=args.threads, repeats=args.repeats,
                         min_time=args.min_time, layer_cap=args.layer_cap,
                         compare_plans=args.compare_plans, plans=args.plans,
-                        contenders=contenders, seed=args.seed, progress=progress)
+                        contenders=contenders, seed=args.seed, progress=progress,
+                        clock=args.clock)
     summaries = summarize(results)
     settings["wall_s"] = time.perf_counter() - t0
     print()

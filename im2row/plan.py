@@ -126,11 +126,14 @@ def default_plan(spec: ConvSpec) -> Plan:
     the GEMM more rows, the budget keeps the promise of a buffer smaller than the input."""
     if "depthwise" in valid_algorithms(spec):
         return Plan("depthwise")
+    # Our packed GEMM beats OpenBLAS sgemm by 2-6x where SIMD kernels exist (benchmarks/);
+    # the scalar one is only an oracle, so a scalar-only machine keeps sgemm.
+    gemm = "sgemm" if hwinfo.get_isa() == "scalar" else "packed"
     if spec.is_pointwise:
-        return Plan("pointwise")
+        return Plan("pointwise", gemm=gemm)
     if "incremental" not in valid_algorithms(spec):
-        return Plan("classic")
-    return Plan("incremental", largest_block_within(spec, image_input_bytes(spec)))
+        return Plan("classic", gemm=gemm)
+    return Plan("incremental", largest_block_within(spec, image_input_bytes(spec)), gemm=gemm)
 
 
 # The plan cache (im2row.wisdom) registers a lookup here; the runtime stays tuner-free.

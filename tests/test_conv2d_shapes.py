@@ -227,6 +227,14 @@ def test_nhwc_non_contiguous_input(isa, rng):
     assert_matches_reference(y, x, w, b, padding=1, stride=(1, 2), layout="NHWC")
 
 
+def test_read_only_input(isa, rng):
+    x, w, b = make_operands(rng, (2, 3, 8, 9), (4, 3, 3, 3))
+    for array in (x, w, b):
+        array.flags.writeable = False
+    y = im2row.conv2d(x, w, b, padding=1)
+    assert_matches_reference(y, x, w, b, padding=1)
+
+
 def test_input_not_modified(isa, rng):
     x, w, b = make_operands(rng, (2, 3, 8, 8), (4, 3, 3, 3))
     x0, w0, b0 = x.copy(), w.copy(), b.copy()

@@ -3,7 +3,7 @@ written straight from the definition (always)."""
 import numpy as np
 import pytest
 
-from conftest import shape_id, uniform
+from conftest import assert_matches_reference, shape_id, uniform
 from reference import conv2d_naive, conv2d_reference, explicit_padding
 
 # (x shape, weight shape, stride, padding, dilation, groups)
@@ -22,6 +22,7 @@ IDS = [f"x{shape_id(c[0])}-w{shape_id(c[1])}-s{shape_id(c[2])}-p{shape_id(c[3])}
        f"-d{shape_id(c[4])}-g{c[5]}" for c in CASES]
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_reference_matches_torch(case, rng):
     torch = pytest.importorskip("torch")
@@ -72,3 +73,18 @@ def test_reference_identity_kernel_and_same_padding(rng):
     np.testing.assert_array_equal(conv2d_reference(x, w, padding="same", groups=2), x)
     assert explicit_padding("same", (4, 1), (3, 1)) == (4, 0, 5, 0)
     assert explicit_padding("valid", (4, 4), (1, 1)) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("channels", [4, 512])
+def test_tolerance_catches_one_wrong_tap(channels, rng):
+    """The comparison the suite uses passes float32 rounding of the exact result and fails a
+    result that misses a single kernel tap of a single input channel, even at K = 4608."""
+    x = uniform(rng, (1, channels, 7, 7))
+    w = uniform(rng, (8, channels, 3, 3))
+    exact = conv2d_reference(x, w, padding=1)
+    assert_matches_reference(exact.astype(np.float32), x, w, padding=1)
+    w_wrong = w.copy()
+    w_wrong[:, channels // 2, 2, 0] = 0.0
+    wrong = conv2d_reference(x, w_wrong, padding=1).astype(np.float32)
+    with pytest.raises(AssertionError, match="outputs wrong"):
+        assert_matches_reference(wrong, x, w, padding=1)

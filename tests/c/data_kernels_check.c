@@ -475,8 +475,11 @@ static void scatter_bench_run(void *p)
     a->fn(a->dst, a->ds, a->src, a->n, 0.25f);
 }
 
+static int g_align16;
+
 static void bench(int argc, char **argv)
 {
+    g_align16 = getenv("ALIGN16") != NULL;
     /* dwconv: 3x3 pad 1 on an HxH input, stride 1 and 2 (MobileNetV2's depthwise shapes). */
     printf("dwconv 3x3 pad 1, GF/s (2*9*OH*OW flops per plane), %s\n",
            "planes cycled through a layer-like working set");
@@ -490,6 +493,8 @@ static void bench(int argc, char **argv)
             ptrdiff_t H = hs[h], o = (H + 2 - 3) / st + 1;
             dw_bench_arg a;
             dw_make(&a.s, o, o, 3, 3, st, st, 1, 1, 0);
+            if (g_align16) /* the layout a caller can choose: rows of 16-float multiples */
+                a.s.phase_w = (a.s.phase_w + 15) / 16 * 16;
             a.ph_sz = (size_t)(a.s.sw * a.s.hp * a.s.phase_w);
             a.out_sz = (size_t)(a.s.oh * a.s.out_stride);
             /* ~16 planes or ~1 MB of input, whichever is less: stays in L2, as when the
@@ -497,6 +502,7 @@ static void bench(int argc, char **argv)
             a.nplanes = (int)(262144 / a.ph_sz);
             if (a.nplanes > 16) a.nplanes = 16;
             if (a.nplanes < 1) a.nplanes = 1;
+            if (getenv("NPLANES")) a.nplanes = atoi(getenv("NPLANES"));
             a.ph = aligned_alloc(64, ((a.ph_sz * a.nplanes * 4 + 63) / 64) * 64);
             a.out = aligned_alloc(64, ((a.out_sz * a.nplanes * 4 + 63) / 64) * 64);
             a.w = malloc(sizeof(float) * 9 * a.nplanes);

@@ -4,14 +4,17 @@
  *                       naive GEMM over many odd shapes; exit status 1 on any mismatch.
  *   gemm_packed bench [reps [variant...]]
  *                       GF/s of the variants (all by default) and of OpenBLAS sgemm at
- *                       convolution shapes, measured side by side (min over reps after warm-up, one thread).
+ *                       convolution shapes, side by side: min over reps after warm-up, 1 thread.
  *
- * sgemm is loaded with dlopen from $IM2ROW_SGEMM_LIB (e.g. scipy's libscipy_openblas*.so), so the
- * check needs no BLAS at all.  The runner calls the variants directly, not through dispatch.c,
- * so that every variant the CPU supports is exercised, not only the best one.
+ * sgemm is loaded with dlopen from $IM2ROW_SGEMM_LIB (e.g. scipy's libscipy_openblas*.so), so
+ * the check needs no BLAS at all (define GEMM_PACKED_NO_DLOPEN for static builds).  The runner
+ * calls the variants directly, not through dispatch.c, so that every variant the CPU supports
+ * is exercised, not only the best one.
  */
 #define _GNU_SOURCE
+#ifndef GEMM_PACKED_NO_DLOPEN
 #include <dlfcn.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -211,6 +214,7 @@ static sgemm_fn sgemm;
 
 static void load_sgemm(void)
 {
+#ifndef GEMM_PACKED_NO_DLOPEN /* static cross builds: no sgemm column */
     const char *path = getenv("IM2ROW_SGEMM_LIB");
     if (!path || !*path) return;
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
@@ -223,6 +227,7 @@ static void load_sgemm(void)
     void (*set_threads)(int) = (void (*)(int))dlsym(h, "scipy_openblas_set_num_threads");
     if (!set_threads) set_threads = (void (*)(int))dlsym(h, "openblas_set_num_threads");
     if (set_threads) set_threads(1);
+#endif
 }
 
 static double now(void)
@@ -232,7 +237,8 @@ static double now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* Seconds per call: min over reps of the mean over a batch lasting ~25 ms, after warm-up. */
+/* Seconds per call: min over reps of the mean over a batch of ~1 ms, after warm-up.  Short
+ * batches and many reps let the minimum dodge preemption on a shared machine. */
 static double time_call(const variant *v, const float *ap, const float *a, ptrdiff_t m, ptrdiff_t n,
                         ptrdiff_t k, const float *b, float *c, int reps)
 {
@@ -247,7 +253,7 @@ static double time_call(const variant *v, const float *ap, const float *a, ptrdi
     double t = now();
     CALL();
     const double once = now() - t;
-    const int batch = once > 0.025 ? 1 : (int)(0.025 / (once + 1e-9)) + 1;
+    const int batch = once > 0.001 ? 1 : (int)(0.001 / (once + 1e-9)) + 1;
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
         t = now();
@@ -324,7 +330,7 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "check") == 0) return run_check();
     if (argc >= 2 && strcmp(argv[1], "bench") == 0)
-        return run_bench(argc >= 3 ? atoi(argv[2]) : 7, argc > 3 ? argc - 3 : 0, argv + 3);
+        return run_bench(argc >= 3 ? atoi(argv[2]) : 30, argc > 3 ? argc - 3 : 0, argv + 3);
     fprintf(stderr, "usage: %s check | bench [reps [variant...]]\n", argv[0]);
     return 2;
 }

@@ -1,0 +1,165 @@
+"""Timing and checking one shape's candidate plans.
+
+A Bench holds one shape's operands (seeded random input, weights, bias) and the default plan's
+output on them.  Every candidate runs through the public Conv2d with the plan forced, so what
+is timed is exactly what a user's call costs; its first call is checked against the default
+plan's output (max relative error <= MAX_REL_ERROR) before any timing counts.
+
+Timing: a sample is the mean of `inner` back-to-back calls (inner chosen so that a sample lasts
+at least min_time); samples are repeated and the minimum is kept (noise on a shared machine
+only ever adds time).  clock='cpu' measures the calling thread's CPU time instead of wall time:
+robust against other processes, valid with one thread only.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import inspect
+import math
+import statistics
+import time
+
+import numpy as np
+
+from im2row import Conv2d, default_plan
+from im2row.plan import Plan
+from im2row.spec import ConvSpec
+
+MAX_REL_ERROR = 1e-4
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+class PlanMismatch(Exception):
+    """A candidate plan's output differs from the default plan's."""
+
+
+def _conv_takes_threads() -> bool:
+    try:
+        return "threads" in inspect.signature(Conv2d).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+CONV_TAKES_THREADS = _conv_takes_threads()
+
+
+@contextlib.contextmanager
+def thread_scope(threads: int):
+    """Scope the thread count around timing.  Conv2d(threads=...) manages OpenBLAS itself;
+    a build without it gets OpenBLAS limited here (threadpoolctl, restored afterwards)."""
+    if CONV_TAKES_THREADS:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        yield
+        return
+    with threadpool_limits(limits=int(threads), user_api="blas"):
+        yield
+
+
+@contextlib.contextmanager
+def _no_gc():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def relative_error(y: np.ndarray, ref: np.ndarray) -> float:
+    """max |y - ref| / max |ref| (inf for NaN or a shape mismatch)."""
+    if y.shape != ref.shape:
+        return math.inf
+    if ref.size == 0:
+        return 0.0
+    scale = float(np.max(np.abs(ref)))
+    err = float(np.max(np.abs(y.astype(np.float64) - ref)))
+    if not math.isfinite(err):
+        return math.inf
+    return err / scale if scale > 0 else err
+
+
+class Bench:
+    """One shape's operands, the default plan's output, and a calibrated sample length."""
+
+    def __init__(self, spec: ConvSpec, *, threads: int = 1, seed: int = 0, clock: str = "wall",
+                 min_time: float = 2e-3):
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+        if clock == "cpu" and threads != 1:
+            raise ValueError("clock='cpu' measures the calling thread only: use it with threads=1")
+        self.spec = spec
+        self.threads = int(threads)
+        self.clock = CLOCKS[clock]
+        self.min_time = float(min_time)
+        rng = np.random.default_rng(seed)
+        fan_in = max(1, spec.group_in_channels * spec.kernel_h * spec.kernel_w)
+        self.x = rng.uniform(-1.0, 1.0, spec.input_shape).astype(np.float32)
+        self.w = (rng.uniform(-1.0, 1.0, spec.weight_shape) / math.sqrt(fan_in)).astype(np.float32)
+        self.b = rng.uniform(-0.5, 0.5, (spec.out_channels,)).astype(np.float32)
+        self.out = np.empty(spec.output_shape, np.float32)
+        self.default = default_plan(spec).resolved()
+        run = self.runner(self.default)
+        run()
+        self.reference = self.out.astype(np.float64)
+        # Calibrate: inner calls per sample so that a sample lasts >= min_time.
+        first = self._sample(run, 1)
+        self.inner = max(1, int(math.ceil(self.min_time / max(first, 1e-7))))
+        self.default_estimate = min(first, self._sample(run, self.inner))
+
+    def runner(self, plan: Plan):
+        """A zero-argument callable running this plan into self.out (weights packed now)."""
+        spec = self.spec
+        kwargs = {"threads": self.threads} if CONV_TAKES_THREADS else {}
+        layer = Conv2d(self.w, self.b, stride=(spec.stride_h, spec.stride_w),
+                       padding=(spec.pad_top, spec.pad_left, spec.pad_bottom, spec.pad_right),
+                       dilation=(spec.dilation_h, spec.dilation_w), groups=spec.groups,
+                       layout=spec.layout, input_shape=spec.input_shape, plan=plan, **kwargs)
+        x, out = self.x, self.out
+
+        def run():
+            layer(x, out=out)
+        run.plan = plan
+        return run
+
+    def check(self, run) -> float:
+        """Run once (also the warm-up) and compare with the default plan's output."""
+        self.out.fill(np.nan)
+        run()
+        err = relative_error(self.out, self.reference)
+        if not err <= MAX_REL_ERROR:
+            raise PlanMismatch(f"max relative error {err:.3g} > {MAX_REL_ERROR:g} against the "
+                               f"default plan")
+        return err
+
+    def _sample(self, run, inner: int) -> float:
+        clock = self.clock
+        with _no_gc():
+            start = clock()
+            for _ in range(inner):
+                run()
+            return (clock() - start) / inner
+
+    def sample(self, run) -> float:
+        """Seconds per call, averaged over self.inner calls."""
+        return self._sample(run, self.inner)
+
+    def head_to_head(self, runs: dict, rounds: int) -> dict:
+        """Interleaved rounds (order rotated each round) over {label: run}; returns
+        {label: list of samples}."""
+        labels = list(runs)
+        samples = {label: [] for label in labels}
+        for r in range(rounds):
+            shift = r % len(labels)
+            for label in labels[shift:] + labels[:shift]:
+                samples[label].append(self.sample(runs[label]))
+        return samples
+
+
+def summarize(samples: list) -> tuple:
+    """(min, median) of a sample list."""
+    return min(samples), statistics.median(samples)

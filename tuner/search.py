@@ -1,0 +1,378 @@
+"""The search: one Optuna study per distinct layer shape, results into the plan cache.
+
+Per shape:
+1. The space (space.SearchSpace) is every valid plan from plan_space(spec), with fields the
+   algorithm ignores pinned.  If it has at most n_trials plans, all are enqueued (exhaustive);
+   otherwise the default plan and its one-field alternatives are enqueued and a seeded TPE
+   sampler (multivariate, conditional groups) proposes the rest.
+2. A trial builds the plan, checks its output against the default plan's on the same input
+   (a mismatch can never win), then times `repeats` samples, reporting the running minimum
+   after each; RelativePruner cuts a candidate as soon as it is clearly slower than the best
+   so far (1.5x after one sample, 1.25x after two, 1.1x later).  A plan proposed twice is not
+   measured again: it gets its earlier value.
+3. Finalists (the best few distinct plans) and the default are re-timed head-to-head in
+   interleaved rounds; the winner replaces the default only if it is faster by min_gain on the
+   minimum and no slower on the median.
+4. The plan is stored in the plan cache (im2row.wisdom) under the machine/threads/shape key.
+
+With `storage` (an Optuna RDB URL or storage object, e.g. JournalStorage), studies are named
+from the cache key and the layer key, so several hosts of the same kind tuning one model share
+each shape's trials.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import random
+import sys
+import time
+import warnings
+import zlib
+from dataclasses import dataclass, field
+
+import optuna
+
+from im2row import wisdom
+from im2row.layers import collect_layers, unique_specs
+from im2row.plan import Plan
+from im2row.spec import ConvSpec
+
+from .measure import Bench, PlanMismatch, summarize, thread_scope
+from .report import LayerResult, TuneReport
+from .space import SearchSpace, canonical
+
+DEFAULT_TRIALS = 40
+DEFAULT_TIMEOUT = 8.0        # seconds per distinct shape, search and final re-timing together
+DEFAULT_REPEATS = 5
+FINAL_SHARE = 0.2            # of the timeout, kept for the head-to-head
+FINALISTS = 3
+MIN_GAIN = 0.01
+PRUNE_RATIOS = (1.5, 1.25, 1.1)
+MAX_DUPLICATE_STREAK = 12
+
+
+class RelativePruner(optuna.pruners.BasePruner):
+    """Prune a trial whose running-minimum time is `ratio` x slower than the best complete
+    trial of the study (ratios per step: looser after one sample, tighter later)."""
+
+    def __init__(self, ratios=PRUNE_RATIOS):
+        self.ratios = tuple(ratios)
+
+    def prune(self, study, trial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        try:
+            best = study.best_value
+        except ValueError:  # no complete trial yet
+            return False
+        ratio = self.ratios[min(step, len(self.ratios) - 1)]
+        return trial.intermediate_values[step] > best * ratio
+
+
+@dataclass
+class ShapeOutcome:
+    plan: Plan
+    time: float
+    default_plan: Plan
+    default_time: float
+    trials: int
+    space_size: int
+    exhaustive: bool
+    rejected: list = field(default_factory=list)   # (plan, reason) of failing candidates
+    finalists: dict = field(default_factory=dict)  # plan -> (min, median) in the head-to-head
+
+
+def study_name(spec: ConvSpec, threads: int) -> str:
+    key = wisdom.plan_key(spec, threads, _active_isa())
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"im2row-{wisdom.machine_id()}-{digest}"
+
+
+def _active_isa() -> str:
+    from im2row import hwinfo
+    return hwinfo.get_isa()
+
+
+def _plan_id(plan: Plan) -> str:
+    return "|".join(f"{k}={v}" for k, v in plan.to_dict().items())
+
+
+def tune_shape(spec: ConvSpec, *, n_trials: int = DEFAULT_TRIALS,
+               timeout: float | None = DEFAULT_TIMEOUT, threads: int = 1, storage=None,
+               seed: int = 0, repeats: int = DEFAULT_REPEATS, clock: str = "wall",
+               finalists: int = FINALISTS, min_gain: float = MIN_GAIN,
+               min_time: float = 2e-3) -> ShapeOutcome:
+    """Search one shape's plans; returns the winner (the default unless beaten)."""
+    started = time.perf_counter()
+    n_trials = max(1, int(n_trials))
+    repeats = max(1, int(repeats))
+    space = SearchSpace(spec, threads)
+    plans = space.plans()
+    bench = Bench(spec, threads=threads, seed=seed, clock=clock, min_time=min_time)
+    default = space.default
+    exhaustive = len(plans) <= n_trials
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(
+            seed=(seed + zlib.crc32(wisdom.plan_key(spec, threads, _active_isa()).encode()))
+            % (2 ** 31),
+            n_startup_trials=max(4, min(10, n_trials // 4)), multivariate=True, group=True)
+    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=RelativePruner(),
+                                storage=storage,
+                                study_name=study_name(spec, threads) if storage is not None else None,
+                                load_if_exists=storage is not None)
+    if not study.trials:
+        seeds = plans if exhaustive else [default] + space.neighbours(default, radius=1)
+        for plan in seeds:
+            study.enqueue_trial(space.params_of(plan), skip_if_exists=True)
+
+    measured: dict = {}      # plan id -> value (None: rejected or pruned)
+    measured_plans: dict = {}  # Plan -> value of the complete ones
+    rejected: list = []
+    state = {"unique": 0, "dup_streak": 0}
+    # Duplicates from other hosts sharing the storage count as measured.
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        pid = t.user_attrs.get("plan_id")
+        if pid and t.user_attrs.get("plan"):
+            measured.setdefault(pid, t.value)
+            with contextlib.suppress(ValueError, TypeError):
+                measured_plans.setdefault(Plan.from_dict(t.user_attrs["plan"]), t.value)
+
+    queued = set()
+    explore_rng = random.Random(seed)
+
+    def explore_from(plan: Plan) -> None:
+        """TPE proposed a plan already measured: queue an unmeasured plan next to it (or next
+        to the best so far, or any), so that the budget goes to new plans."""
+        known = set(measured) | queued
+        pools = [space.neighbours(plan, radius=2)]
+        if measured_plans:
+            pools.append(space.neighbours(min(measured_plans, key=measured_plans.get), radius=2))
+        pools.append(plans)
+        for pool in pools:
+            fresh = [p for p in pool if _plan_id(p) not in known]
+            if fresh:
+                choice = fresh[0] if pool is not plans else explore_rng.choice(fresh)
+                queued.add(_plan_id(choice))
+                study.enqueue_trial(space.params_of(choice), skip_if_exists=True)
+                return
+
+    def objective(trial):
+        plan = canonical(space.suggest(trial), spec, threads, space)
+        pid = _plan_id(plan)
+        queued.discard(pid)
+        trial.set_user_attr("plan_id", pid)
+        trial.set_user_attr("plan", plan.to_dict())
+        if pid in measured:
+            state["dup_streak"] += 1
+            trial.set_user_attr("duplicate", True)
+            explore_from(plan)
+            value = measured[pid]
+            if value is None:
+                raise optuna.TrialPruned()
+            return value
+        state["dup_streak"] = 0
+        state["unique"] += 1
+        measured[pid] = None
+        try:
+            run = bench.runner(plan)
+            bench.check(run)
+        except (PlanMismatch, ValueError, MemoryError, RuntimeError) as exc:
+            rejected.append((plan, f"{type(exc).__name__}: {exc}"))
+            trial.set_user_attr("rejected", str(exc))
+            # Report something clearly bad so that TPE learns to avoid the region.
+            trial.report(bench.default_estimate * 100.0, 0)
+            raise optuna.TrialPruned()
+        best = math.inf
+        for step in range(repeats):
+            best = min(best, bench.sample(run))
+            trial.report(best, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        measured[pid] = best
+        measured_plans[plan] = best
+        return best
+
+    def stopper(study_, _trial):
+        if (state["unique"] >= n_trials or len(measured) >= len(plans)
+                or state["dup_streak"] >= MAX_DUPLICATE_STREAK):
+            study_.stop()
+
+    search_timeout = None if timeout is None else max(0.0, timeout * (1.0 - FINAL_SHARE)
+                                                      - (time.perf_counter() - started))
+    if search_timeout is None or search_timeout > 0:
+        study.optimize(objective, n_trials=max(n_trials * 3, len(plans)) + 10,
+                       timeout=search_timeout, callbacks=[stopper])
+
+    # -- finalists: best distinct complete plans, plus the default -----------------------------
+    complete = {}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        plan_dict = t.user_attrs.get("plan")
+        if plan_dict is None:
+            continue
+        try:
+            plan = Plan.from_dict(plan_dict)
+        except ValueError:
+            continue
+        if plan not in complete or t.value < complete[plan]:
+            complete[plan] = t.value
+    ranked = sorted(complete, key=complete.get)
+    contenders = []
+    runs = {}
+    for plan in ranked:
+        if len(contenders) >= finalists:
+            break
+        if plan == default:
+            continue
+        try:
+            run = bench.runner(plan)
+            bench.check(run)  # plans from other hosts were never checked here
+        except (PlanMismatch, ValueError, MemoryError, RuntimeError) as exc:
+            rejected.append((plan, f"{type(exc).__name__}: {exc}"))
+            continue
+        contenders.append(plan)
+        runs[plan] = run
+    runs[default] = bench.runner(default)
+    bench.check(runs[default])
+    per_round = sum(complete.get(p, bench.default_estimate) for p in runs) * bench.inner
+    if timeout is None:
+        rounds = 2 * repeats + 1
+    else:
+        left = timeout - (time.perf_counter() - started)
+        rounds = int(left / per_round) if per_round > 0 else 3
+    rounds = max(3, min(rounds, 2 * repeats + 1))
+    samples = bench.head_to_head(runs, rounds)
+    stats = {plan: summarize(s) for plan, s in samples.items()}
+    d_min, d_med = stats[default]
+    winner, w_time = default, d_min
+    for plan in contenders:
+        p_min, p_med = stats[plan]
+        if p_min < w_time and p_min <= d_min * (1.0 - min_gain) and p_med <= d_med:
+            winner, w_time = plan, p_min
+    return ShapeOutcome(plan=winner, time=w_time, default_plan=default, default_time=d_min,
+                        trials=len(measured), space_size=len(plans), exhaustive=exhaustive,
+                        rejected=rejected, finalists=stats)
+
+
+class _Progress:
+    """tqdm when installed, else one line per shape on stderr."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.done = 0
+        self.total = total
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, desc="tuning", unit="shape", file=sys.stderr,
+                                dynamic_ncols=True)
+
+    def start(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(name[:40], refresh=True)
+
+    def finish(self, result: LayerResult) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.enabled:
+            print(f"[{self.done}/{self.total}] {result.name}: {result.status}, "
+                  f"x{result.speedup:.2f}" if result.speedup else
+                  f"[{self.done}/{self.total}] {result.name}: {result.status}",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None = DEFAULT_TIMEOUT,
+         threads: int | None = None, cache=None, storage=None, progress: bool = True,
+         input_shape=None, seed: int = 0, retune: bool = False, repeats: int = DEFAULT_REPEATS,
+         clock: str = "wall", finalists: int = FINALISTS, min_gain: float = MIN_GAIN) -> TuneReport:
+    """Tune every distinct convolution shape of a model and store the plans in the plan cache.
+
+    model_layers: a built-in model name ('resnet50', see im2row.layers.builtin_models()), a
+        layer-suite .json path, an .onnx path or onnx ModelProto, a torch nn.Module (with
+        input_shape=...), or a list of im2row.LayerSpec / layer dicts / ConvSpec / Conv2d.
+        Shapes that occur several times are tuned once.
+    n_trials: distinct plans measured per shape at most (spaces this small are searched
+        exhaustively).  timeout: seconds per shape (search and final re-timing), None = no limit.
+    threads: thread count to tune for (default: im2row's current default); plans are stored
+        for, and used at, that thread count only.
+    cache: plan cache file to write (default: the user cache, see im2row.wisdom); False keeps
+        the plans in memory only.  Plans are usable by Conv2d/conv2d as soon as tune() stores
+        them.
+    storage: Optuna storage (RDB URL or storage object) shared by several tuning hosts.
+    retune: measure shapes again even if the cache already holds a plan for them.
+    clock: 'wall' or 'cpu' (the calling thread's CPU time: robust on a loaded machine,
+        threads=1 only).
+    Returns a TuneReport (print it for a table)."""
+    layers = collect_layers(model_layers, input_shape)
+    shapes = unique_specs(layers)
+    threads = int(threads) if threads is not None else wisdom.current_threads()
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    store = wisdom.store()
+    if cache is False:
+        cache_path = None
+    elif cache is None:
+        cache_path = wisdom.default_cache_path()
+    else:
+        cache_path = cache
+        store.load(cache_path, explicit=False)
+    results = []
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    bar = _Progress(len(shapes), progress)
+    try:
+        for shape in shapes:
+            bar.start(shape.name)
+            t0 = time.perf_counter()
+            entry = None if retune else store.entry(shape.spec, threads)
+            if entry is not None:
+                result = LayerResult.from_entry(shape, entry)
+            else:
+                try:
+                    with thread_scope(threads):
+                        outcome = tune_shape(shape.spec, n_trials=n_trials, timeout=timeout,
+                                             threads=threads, storage=storage, seed=seed,
+                                             repeats=repeats, clock=clock,
+                                             finalists=finalists, min_gain=min_gain)
+                except Exception as exc:  # a layer we cannot run: report it, go on
+                    result = LayerResult.failed(shape, f"{type(exc).__name__}: {exc}",
+                                                time.perf_counter() - t0)
+                else:
+                    seconds = time.perf_counter() - t0
+                    status = "tuned" if outcome.plan != outcome.default_plan else "default"
+                    if cache is False:
+                        key, entry = store.make_entry(
+                            shape.spec, outcome.plan, threads=threads,
+                            **_meta(outcome, seconds))
+                        store.add({key: entry})
+                    else:
+                        store.record(shape.spec, outcome.plan, threads=threads, path=cache_path,
+                                     **_meta(outcome, seconds))
+                    result = LayerResult.from_outcome(shape, outcome, status, seconds)
+            results.append(result)
+            bar.finish(result)
+    finally:
+        bar.close()
+        optuna.logging.set_verbosity(verbosity)
+    return TuneReport(results, threads=threads,
+                      cache=None if cache_path is None else str(cache_path),
+                      settings={"n_trials": n_trials, "timeout": timeout, "repeats": repeats,
+                                "clock": clock, "seed": seed})
+
+
+def _meta(outcome: ShapeOutcome, seconds: float) -> dict:
+    return {"time_s": outcome.time, "default_time_s": outcome.default_time,
+            "default_plan": outcome.default_plan.to_dict(), "trials": outcome.trials,
+            "space": outcome.space_size, "tuning_s": round(seconds, 3)}

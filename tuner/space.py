@@ -1,0 +1,179 @@
+"""The search space of one shape, derived from im2row.plan.plan_space(spec).
+
+plan_space gives, per Plan field, the values valid for the shape.  The tuner iterates over the
+Plan dataclass fields generically, so a field added to Plan and plan_space later is searched
+with no change here.  What this module knows beyond plan_space is only which fields a given
+algorithm ignores (RELEVANT below): an ignored field is pinned to the Plan default, so plans
+that run the same code are not measured twice.  Fields not named there are always searched.
+
+Ordered integer fields (column_block) are searched through their index in the sorted list of
+choices (Optuna's TPE then models them as ordinal); everything else is categorical.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, fields
+
+from im2row.plan import Plan, default_plan, plan_space, validate_plan
+from im2row.spec import ConvSpec
+
+_PLAN_DEFAULTS = {f.name: f.default for f in fields(Plan)}
+
+# field -> predicate(choices made so far (earlier Plan fields), context) -> does it matter?
+# Each predicate may only read fields that come earlier in the Plan dataclass.
+RELEVANT = {
+    # The improved im2row's buffer width; other algorithms have no column blocks.
+    "column_block": lambda p, ctx: p.get("algorithm") == "incremental",
+    # The depthwise kernel is direct: no GEMM.
+    "gemm": lambda p, ctx: p.get("algorithm") != "depthwise",
+    # With one thread there is nothing to hand to BLAS; the packed GEMM is ours, never BLAS's.
+    "parallel": lambda p, ctx: ctx.threads > 1 and p.get("gemm", "sgemm") == "sgemm",
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    threads: int = 1
+
+
+def _is_ordinal(choices: list) -> bool:
+    return (len(choices) > 2 and all(isinstance(c, numbers.Integral) and not isinstance(c, bool)
+                                     for c in choices))
+
+
+class SearchSpace:
+    """The plans worth measuring for one shape at one thread count."""
+
+    def __init__(self, spec: ConvSpec, threads: int = 1):
+        self.spec = spec
+        self.context = Context(threads=int(threads))
+        raw = plan_space(spec)
+        names = [f.name for f in fields(Plan)]
+        self.choices = {}
+        for name in names:
+            if name in raw:
+                values = list(dict.fromkeys(raw[name]))
+                if _is_ordinal(values):
+                    values = sorted(values)
+                self.choices[name] = values
+        self.ignored_fields = sorted(set(raw) - set(names))  # in plan_space but not in Plan
+        self.default = canonical(default_plan(spec).resolved(), spec, threads)
+        self._plans = None
+
+    # -- canonical plans ------------------------------------------------------------------
+    def relevant(self, name: str, partial: dict) -> bool:
+        rule = RELEVANT.get(name)
+        return True if rule is None else bool(rule(partial, self.context))
+
+    def plans(self) -> list:
+        """Every distinct valid plan (canonical form), default first."""
+        if self._plans is None:
+            found = {}
+            names = list(self.choices)
+
+            def walk(i: int, partial: dict):
+                if i == len(names):
+                    plan = Plan(**partial)
+                    try:
+                        validate_plan(self.spec, plan)
+                    except ValueError:
+                        return
+                    found.setdefault(plan, None)
+                    return
+                name = names[i]
+                if self.relevant(name, partial):
+                    for value in self.choices[name]:
+                        walk(i + 1, {**partial, name: value})
+                else:
+                    walk(i + 1, {**partial, name: _PLAN_DEFAULTS[name]})
+
+            walk(0, {})
+            ordered = list(found)
+            if self.default in found:
+                ordered.remove(self.default)
+            self._plans = [self.default] + ordered
+        return self._plans
+
+    def __len__(self) -> int:
+        return len(self.plans())
+
+    # -- Optuna ---------------------------------------------------------------------------
+    def param_name(self, name: str) -> str:
+        return f"{name}_index" if _is_ordinal(self.choices[name]) else name
+
+    def suggest(self, trial) -> Plan:
+        """Ask an Optuna trial for a plan (define-by-run: conditional fields only when they
+        matter)."""
+        partial = {}
+        for name, values in self.choices.items():
+            if not self.relevant(name, partial) :
+                partial[name] = _PLAN_DEFAULTS[name]
+            elif len(values) == 1:
+                partial[name] = values[0]
+            elif _is_ordinal(values):
+                partial[name] = values[trial.suggest_int(self.param_name(name), 0, len(values) - 1)]
+            else:
+                partial[name] = trial.suggest_categorical(name, values)
+        return Plan(**partial)
+
+    def params_of(self, plan: Plan) -> dict:
+        """The Optuna parameters that make suggest() return this plan (for enqueue_trial)."""
+        params = {}
+        partial = {}
+        for name, values in self.choices.items():
+            value = getattr(plan, name)
+            if not self.relevant(name, partial):
+                partial[name] = _PLAN_DEFAULTS[name]
+                continue
+            partial[name] = value
+            if len(values) == 1:
+                continue
+            if _is_ordinal(values):
+                params[self.param_name(name)] = values.index(value)
+            else:
+                params[name] = value
+        return params
+
+    def neighbours(self, plan: Plan, *, radius: int = 1, max_choices: int | None = None) -> list:
+        """Valid plans that differ from `plan` in one field: another value of a categorical
+        field (with at most max_choices values, if given), or an ordinal field moved by up to
+        `radius` positions (radius 0: ordinal fields left alone).  Nearest first."""
+        out = []
+        valid = set(self.plans())
+        for name, values in self.choices.items():
+            current = getattr(plan, name)
+            if _is_ordinal(values):
+                if current not in values:
+                    continue
+                i = values.index(current)
+                options = [values[j] for d in range(1, radius + 1) for j in (i - d, i + d)
+                           if 0 <= j < len(values)]
+            else:
+                if max_choices is not None and len(values) > max_choices:
+                    continue
+                options = [v for v in values if v != current]
+            for value in options:
+                candidate = canonical(Plan(**{**plan.to_dict(), name: value}), self.spec,
+                                      self.context.threads, self)
+                if candidate in valid and candidate != plan and candidate not in out:
+                    out.append(candidate)
+        return out
+
+
+def canonical(plan: Plan, spec: ConvSpec, threads: int, space: SearchSpace | None = None) -> Plan:
+    """The plan with ignored fields pinned to their defaults and 'auto' ISA resolved; an
+    incremental plan that lost its column block gets the default's."""
+    plan = plan.resolved()
+    ctx = Context(threads=int(threads))
+    values = plan.to_dict()
+    partial = {}
+    for f in fields(Plan):
+        rule = RELEVANT.get(f.name)
+        if rule is not None and not rule(partial, ctx):
+            partial[f.name] = _PLAN_DEFAULTS[f.name]
+        else:
+            partial[f.name] = values[f.name]
+    if partial.get("algorithm") == "incremental" and partial.get("column_block", 1) < 1:
+        choices = (space.choices if space else plan_space(spec)).get("column_block") or [1]
+        partial["column_block"] = max(choices)
+    return Plan(**partial)
