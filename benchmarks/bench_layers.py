@@ -195,8 +195,18 @@ def _inner_iterations(fn, min_time: float) -> int:
     return max(1, min(100_000, math.ceil(min_time / per_call)))
 
 
+def resolve_clock(clock: str, threads: int) -> str:
+    if clock == "auto":
+        return "cpu" if threads == 1 else "wall"
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'auto', 'wall' or 'cpu', got {clock!r}")
+    if clock == "cpu" and threads != 1:
+        raise ValueError("clock='cpu' needs threads=1: with more, CPU time sums over threads")
+    return clock
+
+
 def _time_round_robin(fns: dict, iters: dict, repeats: int, layer_cap: float) -> dict:
-    """-> {name: [(wall s, thread-CPU s) per call, one pair per round]}."""
+    """-> {name: [(wall s, process-CPU s) per call, one pair per round]}."""
     names = list(fns)
     samples = {n: [] for n in names}
     start = time.perf_counter()
@@ -204,10 +214,12 @@ def _time_round_robin(fns: dict, iters: dict, repeats: int, layer_cap: float) ->
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             fn, it = fns[name], iters[name]
-            c0, t0 = time.thread_time(), time.perf_counter()
+            # Process CPU time counts every thread of ours (helper threads included, so no
+            # contender can hide work there) and none of the other processes on the machine.
+            c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(it):
                 fn()
-            t1, c1 = time.perf_counter(), time.thread_time()
+            t1, c1 = time.perf_counter(), time.process_time()
             samples[name].append(((t1 - t0) / it, (c1 - c0) / it))
         if r + 1 >= min(MIN_ROUNDS, repeats) and time.perf_counter() - start > layer_cap:
             break
@@ -223,8 +235,8 @@ def run_layer(entry: dict, *, threads: int = 1, repeats: int = 7, min_time: floa
               layer_cap: float = 3.0, contenders: list | None = None, seed: int = 0,
               clock: str = "wall") -> dict:
     """Benchmark one suite entry.  Expects the thread limits to be set by the caller
-    (run_suite does it).  clock: 'wall' (perf_counter) or 'cpu' (the calling thread's CPU
-    time: immune to other processes taking the core, valid only single-threaded)."""
+    (run_suite does it).  clock: 'wall' (perf_counter) or 'cpu' (this process's CPU time:
+    immune to other processes taking the cores; equals wall time single-threaded)."""
     geo = peers.geometry(entry)
     names = list(contenders or available_contenders())
     # Seeded per layer name, so a layer gets the same data whatever else runs.
@@ -317,7 +329,7 @@ def _derive(r: dict) -> None:
 def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02,
               layer_cap: float = 3.0, compare_plans: bool = False, plans: str = "default",
               contenders: list | None = None, seed: int = 0, progress=None,
-              clock: str = "wall") -> list:
+              clock: str = "auto") -> list:
     """Benchmark layers side by side; returns one dict per layer (see run_layer).
 
     layers: a suite name, a path to a suite JSON, or a list of suite entries (dicts).
@@ -326,10 +338,7 @@ def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02
     plan forced.  progress: callable(str) for one line per layer, or None."""
     from threadpoolctl import threadpool_limits
 
-    if clock not in ("wall", "cpu"):
-        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
-    if clock == "cpu" and threads != 1:
-        raise ValueError("clock='cpu' measures the calling thread only: use it with threads=1")
+    clock = resolve_clock(clock, threads)
     if isinstance(layers, (str, os.PathLike)):
         layers = load_suite(str(layers))
     if plans == "tuned":
@@ -470,7 +479,8 @@ def machine_info(threads: int) -> dict:
     info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "host": platform.node(), "platform": platform.platform(),
             "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "threads": threads,
-            "python": platform.python_version(), "numpy": np.__version__}
+            "python": platform.python_version(), "numpy": np.__version__,
+            "loadavg": _loadavg()}
     try:
         import scipy
         info["scipy"] = scipy.__version__
@@ -503,6 +513,13 @@ def machine_info(threads: int) -> dict:
     return info
 
 
+def _loadavg():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -517,7 +534,7 @@ def _cpu_model() -> str:
 def format_machine(info: dict) -> str:
     lines = [f"date      {info['date']}   host {info['host']}",
              f"cpu       {info['cpu']} ({info['cpu_count']} logical cores); threads used: "
-             f"{info['threads']}",
+             f"{info['threads']}; load average {info.get('loadavg')}",
              f"im2row    {info.get('im2row')}  isa={info.get('isa')}  "
              f"available={info.get('available_isas')}"]
     for lib in info.get("blas", []):
@@ -624,7 +641,7 @@ def summary_table(summaries: list, markdown: bool = False) -> str:
 
 def notes(results: list, settings: dict) -> str:
     numpy_peer = any(r["peer_set"] == "numpy-im2col" for r in results)
-    clock = ("thread CPU time" if settings.get("clock") == "cpu" else "wall time")
+    clock = ("process CPU time" if settings.get("clock") == "cpu" else "wall time")
     peer = ("the numpy im2col + sgemm baseline (torch and onnxruntime not installed or not selected); err vs the "
             "float64 numpy convolution" if numpy_peer else
             "the fastest of torch NCHW, torch channels_last, ONNX Runtime; err vs torch NCHW")
@@ -705,9 +722,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also run im2row with im2row.default_plan(spec) forced, side by side")
     p.add_argument("--contenders", default=None,
                    help=f"comma-separated subset of {','.join(ALL_CONTENDERS)}")
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                   help="'cpu' times the calling thread's CPU time instead of wall time: "
-                        "robust when other processes load the machine; --threads 1 only")
+    p.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto",
+                   help="'cpu': this process's CPU time (with one thread = wall time on an idle "
+                        "machine, but other processes' load does not count); 'wall': elapsed; "
+                        "'auto' (default): cpu with --threads 1, else wall")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write raw numbers to this JSON file")
     p.add_argument("--markdown", default=None, help="write the tables as Markdown to this file")
@@ -716,7 +734,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.threads < 1 or args.repeats < 1 or args.min_time <= 0:
         p.error("--threads and --repeats must be >= 1, --min-time > 0")
     if args.clock == "cpu" and args.threads != 1:
-        p.error("--clock cpu needs --threads 1 (it measures the calling thread only)")
+        p.error("--clock cpu needs --threads 1 (with more, CPU time sums over threads)")
+    args.clock = resolve_clock(args.clock, args.threads)
     return args
 
 
@@ -759,7 +778,13 @@ def main(argv=None) -> int:
     settings["wall_s"] = time.perf_counter() - t0
     print()
     print(report(info, results, summaries, settings, markdown=False, header=False), end="")
-    print(f"\n(total wall time {settings['wall_s']:.0f} s)")
+    settings["loadavg_end"] = _loadavg()
+    print(f"\n(total wall time {settings['wall_s']:.0f} s; load average at the end "
+          f"{settings['loadavg_end']})")
+    busy = max((info.get("loadavg") or [0])[0], (settings["loadavg_end"] or [0])[0])
+    if args.clock == "wall" and busy > 0.5 * (os.cpu_count() or 1):
+        print("note: the machine was busy; wall times include other processes' load "
+              "(--clock cpu with --threads 1 excludes it)")
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write(_markdown_header(info, settings))

@@ -29,27 +29,44 @@ def _check_bias(bias, out_channels: int):
 
 
 class _Prepared:
-    """A plan and the weights packed for it."""
+    """A plan, the weights packed for it, and the core's arguments, ready to run."""
 
-    __slots__ = ("plan", "packed", "spec")
+    __slots__ = ("plan", "packed", "spec", "_args", "_uses_blas", "_blas_owns_threads")
 
     def __init__(self, spec: ConvSpec, plan: Plan, weight: np.ndarray):
         validate_plan(spec, plan)
         self.plan = plan.resolved()
         self.spec = spec
-        self.packed = _core.pack_weights(core_spec(spec), self.plan.algorithm, weight,
-                                         max(self.plan.column_block, 1),
-                                         hwinfo.kernel_set(self.plan.isa),
-                                         self.plan.gemm == "packed")
+        kernels = hwinfo.kernel_set(self.plan.isa)
+        packed = self.plan.gemm == "packed"
+        geometry = core_spec(spec)
+        self.packed = _core.pack_weights(geometry, self.plan.algorithm, weight, kernels, packed)
+        self._args = (geometry, self.plan.algorithm, max(self.plan.column_block, 1),
+                      self.plan.channel_block, self.plan.row_block, kernels, packed, self.packed)
+        self._uses_blas = not packed and self.plan.algorithm != "depthwise"
+        self._blas_owns_threads = self._uses_blas and self.plan.parallel == "blas"
 
     def run(self, x_nchw: np.ndarray, out_nchw: np.ndarray, bias, threads: int) -> None:
-        own_threads = threads
-        if self.plan.parallel == "blas" and self.plan.gemm == "sgemm":
-            own_threads = 1
-        with blas_threads.limited(threads // own_threads):
-            _core.run(core_spec(self.spec), self.plan.algorithm, max(self.plan.column_block, 1),
-                      hwinfo.kernel_set(self.plan.isa), self.plan.gemm == "packed", self.packed,
-                      bias, x_nchw, out_nchw, own_threads)
+        if not self._uses_blas:
+            _core.run(*self._args, bias, x_nchw, out_nchw, threads)
+            return
+        # Never both pools at once: sgemm gets the threads, or ours do and sgemm gets one.
+        own = 1 if self._blas_owns_threads else threads
+        with blas_threads.limited(threads // own):
+            _core.run(*self._args, bias, x_nchw, out_nchw, own)
+
+
+class _ShapeEntry:
+    """What a call with one exact input shape needs, so repeated calls skip all checks."""
+
+    __slots__ = ("prepared", "spec", "unbatched", "result_shape", "nchw_out_shape")
+
+    def __init__(self, prepared: _Prepared, spec: ConvSpec, unbatched: bool):
+        self.prepared = prepared
+        self.spec = spec
+        self.unbatched = unbatched
+        self.result_shape = spec.output_shape[1:] if unbatched else spec.output_shape
+        self.nchw_out_shape = (spec.batch, spec.out_channels, spec.out_height, spec.out_width)
 
 
 class Conv2d:
@@ -76,91 +93,98 @@ class Conv2d:
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.layout = layout
         self._forced_plan = plan
-        self._prepared: dict = {}
-        self._last: _Prepared | None = None
+        self._prepared: dict = {}    # per-image spec -> _Prepared (shared across batch sizes)
+        self._entries: dict = {}     # exact input shape -> _ShapeEntry
+        self._last: _ShapeEntry | None = None
         self._lock = threading.Lock()
         check_layer_args(self.weight.shape, stride=stride, padding=padding, dilation=dilation,
                          groups=groups, layout=layout)
         if input_shape is not None:
-            self._prepare(tuple(input_shape))
+            self._entry(tuple(int(v) for v in input_shape))
 
     def _spec_for(self, shape: tuple) -> ConvSpec:
         return make_spec(shape, self.weight.shape, stride=self.stride, padding=self.padding,
                          dilation=self.dilation, groups=self.groups, layout=self.layout)
 
-    def _prepare(self, shape: tuple) -> _Prepared:
-        """Plan for a 3-D or 4-D input shape; prepared plans are shared across batch sizes."""
-        if len(shape) == 3:
-            shape = (1,) + shape
-        spec = self._spec_for(shape)
-        key = spec.with_batch(1)
-        with self._lock:
-            prepared = self._prepared.get(key)
-            if prepared is None:
-                plan = self._forced_plan or choose_plan(key)
-                prepared = _Prepared(key, plan, self.weight)
-                self._prepared[key] = prepared
-            self._last = prepared
-        return prepared
+    def _entry(self, shape: tuple) -> _ShapeEntry:
+        """Plan for an input shape (3-D unbatched or 4-D), checking it once."""
+        entry = self._entries.get(shape)
+        if entry is None:
+            if len(shape) not in (3, 4):
+                raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {shape}")
+            unbatched = len(shape) == 3
+            spec = self._spec_for((1,) + shape if unbatched else shape)
+            key = spec.with_batch(1)
+            with self._lock:
+                prepared = self._prepared.get(key)
+                if prepared is None:
+                    prepared = _Prepared(key, self._forced_plan or choose_plan(key), self.weight)
+                    self._prepared[key] = prepared
+                entry = _ShapeEntry(prepared, spec, unbatched)
+                self._entries[shape] = entry
+        self._last = entry
+        return entry
 
     # -- introspection --------------------------------------------------------------------
     @property
     def plan(self) -> Plan | None:
-        """The plan of the last prepared input shape (None before any)."""
-        return self._last.plan if self._last else None
+        """The plan of the last input shape seen (None before any)."""
+        return self._last.prepared.plan if self._last else None
 
     @property
     def workspace_bytes(self) -> int | None:
-        """Scratch a call holds beyond inputs, weights, packed weights and output (per image;
-        images reuse it).  NHWC calls add the channels-first copies of input and output."""
+        """Scratch a call of the last input shape holds beyond inputs, weights, packed weights
+        and output, at this layer's thread count.  NHWC calls add the channels-first copies
+        of input and output."""
         if self._last is None:
             return None
         spec = self._last.spec
         extra = 0
         if spec.layout == "NHWC":
-            extra = 4 * (spec.in_channels * spec.height * spec.width
-                         + spec.out_channels * spec.out_height * spec.out_width)
-        return scratch_bytes(spec, self._last.plan) + extra
+            extra = 4 * spec.batch * (spec.in_channels * spec.height * spec.width
+                                      + spec.out_channels * spec.out_height * spec.out_width)
+        threads = self.threads if self.threads is not None else get_num_threads()
+        return scratch_bytes(spec, self._last.prepared.plan, threads) + extra
 
     @property
     def packed_weight_bytes(self) -> int | None:
-        return None if self._last is None else int(self._last.packed.nbytes)
+        return None if self._last is None else int(self._last.prepared.packed.nbytes)
 
     # -- execution ------------------------------------------------------------------------
     def __call__(self, x, *, out=None):
-        x = _as_float32("input", x)
-        if x.ndim not in (3, 4):
-            raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {x.shape}")
-        unbatched = x.ndim == 3
-        x4 = x[None] if unbatched else x
-        prepared = self._prepare(x4.shape[1:])
-        spec = prepared.spec.with_batch(x4.shape[0])
-        result_shape = spec.output_shape[1:] if unbatched else spec.output_shape
+        if type(x) is not np.ndarray or x.dtype != np.float32:
+            x = _as_float32("input", x)
+        entry = self._entries.get(x.shape) or self._entry(x.shape)
+        self._last = entry
         if out is not None:
             if not isinstance(out, np.ndarray) or out.dtype != np.float32:
                 raise TypeError("out must be a float32 numpy array")
-            if out.shape != result_shape:
-                raise ValueError(f"out must have shape {result_shape}, got {out.shape}")
-        if spec.layout == "NHWC":
-            x_nchw = np.ascontiguousarray(x4.transpose(0, 3, 1, 2))
+            if out.shape != entry.result_shape:
+                raise ValueError(f"out must have shape {entry.result_shape}, got {out.shape}")
+            if not out.flags.writeable:
+                raise ValueError("out is read-only")
+        x4 = x[None] if entry.unbatched else x
+        nhwc = entry.spec.layout == "NHWC"
+        x_nchw = np.ascontiguousarray(x4.transpose(0, 3, 1, 2) if nhwc else x4)
+        # Write straight into `out` unless it needs a layout change or aliases the input
+        # (the GEMM would read what it already overwrote).
+        if (out is not None and not nhwc and out.flags.c_contiguous
+                and not np.may_share_memory(out, x_nchw)):
+            out_nchw = out.reshape(entry.nchw_out_shape)
+            direct = True
         else:
-            x_nchw = np.ascontiguousarray(x4)
-        direct = (out is not None and spec.layout == "NCHW" and out.flags.c_contiguous)
-        if direct:
-            out_nchw = out.reshape((spec.batch, spec.out_channels, spec.out_height, spec.out_width))
-        else:
-            out_nchw = np.empty((spec.batch, spec.out_channels, spec.out_height, spec.out_width),
-                                dtype=np.float32)
-        prepared.run(x_nchw, out_nchw, self.bias,
-                     self.threads if self.threads is not None else get_num_threads())
-        result = out_nchw.transpose(0, 2, 3, 1) if spec.layout == "NHWC" else out_nchw
-        if unbatched:
+            out_nchw = np.empty(entry.nchw_out_shape, dtype=np.float32)
+            direct = False
+        entry.prepared.run(x_nchw, out_nchw, self.bias,
+                           self.threads if self.threads is not None else get_num_threads())
+        result = out_nchw.transpose(0, 2, 3, 1) if nhwc else out_nchw
+        if entry.unbatched:
             result = result[0]
         if out is not None:
             if not direct:
                 out[...] = result
             return out
-        return np.ascontiguousarray(result) if spec.layout == "NHWC" else result
+        return np.ascontiguousarray(result) if nhwc else result
 
     def __repr__(self) -> str:
         oc, cg, kh, kw = self.weight.shape
@@ -174,8 +198,6 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     """torch.nn.functional.conv2d on float32 NumPy arrays, run with the tuned (or default)
     plan for the shape.  See Conv2d for the arguments."""
     x = _as_float32("input", x)
-    if x.ndim not in (3, 4):
-        raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {x.shape}")
     layer = Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, plan=plan,
                    threads=threads)
     return layer(x, out=out)

@@ -59,6 +59,8 @@ def get_isa() -> str:
 def set_isa(isa: str) -> None:
     """Force a kernel ISA for plans made from now on ('auto' = the best available)."""
     global _active_isa
+    if not isinstance(isa, str):
+        raise TypeError(f"isa must be a string such as 'auto' or 'avx2', got {isa!r}")
     isas = available_isas()
     name = isa.lower()
     if name == "auto":

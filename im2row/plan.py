@@ -19,7 +19,11 @@ class Plan:
     algorithm:    'incremental' (improved im2row: ring buffer per column class, only new
                   input taps gathered), 'classic' (whole patch matrix), 'pointwise' (1x1:
                   GEMM on the input itself when strides allow), 'depthwise' (direct kernel).
-    column_block: incremental only: output columns per buffer fill (GEMM M = OH * column_block).
+    column_block: incremental only: output columns per buffer fill (GEMM N = OH * column_block).
+    channel_block: incremental only: output channels per pass over the columns (0 = all), so a
+                  pass's weights stay in cache when they are large and the columns many.
+    row_block:    incremental only: output rows per band (0 = all); a band goes through every
+                  column class before the next, so its output and buffer stay in cache.
     gemm:         'sgemm' (SciPy's BLAS) or 'packed' (our SIMD kernel with pre-packed weights).
     isa:          kernel set: 'auto' (the active one) or a name from hwinfo.available_isas().
     parallel:     with several threads: 'split' (our threads split the work, each sgemm
@@ -28,6 +32,8 @@ class Plan:
 
     algorithm: str = "incremental"
     column_block: int = 0
+    channel_block: int = 0
+    row_block: int = 0
     gemm: str = "sgemm"
     isa: str = "auto"
     parallel: str = "split"
@@ -75,11 +81,24 @@ def column_blocks(spec: ConvSpec) -> list:
     return sorted({-(-ow // (-(-ow // b))) for b in range(1, ow + 1)})
 
 
+def channel_blocks(spec: ConvSpec) -> list:
+    """0 (all output channels in one pass) and a few multiples of 16 below the group's count."""
+    ocg = spec.group_out_channels
+    return [0] + [cb for cb in (16, 32, 64, 128, 256) if cb < ocg]
+
+
+def row_blocks(spec: ConvSpec) -> list:
+    """0 (every output row at once) and band heights below the output height."""
+    return [0] + [rb for rb in (1, 2, 4, 8, 16, 32) if rb < spec.out_height]
+
+
 def plan_space(spec: ConvSpec) -> dict:
     """Every choice that is valid for this shape, per plan field."""
     return {
         "algorithm": valid_algorithms(spec),
         "column_block": column_blocks(spec),
+        "channel_block": channel_blocks(spec),
+        "row_block": row_blocks(spec),
         "gemm": list(GEMMS),
         "isa": hwinfo.available_isas(),
         "parallel": list(PARALLEL),
@@ -98,22 +117,28 @@ def validate_plan(spec: ConvSpec, plan: Plan) -> None:
         raise ValueError(f"ISA {plan.isa!r} is not available; available: {hwinfo.available_isas()}")
     if plan.algorithm == "incremental" and plan.column_block < 1:
         raise ValueError("incremental plans need column_block >= 1")
+    if plan.channel_block < 0 or plan.row_block < 0:
+        raise ValueError("channel_block and row_block must be >= 0")
 
 
-def scratch_bytes(spec: ConvSpec, plan: Plan) -> int:
-    """Scratch of one worker for one (image, group): the im2row buffer and block output."""
-    return 4 * _core.scratch_floats(core_spec(spec), plan.algorithm, max(plan.column_block, 1))
+def scratch_bytes(spec: ConvSpec, plan: Plan, threads: int = 1) -> int:
+    """Scratch one call allocates (im2row buffer, a pass's output block, GEMM row pointers),
+    per worker thread where threads work on separate buffers."""
+    own_threads = 1 if (plan.parallel == "blas" and plan.gemm == "sgemm") else threads
+    return 4 * _core.scratch_floats(core_spec(spec), plan.algorithm, max(plan.column_block, 1),
+                                    plan.channel_block, plan.row_block, max(spec.batch, 1),
+                                    own_threads, plan.gemm == "packed")
 
 
 def image_input_bytes(spec: ConvSpec) -> int:
     return 4 * spec.in_channels * spec.height * spec.width
 
 
-def largest_block_within(spec: ConvSpec, budget_bytes: int) -> int:
+def largest_block_within(spec: ConvSpec, budget_bytes: int, gemm: str = "packed") -> int:
     """Widest column block whose scratch fits the budget (1 if none does)."""
     best = 1
     for block in column_blocks(spec):
-        if scratch_bytes(spec, Plan("incremental", block)) <= budget_bytes:
+        if scratch_bytes(spec, Plan("incremental", block, gemm=gemm)) <= budget_bytes:
             best = block
     return best
 
@@ -133,7 +158,7 @@ def default_plan(spec: ConvSpec) -> Plan:
         return Plan("pointwise", gemm=gemm)
     if "incremental" not in valid_algorithms(spec):
         return Plan("classic", gemm=gemm)
-    return Plan("incremental", largest_block_within(spec, image_input_bytes(spec)), gemm=gemm)
+    return Plan("incremental", largest_block_within(spec, image_input_bytes(spec), gemm), gemm=gemm)
 
 
 # The plan cache (im2row.wisdom) registers a lookup here; the runtime stays tuner-free.

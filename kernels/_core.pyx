@@ -29,8 +29,8 @@ cdef extern from "im2row_kernels.h" nogil:
                                       Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                                       Py_ssize_t dh, Py_ssize_t dw, float bias)
     ctypedef void (*im2row_gemm_fn)(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                                    const float *a_packed, const float *b, Py_ssize_t ldb,
-                                    float *c, Py_ssize_t ldc, int accumulate)
+                                    const float *a_packed, const float *const *b_rows,
+                                    float *c, Py_ssize_t ldc, Py_ssize_t cs, int accumulate)
     ctypedef struct im2row_kernels:
         const char *isa
         im2row_gather_fn gather
@@ -70,12 +70,23 @@ cdef struct Schedule:
     Py_ssize_t rot                  # slots the ring advances per class; 0 = no reuse
     Py_ssize_t rows                 # input rows held, phase-sorted by row % sh
     Py_ssize_t phase_base[64]       # first buffer row of each stride phase
-    Py_ssize_t phase_rows[64]
+    Py_ssize_t phase_rows[64]       # its capacity: phase_lead + RB
+    Py_ssize_t phase_lead[64]       # rows a phase holds beyond the band's output rows; -1 unused
+    Py_ssize_t RB                   # output rows per band: a band goes through every class
+                                    # before the next, so its output and ring stay in cache
     Py_ssize_t K                    # GEMM depth per kernel row: Cg * kw
+    Py_ssize_t CB                   # output channels per pass over the classes, so the
+                                    # weights one pass reads stay in cache
+    bint direct                     # the packed GEMM writes a class's columns straight into
+                                    # the output (column stride G, needs G * B == OW)
 
 
-cdef int _make_schedule(const Geometry *g, Py_ssize_t column_block, Schedule *s) noexcept nogil:
-    cdef Py_ssize_t i, p, q0, need, b
+cdef int _make_schedule(const Geometry *g, Py_ssize_t column_block, Py_ssize_t channel_block,
+                        Py_ssize_t row_block, bint packed, Schedule *s) noexcept nogil:
+    cdef Py_ssize_t i, p, q0, b
+    s.CB = channel_block if 0 < channel_block < g.OCg else g.OCg
+    s.RB = row_block if 0 < row_block < g.OH else g.OH
+    s.direct = False
     if g.sh > 64:
         return -1
     b = column_block
@@ -89,25 +100,27 @@ cdef int _make_schedule(const Geometry *g, Py_ssize_t column_block, Schedule *s)
     if g.sw % g.dw == 0 and g.sw // g.dw < g.kw and s.G > 1:
         s.rot = g.sw // g.dw
     for p in range(g.sh):
-        s.phase_rows[p] = 0
+        s.phase_lead[p] = -1
     for i in range(g.kh):
         p = (i * g.dh) % g.sh
         q0 = (i * g.dh) // g.sh
-        need = q0 + g.OH
-        if need > s.phase_rows[p]:
-            s.phase_rows[p] = need
+        if q0 > s.phase_lead[p]:
+            s.phase_lead[p] = q0
     s.rows = 0
     for p in range(g.sh):
         s.phase_base[p] = s.rows
+        s.phase_rows[p] = s.phase_lead[p] + s.RB if s.phase_lead[p] >= 0 else 0
         s.rows += s.phase_rows[p]
     s.K = g.Cg * g.kw
+    s.direct = packed and s.G > 1 and s.G * s.B == g.OW
     return 0
 
 
 cdef int _schedule_for(const Geometry *g, int code, Py_ssize_t column_block,
+                       Py_ssize_t channel_block, Py_ssize_t row_block, bint packed,
                        Schedule *s) except -1:
     """The incremental schedule; other algorithms do not use one (nor its stride limit)."""
-    if _make_schedule(g, column_block, s) != 0:
+    if _make_schedule(g, column_block, channel_block, row_block, packed, s) != 0:
         if code == ALG_INCREMENTAL:
             raise ValueError("incremental im2row supports vertical strides up to 64")
         s.G = 1
@@ -118,12 +131,18 @@ cdef int _schedule_for(const Geometry *g, int code, Py_ssize_t column_block,
     return 0
 
 
-cdef Py_ssize_t _scratch_floats(const Geometry *g, int algorithm, const Schedule *s) noexcept nogil:
-    """Scratch one (image, group) task needs; the single source of truth for workspace sizes."""
+cdef Py_ssize_t _row_pointers(const Geometry *g, int algorithm) noexcept nogil:
+    """Row pointers the packed GEMM's B operand needs (one per GEMM depth index)."""
+    if algorithm == ALG_DEPTHWISE:
+        return 0
+    return g.Cg * g.kh * g.kw
+
+
+cdef Py_ssize_t _data_floats(const Geometry *g, int algorithm, const Schedule *s) noexcept nogil:
     cdef Py_ssize_t hp, phase_w
     if algorithm == ALG_INCREMENTAL:
-        # ring buffer + (unless one class covers the whole width) the block's GEMM output
-        return s.K * s.rows * s.B + (g.OCg * g.OH * s.B if s.G > 1 else 0)
+        # ring buffer + (unless one class covers the whole width) a pass's GEMM output
+        return s.K * s.rows * s.B + (s.CB * s.RB * s.B if s.G > 1 and not s.direct else 0)
     if algorithm == ALG_CLASSIC:
         return g.Cg * g.kh * g.kw * g.OH * g.OW
     if algorithm == ALG_POINTWISE:
@@ -137,24 +156,38 @@ cdef Py_ssize_t _scratch_floats(const Geometry *g, int algorithm, const Schedule
     return -1
 
 
+cdef Py_ssize_t _scratch_floats(const Geometry *g, int algorithm, const Schedule *s) noexcept nogil:
+    """Scratch one worker needs for one (image, group): the buffer, a pass's output block and
+    the row pointers (kept 8-byte aligned after the floats)."""
+    cdef Py_ssize_t data = _data_floats(g, algorithm, s)
+    return data + (data & 1) + 2 * _row_pointers(g, algorithm)
+
+
+cdef inline const float **_pointer_area(const Geometry *g, int algorithm, const Schedule *s,
+                                        float *scratch) noexcept nogil:
+    cdef Py_ssize_t data = _data_floats(g, algorithm, s)
+    return <const float **>(scratch + data + (data & 1))
+
+
 cdef inline bint _pointwise_is_view(const Geometry *g) noexcept nogil:
     return g.sh == 1 and g.sw == 1 and g.pt == 0 and g.pl == 0 and g.OH == g.H and g.OW == g.W
 
 
-cdef inline void _gemm(const im2row_kernels *kern, bint use_packed, Py_ssize_t m_rows,
-                       Py_ssize_t n_cols, Py_ssize_t k, const float *weights,
-                       const float *b, Py_ssize_t ldb, float *c, Py_ssize_t ldc,
-                       bint accumulate) noexcept nogil:
-    """c[m_rows, n_cols] (+)= weights[m_rows, k] @ b[k, n_cols], all row-major.
+cdef inline void _strided_rows(const float **rows, const float *b, Py_ssize_t k,
+                               Py_ssize_t ldb) noexcept nogil:
+    cdef Py_ssize_t kk
+    for kk in range(k):
+        rows[kk] = b + kk * ldb
 
-    weights is packed for kern.gemm when use_packed, plain row-major (ld = k) otherwise."""
+
+cdef inline void _sgemm(Py_ssize_t m_rows, Py_ssize_t n_cols, Py_ssize_t k,
+                        const float *weights, const float *b, Py_ssize_t ldb, float *c,
+                        Py_ssize_t ldc, bint accumulate) noexcept nogil:
+    """c[m_rows, n_cols] (+)= weights[m_rows, k] @ b[k, n_cols], all row-major, by BLAS."""
     cdef char trans = b'N'
     cdef float one = 1.0
     cdef float beta = 1.0 if accumulate else 0.0
     cdef int m_, n_, k_, ldb_, lda_, ldc_
-    if use_packed:
-        kern.gemm(m_rows, n_cols, k, weights, b, ldb, c, ldc, accumulate)
-        return
     # Row-major C = W @ P is column-major C^T = P^T W^T: P is Fortran's A (n_cols x k, lda=ldb).
     m_ = <int>n_cols
     n_ = <int>m_rows
@@ -211,74 +244,124 @@ cdef void _patch_fill(const Geometry *g, const im2row_kernels *kern, const float
 
 
 cdef void _patch_gemm(const Geometry *g, const im2row_kernels *kern, bint packed,
-                      const float *patches, const float *w, const float *bias, float *out,
-                      Py_ssize_t oc0, Py_ssize_t oc1) noexcept nogil:
+                      const float *patches, const float *const *rows, const float *w,
+                      const float *bias, float *out, Py_ssize_t oc0,
+                      Py_ssize_t oc1) noexcept nogil:
+    """Output channels [oc0, oc1) of classic / pointwise: one GEMM on the patch matrix (rows:
+    the pointers to its rows, for the packed GEMM)."""
     cdef Py_ssize_t M = g.OH * g.OW, K = g.Cg * g.kh * g.kw
     _fill_bias(out + oc0 * M, oc1 - oc0, M, bias + oc0 if bias != NULL else NULL)
-    _gemm(kern, packed, oc1 - oc0, M, K, w + oc0 * K, patches, M, out + oc0 * M, M, True)
+    if packed:
+        kern.gemm(oc1 - oc0, M, K, w + oc0 * K, rows, out + oc0 * M, M, 1, 1)
+    else:
+        _sgemm(oc1 - oc0, M, K, w + oc0 * K, patches, M, out + oc0 * M, M, True)
 
 
 cdef void _ring_fill(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
                      const float *x, float *ring, Py_ssize_t t, bint refill,
-                     Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """Bring the ring buffer to column class t for channels [c0, c1): only the taps that are
-    new since class t-1 are gathered, unless refill (first class a worker sees)."""
+                     Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t oh0,
+                     Py_ssize_t nrows) noexcept nogil:
+    """Bring the ring buffer to column class t of the band of output rows [oh0, oh0+nrows),
+    for channels [c0, c1): only the taps that are new since class t-1 are gathered, unless
+    refill (first class of a band a worker sees)."""
     cdef Py_ssize_t offset = (t * s.rot) % g.kw
     cdef Py_ssize_t jfirst = 0 if (refill or s.rot == 0) else g.kw - s.rot
-    cdef Py_ssize_t j, slot, c, p, q
+    cdef Py_ssize_t j, slot, c, p, q, top = oh0 * g.sh - g.pt
     for j in range(jfirst, g.kw):
         slot = (j + offset) % g.kw
         for c in range(c0, c1):
             for p in range(g.sh):
-                for q in range(s.phase_rows[p]):
+                if s.phase_lead[p] < 0:
+                    continue
+                for q in range(s.phase_lead[p] + nrows):
                     _gather_row(kern, ring + ((c * g.kw + slot) * s.rows + s.phase_base[p] + q) * s.B,
-                                x + c * g.H * g.W, q * g.sh + p - g.pt, g.H, g.W,
+                                x + c * g.H * g.W, top + q * g.sh + p, g.H, g.W,
                                 t * g.sw - g.pl + j * g.dw, s.G * g.sw, s.B)
 
 
-cdef void _ring_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
-                     bint packed, Py_ssize_t weight_block, const float *ring, const float *w,
-                     const float *bias, float *out, float *block_out, Py_ssize_t t,
-                     Py_ssize_t oc0, Py_ssize_t oc1) noexcept nogil:
-    """Output channels [oc0, oc1) of column class t: one GEMM per kernel row on a fixed-offset
-    view of the ring, weights rotated to match the ring's slot order, then the scatter."""
+cdef void _ring_rows(const Geometry *g, const Schedule *s, const float *ring, Py_ssize_t t,
+                     const float **rows) noexcept nogil:
+    """The patch matrix of class t as row pointers into the ring, in the weights' own
+    (c, i, j) order: kernel row i is the fixed row offset of its stride phase, tap j sits in
+    slot (j + offset) % kw.  The packed GEMM then needs neither copies nor rotated weights."""
     cdef Py_ssize_t offset = (t * s.rot) % g.kw
-    cdef Py_ssize_t M = g.OH * s.B, ldb = s.rows * s.B
-    cdef Py_ssize_t i, p, oc, oh, windows, ldc
+    cdef Py_ssize_t c, i, j, start
+    for c in range(g.Cg):
+        for i in range(g.kh):
+            start = s.phase_base[(i * g.dh) % g.sh] + (i * g.dh) // g.sh
+            for j in range(g.kw):
+                rows[(c * g.kh + i) * g.kw + j] = (
+                    ring + ((c * g.kw + (j + offset) % g.kw) * s.rows + start) * s.B)
+
+
+cdef void _ring_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
+                     bint packed, Py_ssize_t weight_block, const float *ring,
+                     const float *const *rows, const float *w, const float *bias, float *out,
+                     float *block_rows, Py_ssize_t t, Py_ssize_t oc0, Py_ssize_t oc1,
+                     Py_ssize_t oh0, Py_ssize_t nrows, bint first) noexcept nogil:
+    """Output channels [oc0, oc1) of column class t, output rows [oh0, oh0 + nrows).
+
+    packed: one GEMM over every kernel row through `rows` (see _ring_rows).  sgemm: one GEMM
+    per kernel row on a fixed-offset view of the ring, with weights pre-rotated to the ring's
+    slot order.  The GEMM accumulates into the output itself when one class covers the width
+    or the schedule is direct (bias written first, when `first`), else it writes block_rows
+    (row oc0 of the class's output) and the class's columns are scattered out."""
+    cdef Py_ssize_t offset = (t * s.rot) % g.kw
+    cdef Py_ssize_t M = nrows * s.B, ldb = s.rows * s.B, ktotal = g.kh * s.K
+    cdef Py_ssize_t i, p, oc, oh, windows, ldc, plane = g.OH * g.OW
+    cdef bint in_place = s.G == 1 or s.direct
     cdef float *c_out
-    if s.G == 1:
-        # one class covers the whole width: the GEMM writes the output itself
-        ldc = g.OH * g.OW
-        c_out = out + oc0 * ldc
-        _fill_bias(c_out, oc1 - oc0, ldc, bias + oc0 if bias != NULL else NULL)
+    if in_place:
+        ldc = plane
+        c_out = out + oc0 * plane + oh0 * g.OW + t
+        if first:
+            _fill_bias(out + oc0 * plane, oc1 - oc0, plane, bias + oc0 if bias != NULL else NULL)
     else:
         ldc = M
-        c_out = block_out + oc0 * ldc
-    for i in range(g.kh):
-        p = (i * g.dh) % g.sh
-        _gemm(kern, packed, oc1 - oc0, M, s.K, w + (offset * g.kh + i) * weight_block + oc0 * s.K,
-              ring + (s.phase_base[p] + (i * g.dh) // g.sh) * s.B, ldb, c_out, ldc,
-              s.G == 1 or i > 0)
-    if s.G > 1:
+        c_out = block_rows
+    if packed:
+        kern.gemm(oc1 - oc0, M, ktotal, w + oc0 * ktotal, rows, c_out, ldc,
+                  s.G if in_place else 1, in_place)
+    else:
+        for i in range(g.kh):
+            p = (i * g.dh) % g.sh
+            _sgemm(oc1 - oc0, M, s.K, w + (offset * g.kh + i) * weight_block + oc0 * s.K,
+                   ring + (s.phase_base[p] + (i * g.dh) // g.sh) * s.B, ldb, c_out, ldc,
+                   in_place or i > 0)
+    if not in_place:
         windows = (g.OW - t + s.G - 1) // s.G
         for oc in range(oc0, oc1):
-            for oh in range(g.OH):
-                kern.scatter_bias(out + (oc * g.OH + oh) * g.OW + t, s.G,
-                                  block_out + oc * M + oh * s.B, windows,
+            for oh in range(nrows):
+                kern.scatter_bias(out + (oc * g.OH + oh0 + oh) * g.OW + t, s.G,
+                                  block_rows + (oc - oc0) * M + oh * s.B, windows,
                                   bias[oc] if bias != NULL else 0.0)
 
 
 cdef void _run_classes(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
                        bint packed, Py_ssize_t weight_block, const float *x, const float *w,
                        const float *bias, float *out, float *scratch, Py_ssize_t t0,
-                       Py_ssize_t t1) noexcept nogil:
-    """Improved im2row over column classes [t0, t1) with a private buffer."""
-    cdef Py_ssize_t t
-    cdef float *block_out = scratch + s.K * s.rows * s.B
-    for t in range(t0, t1):
-        _ring_fill(g, s, kern, x, scratch, t, t == t0, 0, g.Cg)
-        _ring_gemm(g, s, kern, packed, weight_block, scratch, w, bias, out, block_out, t,
-                   0, g.OCg)
+                       Py_ssize_t t1, bint prefilled) noexcept nogil:
+    """Improved im2row over column classes [t0, t1) with a private scratch, in passes of
+    s.CB output channels (each pass walks the classes again, refilling the ring once).
+    prefilled: the caller already wrote the bias into the output (threads sharing classes)."""
+    cdef Py_ssize_t t, ob, ob_end, oh0, nrows
+    cdef float *block_rows = scratch + s.K * s.rows * s.B
+    cdef const float **rows = _pointer_area(g, ALG_INCREMENTAL, s, scratch)
+    ob = 0
+    while ob < g.OCg:
+        ob_end = ob + s.CB if ob + s.CB < g.OCg else g.OCg
+        oh0 = 0
+        while oh0 < g.OH:
+            nrows = s.RB if oh0 + s.RB <= g.OH else g.OH - oh0
+            for t in range(t0, t1):
+                _ring_fill(g, s, kern, x, scratch, t, t == t0, 0, g.Cg, oh0, nrows)
+                if packed:
+                    _ring_rows(g, s, scratch, t, rows)
+                _ring_gemm(g, s, kern, packed, weight_block, scratch, rows, w, bias, out,
+                           block_rows, t, ob, ob_end, oh0, nrows,
+                           oh0 == 0 and t == t0 and not prefilled)
+            oh0 += nrows
+        ob = ob_end
 
 
 cdef void _run_depthwise(const Geometry *g, const im2row_kernels *kern, const float *x,
@@ -297,19 +380,32 @@ cdef void _run_depthwise(const Geometry *g, const im2row_kernels *kern, const fl
                     bias[m] if bias != NULL else 0.0)
 
 
+cdef const float *_patches_ready(const Geometry *g, int code, const im2row_kernels *kern,
+                                 const float *x, float *scratch, Py_ssize_t c0,
+                                 Py_ssize_t c1) noexcept nogil:
+    """Fill channels [c0, c1) of the patch matrix (nothing for a 1x1 that reads x itself);
+    returns the matrix."""
+    if code == ALG_POINTWISE and _pointwise_is_view(g):
+        return x
+    _patch_fill(g, kern, x, scratch, c0, c1)
+    return scratch
+
+
 cdef void _run_task(const Geometry *g, const Schedule *s, int code, const im2row_kernels *kern,
                     bint packed, Py_ssize_t weight_block, const float *x, const float *w,
                     const float *bias, float *out, float *scratch) noexcept nogil:
     """One whole (image, group), serially, with a private scratch."""
+    cdef const float *patches
+    cdef const float **rows
     if code == ALG_INCREMENTAL:
-        _run_classes(g, s, kern, packed, weight_block, x, w, bias, out, scratch, 0, s.G)
+        _run_classes(g, s, kern, packed, weight_block, x, w, bias, out, scratch, 0, s.G, False)
     elif code == ALG_DEPTHWISE:
         _run_depthwise(g, kern, x, w, bias, out, scratch)
-    elif code == ALG_POINTWISE and _pointwise_is_view(g):
-        _patch_gemm(g, kern, packed, x, w, bias, out, 0, g.OCg)
     else:
-        _patch_fill(g, kern, x, scratch, 0, g.Cg)
-        _patch_gemm(g, kern, packed, scratch, w, bias, out, 0, g.OCg)
+        patches = _patches_ready(g, code, kern, x, scratch, 0, g.Cg)
+        rows = _pointer_area(g, code, s, scratch)
+        _strided_rows(rows, patches, g.Cg * g.kh * g.kw, g.OH * g.OW)
+        _patch_gemm(g, kern, packed, patches, rows, w, bias, out, 0, g.OCg)
 
 
 cdef class KernelSet:
@@ -356,32 +452,83 @@ cdef int _geometry(tuple spec, Geometry *g) except -1:
     return 0
 
 
-def scratch_floats(tuple spec, str algorithm, Py_ssize_t column_block):
-    """Floats of scratch one worker needs for one (image, group) under this plan."""
+DEF MODE_TASKS = 0      # threads take whole (image, group) tasks, private scratch each
+DEF MODE_CLASSES = 1    # threads take chunks of column classes of one image, private scratch
+DEF MODE_CHANNELS = 2   # threads share one buffer: split the fill by input channel, the GEMM
+                        # by output channel
+
+
+cdef int _parallel_mode(const Geometry *g, const Schedule *s, int code, Py_ssize_t tasks,
+                        int threads) noexcept nogil:
+    if threads <= 1 or tasks >= threads or code == ALG_DEPTHWISE:
+        return MODE_TASKS
+    if code == ALG_INCREMENTAL and s.G >= 2 * threads:
+        return MODE_CLASSES
+    return MODE_CHANNELS
+
+
+cdef Py_ssize_t _call_scratch(const Geometry *g, int code, Schedule *s, Py_ssize_t batch,
+                              int threads, int *mode) noexcept nogil:
+    """Floats one call allocates: per-thread scratch, or one shared scratch when threads split
+    the output channels (each pass then covers them all)."""
+    mode[0] = _parallel_mode(g, s, code, batch * g.groups, threads)
+    if mode[0] == MODE_CHANNELS:
+        s.CB = g.OCg
+        return _scratch_floats(g, code, s)
+    return _scratch_floats(g, code, s) * (threads if threads > 1 else 1)
+
+
+def scratch_floats(tuple spec, str algorithm, Py_ssize_t column_block,
+                   Py_ssize_t channel_block=0, Py_ssize_t row_block=0, Py_ssize_t batch=1,
+                   int threads=1, bint packed=True):
+    """Floats of scratch one call of this plan allocates (the workspace), for `threads`."""
+    cdef Geometry g
+    cdef Schedule s
+    cdef int mode
+    _geometry(spec, &g)
+    code = ALGORITHMS[algorithm]
+    _schedule_for(&g, code, column_block, channel_block, row_block, packed, &s)
+    return _call_scratch(&g, code, &s, batch, threads, &mode)
+
+
+def schedule_info(tuple spec, Py_ssize_t column_block, Py_ssize_t channel_block=0,
+                  Py_ssize_t row_block=0, bint packed=True):
+    """Incremental schedule: dict of classes, windows (per class), rotation (ring slots per
+    class), rows (buffer rows), channels_per_pass, rows_per_band, direct (GEMM writes the
+    output)."""
+    cdef Geometry g
+    cdef Schedule s
+    _geometry(spec, &g)
+    _schedule_for(&g, ALG_INCREMENTAL, column_block, channel_block, row_block, packed, &s)
+    return {"classes": s.G, "windows": s.B, "rotation": s.rot, "rows": s.rows,
+            "channels_per_pass": s.CB, "rows_per_band": s.RB, "direct": bool(s.direct)}
+
+
+def parallel_mode(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t batch,
+                  int threads):
+    """How `run` splits work for this plan: 'tasks', 'classes' or 'channels'."""
     cdef Geometry g
     cdef Schedule s
     _geometry(spec, &g)
     code = ALGORITHMS[algorithm]
-    _schedule_for(&g, code, column_block, &s)
-    return _scratch_floats(&g, code, &s)
+    _schedule_for(&g, code, column_block, 0, 0, False, &s)
+    return ("tasks", "classes", "channels")[
+        _parallel_mode(&g, &s, code, batch * g.groups, threads)]
 
 
-def schedule_info(tuple spec, Py_ssize_t column_block):
-    """(classes, windows per class, ring rotation, buffer rows) of the incremental schedule."""
-    cdef Geometry g
-    cdef Schedule s
-    _geometry(spec, &g)
-    _schedule_for(&g, ALG_INCREMENTAL, column_block, &s)
-    return s.G, s.B, s.rot, s.rows
+cdef bint _rotated_weights(int code, bint packed) noexcept nogil:
+    # Only the sgemm form of incremental im2row reads the ring slot-rotated weights; the
+    # packed GEMM follows the rotation through its row pointers.
+    return code == ALG_INCREMENTAL and not packed
 
 
-def pack_weights(tuple spec, str algorithm, cnp.ndarray weight, Py_ssize_t column_block,
-                 KernelSet kernels, bint packed):
+def pack_weights(tuple spec, str algorithm, cnp.ndarray weight, KernelSet kernels,
+                 bint packed):
     """Arrange the (OC, Cg, kh, kw) weights the way `algorithm` reads them.
 
     Returns a float32 array: per group, the GEMM's left operand(s), plain row-major or packed
-    into kernels.gemm_mr-row panels for our GEMM.  Incremental im2row needs one copy per ring
-    offset (slot s holds tap (s - offset) % kw) and per kernel row."""
+    into kernels.gemm_mr-row panels for our GEMM.  Incremental im2row on sgemm needs one copy
+    per ring offset (slot s holds tap (s - offset) % kw) and per kernel row."""
     cdef Geometry g
     cdef cnp.ndarray[cnp.float32_t, ndim=2] plain
     cdef cnp.ndarray[cnp.float32_t, ndim=1] dst
@@ -392,7 +539,7 @@ def pack_weights(tuple spec, str algorithm, cnp.ndarray weight, Py_ssize_t colum
         g.groups, g.OCg, g.Cg, g.kh, g.kw)
     if code == ALG_DEPTHWISE:
         return np.ascontiguousarray(w.reshape(-1))
-    if code == ALG_INCREMENTAL:
+    if _rotated_weights(code, packed):
         offsets = np.arange(g.kw)
         # mats[g, offset, i] = (OCg, Cg*kw) with column (c, slot) = w[.., c, i, (slot-offset)%kw]
         taps = (offsets[None, :] - offsets[:, None]) % g.kw          # [offset, slot] -> tap
@@ -415,60 +562,31 @@ def pack_weights(tuple spec, str algorithm, cnp.ndarray weight, Py_ssize_t colum
     return dst
 
 
-def weight_block_floats(tuple spec, str algorithm, KernelSet kernels, bint packed):
+cdef Py_ssize_t _weight_block(const Geometry *g, int code, const im2row_kernels *kern,
+                              bint packed) noexcept nogil:
     """Floats between consecutive GEMM weight matrices in pack_weights' output."""
-    cdef Geometry g
-    cdef Py_ssize_t k, m, mr
-    _geometry(spec, &g)
-    k = g.Cg * g.kw if algorithm == "incremental" else g.Cg * g.kh * g.kw
-    m = g.OCg
+    cdef Py_ssize_t k = g.Cg * g.kw if _rotated_weights(code, packed) else g.Cg * g.kh * g.kw
+    cdef Py_ssize_t m = g.OCg
     if packed:
-        mr = kernels.kern.gemm_mr
-        m = ((m + mr - 1) // mr) * mr
+        m = ((m + kern.gemm_mr - 1) // kern.gemm_mr) * kern.gemm_mr
     return m * k
 
 
-DEF MODE_TASKS = 0      # threads take whole (image, group) tasks, private scratch each
-DEF MODE_CLASSES = 1    # threads take chunks of column classes of one image, private scratch
-DEF MODE_CHANNELS = 2   # threads share one buffer: split the fill by input channel, the GEMM
-                        # by output channel
-
-
-cdef int _parallel_mode(const Geometry *g, const Schedule *s, int code, Py_ssize_t tasks,
-                        int threads) noexcept nogil:
-    if threads <= 1 or tasks >= threads or code == ALG_DEPTHWISE:
-        return MODE_TASKS
-    if code == ALG_INCREMENTAL and s.G >= 2 * threads:
-        return MODE_CLASSES
-    return MODE_CHANNELS
-
-
-def parallel_mode(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t batch,
-                  int threads):
-    """How `run` splits work for this plan: 'tasks', 'classes' or 'channels'."""
-    cdef Geometry g
-    cdef Schedule s
-    _geometry(spec, &g)
-    code = ALGORITHMS[algorithm]
-    _schedule_for(&g, code, column_block, &s)
-    return ("tasks", "classes", "channels")[
-        _parallel_mode(&g, &s, code, batch * g.groups, threads)]
-
-
-def run(tuple spec, str algorithm, Py_ssize_t column_block, KernelSet kernels, bint packed,
-        cnp.ndarray weights, object bias, cnp.ndarray x, cnp.ndarray out, int threads=1):
+def run(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t channel_block,
+        Py_ssize_t row_block, KernelSet kernels, bint packed, cnp.ndarray weights, object bias,
+        cnp.ndarray x, cnp.ndarray out, int threads=1):
     """Convolve x (N, C, H, W) into out (N, OC, OH, OW), both C-contiguous float32.
 
-    `weights` comes from pack_weights with the same spec/algorithm/column_block/kernels/packed.
-    Runs without the GIL on up to `threads` OpenMP threads (serial in a build without OpenMP);
-    the caller keeps BLAS single-threaded meanwhile.  Scratch is allocated per call, so
-    concurrent calls never share it."""
+    `weights` comes from pack_weights with the same spec/algorithm/kernels/packed.  Runs
+    without the GIL on up to `threads` OpenMP threads (serial in a build without OpenMP); the
+    caller keeps BLAS single-threaded meanwhile.  Scratch is allocated per call, so concurrent
+    calls never share it."""
     cdef Geometry g
     cdef Schedule s
     cdef int code = ALGORITHMS[algorithm]
     cdef const im2row_kernels *kern = kernels.kern
     cdef Py_ssize_t N = x.shape[0], scratch_n, wblock, group_weights, tasks, task, n, grp
-    cdef Py_ssize_t chunk, nchunks, lo, hi, t, align, total
+    cdef Py_ssize_t chunk, nchunks, lo, hi, t, align, total, oh0, nrows
     cdef int mode, tid, nthreads = threads if threads > 0 else 1
     cdef const float *xp = <const float *>cnp.PyArray_DATA(x)
     cdef float *op = <float *>cnp.PyArray_DATA(out)
@@ -481,12 +599,16 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, KernelSet kernels, b
     cdef const float *wg
     cdef const float *bg
     cdef float *og
+    cdef const float *patches
+    cdef const float **rows
     _geometry(spec, &g)
-    _schedule_for(&g, code, column_block, &s)
+    _schedule_for(&g, code, column_block, channel_block, row_block, packed, &s)
     if x.dtype != np.float32 or out.dtype != np.float32 or weights.dtype != np.float32:
         raise TypeError("core expects float32 arrays")
     if not (x.flags.c_contiguous and out.flags.c_contiguous and weights.flags.c_contiguous):
         raise ValueError("core expects C-contiguous arrays")
+    if not out.flags.writeable:
+        raise ValueError("core: out is read-only")
     if (x.ndim != 4 or out.ndim != 4 or x.shape[1] != g.C or x.shape[2] != g.H
             or x.shape[3] != g.W or out.shape[0] != N or out.shape[1] != g.OC
             or out.shape[2] != g.OH or out.shape[3] != g.OW):
@@ -498,8 +620,8 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, KernelSet kernels, b
         if bias_arr.dtype != np.float32 or bias_arr.ndim != 1 or bias_arr.shape[0] != g.OC:
             raise ValueError("core: bias must be float32 of length OC")
         bp = <const float *>cnp.PyArray_DATA(bias_arr)
-    wblock = weight_block_floats(spec, algorithm, kernels, packed)
-    if code == ALG_INCREMENTAL:
+    wblock = _weight_block(&g, code, kern, packed)
+    if _rotated_weights(code, packed):
         group_weights = wblock * g.kw * g.kh
     elif code == ALG_DEPTHWISE:
         group_weights = g.OCg * g.kh * g.kw
@@ -509,11 +631,9 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, KernelSet kernels, b
         raise ValueError("core: packed weights do not match the plan")
     if N == 0:
         return out
-    scratch_n = _scratch_floats(&g, code, &s)
     tasks = N * g.groups
-    mode = _parallel_mode(&g, &s, code, tasks, nthreads)
-    # MODE_CHANNELS shares one scratch; the other modes give each thread its own.
-    total = scratch_n if mode == MODE_CHANNELS else scratch_n * nthreads
+    total = _call_scratch(&g, code, &s, N, nthreads, &mode)
+    scratch_n = _scratch_floats(&g, code, &s)
     if total > 0:
         with nogil:
             scratch = <float *>calloc(total, sizeof(float))
@@ -533,10 +653,8 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, KernelSet kernels, b
                               op + (n * g.OC + grp * g.OCg) * g.OH * g.OW, mine)
             return out
         # Fewer (image, group) tasks than threads: split inside each one.
-        if packed:
-            align = kern.gemm_mr      # output-channel chunks must start on a packed panel
-        else:
-            align = 16
+        align = kern.gemm_mr if packed else 16  # packed channel chunks start on a panel
+        rows = _pointer_area(&g, code, &s, scratch)
         for task in range(tasks):
             n = task // g.groups
             grp = task % g.groups
@@ -546,6 +664,9 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, KernelSet kernels, b
             og = op + (n * g.OC + grp * g.OCg) * g.OH * g.OW
             if mode == MODE_CLASSES:
                 chunk = (s.G + nthreads - 1) // nthreads
+                with nogil:
+                    if s.direct:
+                        _fill_bias(og, g.OCg, g.OH * g.OW, bg)
                 with nogil, parallel(num_threads=nthreads):
                     tid = threadid()
                     for t in prange(nthreads, schedule='static'):
@@ -553,30 +674,40 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, KernelSet kernels, b
                         hi = lo + chunk if lo + chunk < s.G else s.G
                         if lo < hi:
                             _run_classes(&g, &s, kern, packed, wblock, xg, wg, bg, og,
-                                         scratch + tid * scratch_n, lo, hi)
+                                         scratch + tid * scratch_n, lo, hi, True)
                 continue
             chunk = (g.OCg + nthreads - 1) // nthreads
             chunk = ((chunk + align - 1) // align) * align
             nchunks = (g.OCg + chunk - 1) // chunk
             if code == ALG_INCREMENTAL:
-                for t in range(s.G):
-                    with nogil:
-                        for lo in prange(g.Cg, num_threads=nthreads, schedule='static'):
-                            _ring_fill(&g, &s, kern, xg, scratch, t, t == 0, lo, lo + 1)
-                        for lo in prange(nchunks, num_threads=nthreads, schedule='static'):
-                            hi = (lo + 1) * chunk if (lo + 1) * chunk < g.OCg else g.OCg
-                            _ring_gemm(&g, &s, kern, packed, wblock, scratch, wg, bg, og,
-                                       scratch + s.K * s.rows * s.B, t, lo * chunk, hi)
+                oh0 = 0
+                while oh0 < g.OH:
+                    nrows = s.RB if oh0 + s.RB <= g.OH else g.OH - oh0
+                    for t in range(s.G):
+                        with nogil:
+                            for lo in prange(g.Cg, num_threads=nthreads, schedule='static'):
+                                _ring_fill(&g, &s, kern, xg, scratch, t, t == 0, lo, lo + 1,
+                                           oh0, nrows)
+                            if packed:
+                                _ring_rows(&g, &s, scratch, t, rows)
+                            for lo in prange(nchunks, num_threads=nthreads, schedule='static'):
+                                hi = (lo + 1) * chunk if (lo + 1) * chunk < g.OCg else g.OCg
+                                _ring_gemm(&g, &s, kern, packed, wblock, scratch, rows, wg, bg,
+                                           og, scratch + s.K * s.rows * s.B + lo * chunk * nrows * s.B,
+                                           t, lo * chunk, hi, oh0, nrows, oh0 == 0 and t == 0)
+                    oh0 += nrows
             else:
                 with nogil:
-                    if not (code == ALG_POINTWISE and _pointwise_is_view(&g)):
+                    if code == ALG_POINTWISE and _pointwise_is_view(&g):
+                        patches = xg
+                    else:
                         for lo in prange(g.Cg, num_threads=nthreads, schedule='static'):
                             _patch_fill(&g, kern, xg, scratch, lo, lo + 1)
+                        patches = scratch
+                    _strided_rows(rows, patches, g.Cg * g.kh * g.kw, g.OH * g.OW)
                     for lo in prange(nchunks, num_threads=nthreads, schedule='static'):
                         hi = (lo + 1) * chunk if (lo + 1) * chunk < g.OCg else g.OCg
-                        _patch_gemm(&g, kern, packed,
-                                    scratch if scratch != NULL else xg, wg, bg, og,
-                                    lo * chunk, hi)
+                        _patch_gemm(&g, kern, packed, patches, rows, wg, bg, og, lo * chunk, hi)
     finally:
         free(scratch)
     return out

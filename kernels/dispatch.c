@@ -23,10 +23,10 @@ IM2ROW_OPTIONAL void im2row_dwconv__avx2(float *, ptrdiff_t, ptrdiff_t, ptrdiff_
 IM2ROW_OPTIONAL void im2row_dwconv__avx512(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                            ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                            ptrdiff_t, ptrdiff_t, float);
-IM2ROW_OPTIONAL void im2row_gemm__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *, ptrdiff_t,
-                       float *, ptrdiff_t, int);
-IM2ROW_OPTIONAL void im2row_gemm__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *, ptrdiff_t,
-                         float *, ptrdiff_t, int);
+IM2ROW_OPTIONAL void im2row_gemm__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
+                       float *, ptrdiff_t, ptrdiff_t, int);
+IM2ROW_OPTIONAL void im2row_gemm__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
+                         float *, ptrdiff_t, ptrdiff_t, int);
 IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__avx2;
 IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__avx512;
 #endif
@@ -38,8 +38,8 @@ IM2ROW_OPTIONAL void im2row_scatter_bias__neon(float *, ptrdiff_t, const float *
 IM2ROW_OPTIONAL void im2row_dwconv__neon(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                          ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                          ptrdiff_t, ptrdiff_t, float);
-IM2ROW_OPTIONAL void im2row_gemm__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *, ptrdiff_t,
-                       float *, ptrdiff_t, int);
+IM2ROW_OPTIONAL void im2row_gemm__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
+                       float *, ptrdiff_t, ptrdiff_t, int);
 IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__neon;
 #endif
 

@@ -39,6 +39,19 @@ def _restore_isa():
     im2row.set_isa(before)
 
 
+@pytest.fixture
+def no_tuned_plans(monkeypatch):
+    """Default plans only: a tuned-plan cache on the developer's machine
+    (~/.cache/im2row/plans.json) must not change which plans these tests see."""
+    from im2row import wisdom
+
+    monkeypatch.setenv("IM2ROW_PLAN_CACHE", "off")
+    wisdom.store().reset()
+    yield
+    monkeypatch.undo()
+    wisdom.store().reset()
+
+
 @pytest.fixture(params=ISAS)
 def isa(request):
     """Each available kernel ISA in turn, made the active one for the test."""

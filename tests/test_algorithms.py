@@ -1,12 +1,15 @@
 """Every algorithm on every shape it accepts (plan.valid_algorithms), forced through
-Plan(algorithm, column_block, gemm, isa): both GEMM backends, every available ISA, and for
-'incremental' column blocks of 1, a middle value and >= the output width."""
+Plan(algorithm, column_block, channel_block, gemm, isa): both GEMM backends, every available
+ISA, and for 'incremental' column blocks of 1, a middle value and >= the output width, times
+every channel block of the plan space."""
 import numpy as np
 import pytest
 
 import im2row
-from im2row.plan import column_blocks, valid_algorithms
+from im2row.plan import channel_blocks, column_blocks, valid_algorithms
 from conftest import ISAS, assert_matches_reference, make_operands, reference_pair
+
+pytestmark = pytest.mark.usefixtures("no_tuned_plans")
 
 # name: (x shape NCHW, weight shape, conv arguments).  Chosen to reach each branch of the
 # incremental schedule: ring rotation sw/dw (1, 2, 3, none), stride phases sh > 1, dilation,
@@ -33,6 +36,10 @@ SHAPES = {
     "5x5-full-window": ((1, 3, 5, 5), (4, 3, 5, 5), dict()),
     "3x3-ow1": ((1, 3, 8, 3), (4, 3, 3, 3), dict()),
     "3x3-oh1": ((1, 3, 3, 9), (4, 3, 3, 3), dict(stride=(1, 2))),
+    "3x3-oc40": ((1, 5, 9, 13), (40, 5, 3, 3), dict(padding=1)),
+    "5x5-s2-oc33": ((2, 3, 13, 12), (33, 3, 5, 5), dict(stride=2, padding=(2, 1, 0, 2))),
+    "3x3-g2-oc70": ((1, 4, 8, 11), (140, 2, 3, 3), dict(padding=1, groups=2)),
+    "2x3-d2-oc48": ((1, 6, 10, 12), (48, 6, 2, 3), dict(stride=(1, 2), dilation=2)),
     "1x1-s1": ((2, 8, 7, 9), (6, 8, 1, 1), dict()),
     "1x1-s2": ((2, 8, 9, 10), (6, 8, 1, 1), dict(stride=2)),
     "1x1-s12": ((1, 5, 7, 11), (3, 5, 1, 1), dict(stride=(1, 2))),
@@ -66,12 +73,19 @@ def _cases():
     for name in SHAPES:
         spec = _spec(name)
         for algorithm in valid_algorithms(spec):
-            blocks = _column_block_choices(spec) if algorithm == "incremental" else [0]
             gemms = ["sgemm"] if algorithm == "depthwise" else ["sgemm", "packed"]
-            for block in blocks:
+            if algorithm == "incremental":
+                blocks = [(cb, ch) for cb in _column_block_choices(spec)
+                          for ch in channel_blocks(spec)]
+            else:
+                blocks = [(0, 0)]
+            for block, channels in blocks:
                 for gemm in gemms:
-                    tag = f"{algorithm}-cb{block}" if algorithm == "incremental" else algorithm
-                    yield pytest.param(name, algorithm, block, gemm, id=f"{name}-{tag}-{gemm}")
+                    tag = algorithm
+                    if algorithm == "incremental":
+                        tag += f"-cb{block}" + (f"-ch{channels}" if channels else "")
+                    yield pytest.param(name, algorithm, block, channels, gemm,
+                                       id=f"{name}-{tag}-{gemm}")
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +105,11 @@ def operands():
 
 
 @pytest.mark.parametrize("plan_isa", ISAS)
-@pytest.mark.parametrize("name,algorithm,column_block,gemm", list(_cases()))
-def test_forced_plan(name, algorithm, column_block, gemm, plan_isa, operands):
+@pytest.mark.parametrize("name,algorithm,column_block,channel_block,gemm", list(_cases()))
+def test_forced_plan(name, algorithm, column_block, channel_block, gemm, plan_isa, operands):
     x, w, b, conv, expected = operands(name)
-    plan = im2row.Plan(algorithm=algorithm, column_block=column_block, gemm=gemm, isa=plan_isa)
+    plan = im2row.Plan(algorithm=algorithm, column_block=column_block,
+                       channel_block=channel_block, gemm=gemm, isa=plan_isa)
     layer = im2row.Conv2d(w, b, **conv, plan=plan)
     y = layer(x)
     assert_matches_reference(y, x, w, b, expected=expected, **conv)
@@ -124,7 +139,8 @@ def test_incremental_every_column_block(name, gemm, operands):
     assert blocks == im2row.plan_space(spec)["column_block"]
     assert blocks[0] == 1 and blocks[-1] == spec.out_width
     for block in blocks:
-        y = im2row.conv2d(x, w, b, **conv, plan=im2row.Plan("incremental", block, gemm))
+        y = im2row.conv2d(x, w, b, **conv, plan=im2row.Plan(algorithm="incremental", column_block=block,
+                                                              gemm=gemm))
         assert_matches_reference(y, x, w, b, expected=expected, **conv)
 
 
@@ -136,7 +152,8 @@ def test_forced_plan_batch_and_layout(algorithm, gemm, layout, rng):
     c, conv = 6, dict(stride=(2, 1), padding=(1, 0, 0, 1), groups=6)
     shape = (3, c, 7, 9) if layout == "NCHW" else (3, 7, 9, c)
     x, w, b = make_operands(rng, shape, (12, 1, 1, 1))
-    plan = im2row.Plan(algorithm, 2 if algorithm == "incremental" else 0, gemm)
+    plan = im2row.Plan(algorithm=algorithm, column_block=2 if algorithm == "incremental" else 0,
+                       gemm=gemm)
     y = im2row.conv2d(x, w, b, **conv, layout=layout, plan=plan)
     assert_matches_reference(y, x, w, b, layout=layout, **conv)
     y0 = im2row.conv2d(x[:0], w, b, **conv, layout=layout, plan=plan)
@@ -147,5 +164,42 @@ def test_forced_plan_batch_and_layout(algorithm, gemm, layout, rng):
 def test_large_vertical_stride_non_incremental(algorithm, rng):
     """Only the incremental schedule is limited to vertical strides <= 64."""
     x, w, b = make_operands(rng, (1, 2, 150, 20), (3, 2, 1, 1))
-    y = im2row.conv2d(x, w, b, stride=(70, 1), plan=im2row.Plan(algorithm))
+    y = im2row.conv2d(x, w, b, stride=(70, 1), plan=im2row.Plan(algorithm=algorithm))
     assert_matches_reference(y, x, w, b, stride=(70, 1))
+
+
+# -- GEMM edges ------------------------------------------------------------------------------------
+# A 1x1 convolution of a (1, k, 1, n) input with (m, k, 1, 1) weights is exactly one GEMM
+# C (m x n) = W (m x k) @ X (k x n): drive the packed kernels through their register-tile and
+# cache-block edges (panel height 4/8/16, 16-column vectors and their tails, k slices of 512,
+# m blocks of 256).
+GEMM_MN = [(m, n) for m in (1, 3, 7, 8, 9, 15, 16, 17, 24, 31, 33, 64)
+           for n in (1, 2, 5, 12, 13, 15, 16, 17, 29, 32, 33, 47, 48, 49, 64, 65, 97)]
+GEMM_K = [(m, n, k) for m, n in [(16, 48), (17, 33), (5, 13), (40, 64)]
+          for k in (1, 2, 511, 512, 513, 1030)]
+GEMM_BIG_M = [(m, n, 19) for m in (255, 256, 257, 520) for n in (16, 23, 49)]
+
+
+def _gemm_case(rng, m, n, k):
+    x, w, b = make_operands(rng, (1, k, 1, n), (m, k, 1, 1), bias=(m + n) % 2 == 0)
+    return x, w, b
+
+
+@pytest.mark.parametrize("plan_isa", ISAS)
+@pytest.mark.parametrize("m,n", GEMM_MN, ids=[f"m{m}-n{n}" for m, n in GEMM_MN])
+def test_packed_gemm_tile_edges(m, n, plan_isa, rng):
+    x, w, b = _gemm_case(rng, m, n, 37)
+    y = im2row.conv2d(x, w, b, plan=im2row.Plan(algorithm="pointwise", gemm="packed", isa=plan_isa),
+                      threads=1)
+    assert_matches_reference(y, x, w, b)
+
+
+@pytest.mark.parametrize("plan_isa", ISAS)
+@pytest.mark.parametrize("m,n,k", GEMM_K + GEMM_BIG_M,
+                         ids=[f"m{m}-n{n}-k{k}" for m, n, k in GEMM_K + GEMM_BIG_M])
+def test_packed_gemm_block_edges(m, n, k, plan_isa, rng):
+    x, w, b = _gemm_case(rng, m, n, k)
+    for algorithm in ("pointwise", "classic"):
+        y = im2row.conv2d(x, w, b, plan=im2row.Plan(algorithm=algorithm, gemm="packed", isa=plan_isa),
+                          threads=1)
+        assert_matches_reference(y, x, w, b)

@@ -9,6 +9,8 @@ import pytest
 
 import im2row
 
+pytestmark = pytest.mark.usefixtures("no_tuned_plans")
+
 F32 = np.float32
 
 
@@ -192,18 +194,20 @@ def _plan_cases():
         ("pointwise-on-3x3", (1, 4, 8, 8), (4, 4, 3, 3), {}, im2row.Plan("pointwise"), "valid"),
         ("depthwise-on-grouped", (1, 4, 8, 8), (4, 2, 3, 3), dict(groups=2),
          im2row.Plan("depthwise"), "valid"),
-        ("unknown-algorithm", (1, 4, 8, 8), (4, 4, 3, 3), {}, im2row.Plan("winograd", 1), "valid"),
-        ("incremental-block-0", (1, 4, 8, 8), (4, 4, 3, 3), {}, im2row.Plan("incremental", 0),
+        ("unknown-algorithm", (1, 4, 8, 8), (4, 4, 3, 3), {}, im2row.Plan(algorithm="winograd", column_block=1), "valid"),
+        ("incremental-block-0", (1, 4, 8, 8), (4, 4, 3, 3), {}, im2row.Plan(algorithm="incremental", column_block=0),
          "column_block"),
         ("incremental-block-negative", (1, 4, 8, 8), (4, 4, 3, 3), {},
-         im2row.Plan("incremental", -3), "column_block"),
+         im2row.Plan(algorithm="incremental", column_block=-3), "column_block"),
+        ("channel-block-negative", (1, 4, 8, 8), (4, 4, 3, 3), {},
+         im2row.Plan(algorithm="incremental", column_block=1, channel_block=-16), "channel_block"),
         ("unknown-isa", (1, 4, 8, 8), (4, 4, 3, 3), {}, im2row.Plan("classic", isa="sse9"),
          "available"),
         ("unknown-gemm", (1, 4, 8, 8), (4, 4, 3, 3), {}, im2row.Plan("classic", gemm="mkl"), "gemm"),
         ("unknown-parallel", (1, 4, 8, 8), (4, 4, 3, 3), {},
          im2row.Plan("classic", parallel="gpu"), "parallel"),
         ("incremental-stride-65", (1, 2, 140, 8), (2, 2, 3, 3), dict(stride=(65, 1)),
-         im2row.Plan("incremental", 1, isa=isa), "valid"),
+         im2row.Plan(algorithm="incremental", column_block=1, isa=isa), "valid"),
     ]
 
 
@@ -220,7 +224,7 @@ def test_invalid_plan(x_shape, w_shape, conv, plan, word):
 def test_plan_from_dict_rejects_unknown_fields():
     with pytest.raises(ValueError, match="unknown"):
         im2row.Plan.from_dict({"algorithm": "classic", "tile": 4})
-    plan = im2row.Plan("incremental", 3, "packed", "scalar")
+    plan = im2row.Plan(algorithm="incremental", column_block=3, gemm="packed", isa="scalar")
     assert im2row.Plan.from_dict(plan.to_dict()) == plan
 
 
@@ -251,3 +255,10 @@ def test_nan_and_inf_propagate_like_torch():
     y = im2row.conv2d(x, _w(1, 1, 3, 3))
     assert np.isnan(y[0, 0, 0, 0]) and np.isinf(y[0, 0, 3, 3])
     assert np.isfinite(y[0, 0, 1:3, 1:3]).all() and np.isfinite(y[0, 0, 0, 1:]).all()
+
+
+@pytest.mark.parametrize("block", ["3", 2.5, 10**30, None], ids=["str", "float", "huge", "none"])
+def test_plan_column_block_of_wrong_type(block):
+    x, w = _x(1, 2, 8, 8), _w(3, 2, 3, 3)
+    with pytest.raises((TypeError, ValueError), match="column_block"):
+        im2row.conv2d(x, w, plan=im2row.Plan(algorithm="incremental", column_block=block))

@@ -3,12 +3,13 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import im2row
 from im2row import hwinfo
 from conftest import ISAS, assert_matches_reference, make_operands
+
+pytestmark = pytest.mark.usefixtures("no_tuned_plans")
 
 KNOWN = {"scalar", "avx2", "avx512", "neon"}
 

@@ -4,6 +4,7 @@ MobileNetV2, ShuffleNet) against the reference, and the workspace promise of the
 Numerics run at the layer's real shape, or for inputs larger than 56x56 at 56x56 with the same
 channels, kernel, stride, padding, dilation and groups (the float64 reference at 224x224 would
 dominate the suite's time).  Workspace is checked at the real shape (planning only)."""
+import dataclasses
 import json
 from importlib import resources
 
@@ -12,6 +13,8 @@ import pytest
 
 import im2row
 from conftest import ISAS, assert_matches_reference, make_operands, reference_pair
+
+pytestmark = pytest.mark.usefixtures("no_tuned_plans")
 
 MODELS = ("resnet50", "vgg19", "mobilenet_v2", "shufflenet")
 MAX_SIDE = 56
@@ -78,14 +81,15 @@ def _is_depthwise(layer):
 
 
 def _variants():
-    """Per layer: the default plan on every ISA, its packed-GEMM twin on every ISA (GEMM layers),
-    and the default plan on channels-last data on the best ISA."""
+    """Per layer: the default plan on every ISA, the same plan with the other GEMM backend on
+    every ISA (GEMM layers), and the default plan on channels-last data on the best ISA."""
     for index, layer in enumerate(LAYERS):
         for isa in ISAS:
-            yield pytest.param(index, isa, "sgemm", "NCHW", id=f"{layer['name']}-{isa}-default")
+            yield pytest.param(index, isa, "default", "NCHW", id=f"{layer['name']}-{isa}-default")
             if not _is_depthwise(layer):
-                yield pytest.param(index, isa, "packed", "NCHW", id=f"{layer['name']}-{isa}-packed")
-        yield pytest.param(index, ISAS[0], "sgemm", "NHWC", id=f"{layer['name']}-{ISAS[0]}-nhwc")
+                yield pytest.param(index, isa, "other", "NCHW",
+                                   id=f"{layer['name']}-{isa}-other-gemm")
+        yield pytest.param(index, ISAS[0], "default", "NHWC", id=f"{layer['name']}-{ISAS[0]}-nhwc")
 
 
 @pytest.mark.slow
@@ -100,22 +104,25 @@ def test_layer_matches_reference(index, isa_name, gemm, layout, operands):
     plan = layer.plan
     assert isinstance(plan, im2row.Plan)
     assert plan.isa == isa_name
-    if gemm == "packed":
-        plan = im2row.Plan(plan.algorithm, plan.column_block, "packed", isa_name, plan.parallel)
+    if gemm == "other":
+        other = "sgemm" if plan.gemm == "packed" else "packed"
+        plan = dataclasses.replace(plan, gemm=other)
         layer = im2row.Conv2d(w, b, **conv, layout=layout, plan=plan)
     y = layer(x)
     assert_matches_reference(y, x, w, b, expected=(ref, mag), **conv, layout=layout)
 
 
+@pytest.mark.parametrize("threads", [1, 2], ids=lambda t: f"t{t}")
 @pytest.mark.parametrize("index", range(len(LAYERS)), ids=LAYER_IDS)
-def test_layer_default_plan_and_workspace(index):
+def test_layer_default_plan_and_workspace(index, threads):
     """Planning at the real shape: the default plan is valid, the byte counts are ints, and for
-    k > 1 non-depthwise layers the workspace stays within one image's input bytes."""
+    k > 1 non-depthwise layers the workspace (at this thread count) stays within one image's
+    input bytes."""
     layer = LAYERS[index]
     n, c, h, w = layer["input_shape"]
     weight = np.zeros(_weight_shape(layer), np.float32)
     conv = _conv_args(layer)
-    conv2d = im2row.Conv2d(weight, None, **conv, input_shape=(c, h, w))
+    conv2d = im2row.Conv2d(weight, None, **conv, input_shape=(c, h, w), threads=threads)
     plan = conv2d.plan
     assert isinstance(plan, im2row.Plan)
     spec = im2row.make_spec((1, c, h, w), weight.shape, **conv)
@@ -126,10 +133,10 @@ def test_layer_default_plan_and_workspace(index):
     if _is_general(layer):
         image_bytes = 4 * c * h * w
         assert workspace <= image_bytes, (
-            f"{layer['name']}: plan {plan} needs {workspace} bytes of workspace, more than "
-            f"one input image ({image_bytes} bytes)")
+            f"{layer['name']}: plan {plan} with {threads} thread(s) needs {workspace} bytes of "
+            f"workspace, more than one input image ({image_bytes} bytes)")
         if (h, w) != _test_input_shape(layer)[2:]:
             # the reduced shape the numerics run at keeps the promise too
-            small = im2row.Conv2d(weight, None, **conv,
+            small = im2row.Conv2d(weight, None, **conv, threads=threads,
                                   input_shape=(c,) + _test_input_shape(layer)[2:])
             assert small.workspace_bytes <= 4 * c * min(h, MAX_SIDE) * min(w, MAX_SIDE)

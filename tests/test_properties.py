@@ -11,6 +11,8 @@ from im2row.plan import valid_algorithms  # noqa: E402
 from conftest import ISAS, assert_matches_reference  # noqa: E402
 from reference import explicit_padding  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("no_tuned_plans")
+
 
 @st.composite
 def convolutions(draw):
@@ -53,8 +55,9 @@ def convolutions(draw):
     if draw(st.booleans()):
         algorithm = draw(st.sampled_from(valid_algorithms(spec)))
         block = draw(st.integers(1, spec.out_width + 2)) if algorithm == "incremental" else 0
-        plan = im2row.Plan(algorithm, block, draw(st.sampled_from(["sgemm", "packed"])),
-                           draw(st.sampled_from(ISAS)))
+        plan = im2row.Plan(algorithm=algorithm, column_block=block,
+                           gemm=draw(st.sampled_from(["sgemm", "packed"])),
+                           isa=draw(st.sampled_from(ISAS)))
     return dict(c=c, h=h, w=w, oc=oc, cg=cg, kh=kh, kw=kw, batch=batch, layout=layout,
                 unbatched=unbatched, conv=conv, plan=plan, isa=draw(st.sampled_from(ISAS)),
                 bias=draw(st.booleans()), seed=draw(st.integers(0, 2**32 - 1)))

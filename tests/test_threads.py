@@ -8,6 +8,8 @@ from im2row import _core
 from im2row.plan import core_spec
 from conftest import assert_matches_reference, make_operands, reference_pair
 
+pytestmark = pytest.mark.usefixtures("no_tuned_plans")
+
 
 @pytest.fixture(autouse=True)
 def _restore_threads():
@@ -31,7 +33,9 @@ CASES = {
     "pointwise-strided": ((1, 24, 9, 10), (50, 24, 1, 1), dict(stride=2), "pointwise", 0),
     "depthwise": ((1, 6, 11, 12), (12, 1, 3, 3), dict(padding=1, groups=6), "depthwise", 0),
     "incremental-tasks": ((3, 5, 8, 9), (20, 5, 3, 3), dict(padding=1), "incremental", 3),
+    "incremental-channel-block": ((1, 5, 12, 20), (70, 5, 3, 3), dict(padding=1), "incremental", 5),
 }
+CHANNEL_BLOCK = {"incremental-channel-block": 16}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,8 @@ def operands():
 def test_thread_splits(name, gemm, parallel, threads, operands):
     x, w, b, conv, expected = operands(name)
     algorithm, block = CASES[name][3], CASES[name][4]
-    plan = im2row.Plan(algorithm, block, gemm, parallel=parallel)
+    plan = im2row.Plan(algorithm=algorithm, column_block=block,
+                       channel_block=CHANNEL_BLOCK.get(name, 0), gemm=gemm, parallel=parallel)
     y = im2row.conv2d(x, w, b, **conv, plan=plan, threads=threads)
     assert_matches_reference(y, x, w, b, expected=expected, **conv)
     layer = im2row.Conv2d(w, b, **conv, plan=plan, threads=threads)

@@ -42,9 +42,9 @@ def build_parser(prog: str = "python -m im2row tune") -> argparse.ArgumentParser
                    help="N,C,H,W of an ONNX model's input when it has symbolic dims")
     p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                    help=f"timing samples per candidate (default {DEFAULT_REPEATS})")
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+    p.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto",
                    help="'cpu': the calling thread's CPU time (robust on a loaded machine; "
-                        "--threads 1 only)")
+                        "--threads 1 only); 'auto' (default): cpu with 1 thread, else wall")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--retune", action="store_true",
                    help="measure shapes again even when the cache has plans for them")

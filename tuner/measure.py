@@ -8,7 +8,9 @@ plan's output (max relative error <= MAX_REL_ERROR) before any timing counts.
 Timing: a sample is the mean of `inner` back-to-back calls (inner chosen so that a sample lasts
 at least min_time); samples are repeated and the minimum is kept (noise on a shared machine
 only ever adds time).  clock='cpu' measures the calling thread's CPU time instead of wall time:
-robust against other processes, valid with one thread only.
+robust against other processes, valid with one thread only (then all the work runs on the
+calling thread: BLAS is limited to one thread and the core runs serially); 'auto' (default)
+is 'cpu' with one thread, else 'wall' (as benchmarks/bench_layers.py does).
 """
 from __future__ import annotations
 
@@ -27,6 +29,12 @@ from im2row.spec import ConvSpec
 
 MAX_REL_ERROR = 1e-4
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def resolve_clock(clock: str, threads: int) -> str:
+    if clock == "auto":
+        return "cpu" if int(threads) == 1 else "wall"
+    return clock
 
 
 class PlanMismatch(Exception):
@@ -86,14 +94,16 @@ def relative_error(y: np.ndarray, ref: np.ndarray) -> float:
 class Bench:
     """One shape's operands, the default plan's output, and a calibrated sample length."""
 
-    def __init__(self, spec: ConvSpec, *, threads: int = 1, seed: int = 0, clock: str = "wall",
+    def __init__(self, spec: ConvSpec, *, threads: int = 1, seed: int = 0, clock: str = "auto",
                  min_time: float = 2e-3):
+        clock = resolve_clock(clock, threads)
         if clock not in CLOCKS:
             raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
         if clock == "cpu" and threads != 1:
             raise ValueError("clock='cpu' measures the calling thread only: use it with threads=1")
         self.spec = spec
         self.threads = int(threads)
+        self.clock_name = clock
         self.clock = CLOCKS[clock]
         self.min_time = float(min_time)
         rng = np.random.default_rng(seed)

@@ -1,5 +1,6 @@
 """What tune() returns: per distinct shape, the default plan's time, the tuned time, the speedup
-and the chosen plan; printing a TuneReport gives a table."""
+and the chosen plan; printing a TuneReport gives a table.  Times are seconds per call, the
+median of the final head-to-head re-timing (default and finalists in interleaved rounds)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -172,7 +173,9 @@ class TuneReport:
         out = [line(headers), line(["-" * w for w in widths])]
         out += [line(row) for row in rows[:-1]]
         out += [line(["-" * w for w in widths]), line(rows[-1])]
-        head = f"im2row tuning: {len(self.layers)} distinct shape(s), {self.threads} thread(s)"
+        head = (f"im2row tuning: {len(self.layers)} distinct shape(s), {self.threads} thread(s); "
+                f"ms = median of the final interleaved re-timing"
+                + (f" ({self.settings['clock']} clock)" if self.settings.get("clock") else ""))
         if self.cache:
             head += f", plans in {self.cache}"
         return head + "\n" + "\n".join(out)

@@ -9,10 +9,11 @@ Per shape:
    (a mismatch can never win), then times `repeats` samples, reporting the running minimum
    after each; RelativePruner cuts a candidate as soon as it is clearly slower than the best
    so far (1.5x after one sample, 1.25x after two, 1.1x later).  A plan proposed twice is not
-   measured again: it gets its earlier value.
-3. Finalists (the best few distinct plans) and the default are re-timed head-to-head in
-   interleaved rounds; the winner replaces the default only if it is faster by min_gain on the
-   minimum and no slower on the median.
+   measured again: it gets its earlier value, and an unmeasured plan next to it is queued.
+3. Finalists (the best few distinct plans by minimum, and by median, so that a plan that is
+   fast only now and then cannot slip through) and the default are re-timed head-to-head in
+   5-11 interleaved rounds (order rotated each round); the winner is the lowest median, and it
+   replaces the default only if faster by min_gain.
 4. The plan is stored in the plan cache (im2row.wisdom) under the machine/threads/shape key.
 
 With `storage` (an Optuna RDB URL or storage object, e.g. JournalStorage), studies are named
@@ -25,6 +26,7 @@ import contextlib
 import hashlib
 import math
 import random
+import statistics
 import sys
 import time
 import warnings
@@ -38,7 +40,7 @@ from im2row.layers import collect_layers, unique_specs
 from im2row.plan import Plan
 from im2row.spec import ConvSpec
 
-from .measure import Bench, PlanMismatch, summarize, thread_scope
+from .measure import Bench, PlanMismatch, resolve_clock, summarize, thread_scope
 from .report import LayerResult, TuneReport
 from .space import SearchSpace, canonical
 
@@ -50,6 +52,7 @@ FINALISTS = 3
 MIN_GAIN = 0.01
 PRUNE_RATIOS = (1.5, 1.25, 1.1)
 MAX_DUPLICATE_STREAK = 12
+FINAL_ROUNDS = (5, 11)       # interleaved rounds of the head-to-head: at least, at most
 
 
 class RelativePruner(optuna.pruners.BasePruner):
@@ -82,6 +85,7 @@ class ShapeOutcome:
     exhaustive: bool
     rejected: list = field(default_factory=list)   # (plan, reason) of failing candidates
     finalists: dict = field(default_factory=dict)  # plan -> (min, median) in the head-to-head
+    rounds: int = 0
 
 
 def study_name(spec: ConvSpec, threads: int) -> str:
@@ -99,12 +103,28 @@ def _plan_id(plan: Plan) -> str:
     return "|".join(f"{k}={v}" for k, v in plan.to_dict().items())
 
 
-def tune_shape(spec: ConvSpec, *, n_trials: int = DEFAULT_TRIALS,
+@contextlib.contextmanager
+def _quiet_optuna():
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def tune_shape(spec: ConvSpec, **options) -> ShapeOutcome:
+    """Search one shape's plans; returns the winner (the default unless beaten).  Options as
+    for tune(), plus min_time (shortest timing sample, seconds)."""
+    with _quiet_optuna():
+        return _tune_shape(spec, **options)
+
+
+def _tune_shape(spec: ConvSpec, *, n_trials: int = DEFAULT_TRIALS,
                timeout: float | None = DEFAULT_TIMEOUT, threads: int = 1, storage=None,
-               seed: int = 0, repeats: int = DEFAULT_REPEATS, clock: str = "wall",
+               seed: int = 0, repeats: int = DEFAULT_REPEATS, clock: str = "auto",
                finalists: int = FINALISTS, min_gain: float = MIN_GAIN,
                min_time: float = 2e-3) -> ShapeOutcome:
-    """Search one shape's plans; returns the winner (the default unless beaten)."""
     started = time.perf_counter()
     n_trials = max(1, int(n_trials))
     repeats = max(1, int(repeats))
@@ -187,11 +207,14 @@ def tune_shape(spec: ConvSpec, *, n_trials: int = DEFAULT_TRIALS,
             trial.report(bench.default_estimate * 100.0, 0)
             raise optuna.TrialPruned()
         best = math.inf
+        samples = []
         for step in range(repeats):
-            best = min(best, bench.sample(run))
+            samples.append(bench.sample(run))
+            best = min(best, samples[-1])
             trial.report(best, step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
+        trial.set_user_attr("median", statistics.median(samples))
         measured[pid] = best
         measured_plans[plan] = best
         return best
@@ -207,24 +230,26 @@ def tune_shape(spec: ConvSpec, *, n_trials: int = DEFAULT_TRIALS,
         study.optimize(objective, n_trials=max(n_trials * 3, len(plans)) + 10,
                        timeout=search_timeout, callbacks=[stopper])
 
-    # -- finalists: best distinct complete plans, plus the default -----------------------------
-    complete = {}
+    # -- finalists: the best distinct plans by minimum and by median, plus the default -------
+    best_min, best_med = {}, {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         plan_dict = t.user_attrs.get("plan")
-        if plan_dict is None:
+        if plan_dict is None or t.user_attrs.get("duplicate"):
             continue
         try:
             plan = Plan.from_dict(plan_dict)
-        except ValueError:
+        except (ValueError, TypeError):
             continue
-        if plan not in complete or t.value < complete[plan]:
-            complete[plan] = t.value
-    ranked = sorted(complete, key=complete.get)
+        median = t.user_attrs.get("median", t.value)
+        best_min[plan] = min(t.value, best_min.get(plan, math.inf))
+        best_med[plan] = min(median, best_med.get(plan, math.inf))
+    # By median too: a plan that is fast only now and then (threads stalling on a busy
+    # machine) has a good minimum and a bad median.
+    ranked = (sorted(best_min, key=best_min.get)[:finalists]
+              + sorted(best_med, key=best_med.get)[:max(1, finalists - 1)])
     contenders = []
     runs = {}
-    for plan in ranked:
-        if len(contenders) >= finalists:
-            break
+    for plan in dict.fromkeys(ranked):
         if plan == default:
             continue
         try:
@@ -237,24 +262,26 @@ def tune_shape(spec: ConvSpec, *, n_trials: int = DEFAULT_TRIALS,
         runs[plan] = run
     runs[default] = bench.runner(default)
     bench.check(runs[default])
-    per_round = sum(complete.get(p, bench.default_estimate) for p in runs) * bench.inner
+    per_round = sum(best_med.get(p, bench.default_estimate) for p in runs) * bench.inner
     if timeout is None:
-        rounds = 2 * repeats + 1
+        rounds = FINAL_ROUNDS[1]
     else:
         left = timeout - (time.perf_counter() - started)
-        rounds = int(left / per_round) if per_round > 0 else 3
-    rounds = max(3, min(rounds, 2 * repeats + 1))
+        rounds = int(left / per_round) if per_round > 0 else FINAL_ROUNDS[1]
+    rounds = max(FINAL_ROUNDS[0], min(rounds, FINAL_ROUNDS[1]))
     samples = bench.head_to_head(runs, rounds)
     stats = {plan: summarize(s) for plan, s in samples.items()}
+    # The decision is on the median of interleaved rounds (every contender saw the same
+    # drift); the default stays unless beaten by min_gain.
     d_min, d_med = stats[default]
-    winner, w_time = default, d_min
+    winner = default
     for plan in contenders:
-        p_min, p_med = stats[plan]
-        if p_min < w_time and p_min <= d_min * (1.0 - min_gain) and p_med <= d_med:
-            winner, w_time = plan, p_min
-    return ShapeOutcome(plan=winner, time=w_time, default_plan=default, default_time=d_min,
-                        trials=len(measured), space_size=len(plans), exhaustive=exhaustive,
-                        rejected=rejected, finalists=stats)
+        if stats[plan][1] < stats[winner][1] and stats[plan][1] <= d_med * (1.0 - min_gain):
+            winner = plan
+    return ShapeOutcome(plan=winner, time=stats[winner][1], default_plan=default,
+                        default_time=d_med, trials=state["unique"], space_size=len(plans),
+                        exhaustive=exhaustive, rejected=rejected, finalists=stats,
+                        rounds=rounds)
 
 
 class _Progress:
@@ -296,7 +323,7 @@ class _Progress:
 def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None = DEFAULT_TIMEOUT,
          threads: int | None = None, cache=None, storage=None, progress: bool = True,
          input_shape=None, seed: int = 0, retune: bool = False, repeats: int = DEFAULT_REPEATS,
-         clock: str = "wall", finalists: int = FINALISTS, min_gain: float = MIN_GAIN) -> TuneReport:
+         clock: str = "auto", finalists: int = FINALISTS, min_gain: float = MIN_GAIN) -> TuneReport:
     """Tune every distinct convolution shape of a model and store the plans in the plan cache.
 
     model_layers: a built-in model name ('resnet50', see im2row.layers.builtin_models()), a
@@ -312,8 +339,8 @@ def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None 
         them.
     storage: Optuna storage (RDB URL or storage object) shared by several tuning hosts.
     retune: measure shapes again even if the cache already holds a plan for them.
-    clock: 'wall' or 'cpu' (the calling thread's CPU time: robust on a loaded machine,
-        threads=1 only).
+    clock: 'auto' (default: 'cpu' with one thread, else 'wall'), 'wall', or 'cpu' (the calling
+        thread's CPU time: robust on a loaded machine, threads=1 only).
     Returns a TuneReport (print it for a table)."""
     layers = collect_layers(model_layers, input_shape)
     shapes = unique_specs(layers)
@@ -329,8 +356,6 @@ def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None 
         cache_path = cache
         store.load(cache_path, explicit=False)
     results = []
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     bar = _Progress(len(shapes), progress)
     try:
         for shape in shapes:
@@ -365,11 +390,10 @@ def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None 
             bar.finish(result)
     finally:
         bar.close()
-        optuna.logging.set_verbosity(verbosity)
     return TuneReport(results, threads=threads,
                       cache=None if cache_path is None else str(cache_path),
                       settings={"n_trials": n_trials, "timeout": timeout, "repeats": repeats,
-                                "clock": clock, "seed": seed})
+                                "clock": resolve_clock(clock, threads), "seed": seed})
 
 
 def _meta(outcome: ShapeOutcome, seconds: float) -> dict:

@@ -24,6 +24,8 @@ _PLAN_DEFAULTS = {f.name: f.default for f in fields(Plan)}
 RELEVANT = {
     # The improved im2row's buffer width; other algorithms have no column blocks.
     "column_block": lambda p, ctx: p.get("algorithm") == "incremental",
+    # Output channels per pass over the columns: a loop of the improved im2row only.
+    "channel_block": lambda p, ctx: p.get("algorithm") == "incremental",
     # The depthwise kernel is direct: no GEMM.
     "gemm": lambda p, ctx: p.get("algorithm") != "depthwise",
     # With one thread there is nothing to hand to BLAS; the packed GEMM is ours, never BLAS's.

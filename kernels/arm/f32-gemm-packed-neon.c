@@ -1,11 +1,11 @@
 /* f32-gemm-packed, AArch64 ASIMD + FMA (no SVE, no FP16, no dot product).
  *
  * Contract (kernels/include/im2row_kernels.h):
- *   C (m x n, row stride ldc) = [C +] A (m x k) @ B (k x n, row stride ldb)
+ *   C (m x n, element (i, j) at c[i*ldc + j*cs]) = [C +] A (m x k) @ B (k x n, row kk at b_rows[kk])
  *   A packed by im2row_pack_a with mr = im2row_gemm_mr__neon = 8:
  *     a_packed[(panel*k + kk)*8 + r] = A[panel*8 + r][kk], zero past row m.
  *   B and C are read in place; no alignment needed.  accumulate == 0 overwrites C.
- *   Requires m, n, k >= 1, ldb >= n, ldc >= n.  Never allocates; reads no float of A or B
+ *   Requires m, n, k >= 1, cs >= 1, ldc >= (n-1)*cs + 1.  Never allocates; reads no float of A or B
  *   outside the packed panels / the k x n view, writes nothing outside the m x n view of C.
  *
  * Two register tiles, because B is not packed (32 q registers):
@@ -24,7 +24,7 @@
 #include "im2row_kernels.h"
 
 void im2row_gemm__neon(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_packed,
-                       const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int accumulate);
+                       const float *const *b_rows, float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate);
 extern const ptrdiff_t im2row_gemm_mr__neon;
 
 enum { MR = 8, KC = 256, MC = 128 };
@@ -34,7 +34,7 @@ const ptrdiff_t im2row_gemm_mr__neon = MR;
 
 /* One packed panel (8 rows) x NV vectors of 4 columns.  NV is a constant after inlining, so
  * the accumulator array lives in registers. */
-INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *restrict b, ptrdiff_t ldb,
+INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *const *restrict brows, ptrdiff_t col,
                    float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc, const int NV)
 {
     float32x4_t vacc[8][3];
@@ -43,6 +43,7 @@ INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *restrict 
 #pragma GCC unroll 3
         for (int v = 0; v < NV; v++) vacc[r][v] = vdupq_n_f32(0.0f);
     for (ptrdiff_t kk = 0; kk < kc; kk++) {
+        const float *b = brows[kk] + col;
         const float32x4_t va0 = vld1q_f32(a);
         const float32x4_t va1 = vld1q_f32(a + 4);
         float32x4_t vb[3];
@@ -60,7 +61,6 @@ INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *restrict 
             vacc[7][v] = vfmaq_laneq_f32(vacc[7][v], vb[v], va1, 3);
         }
         a += MR;
-        b += ldb;
     }
 #pragma GCC unroll 8
     for (int r = 0; r < 8; r++) {
@@ -78,8 +78,8 @@ INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *restrict 
 
 /* P panels (8*P rows, panel stride pstride) x NC columns; vacc[p][h][j] holds rows 4h..4h+3
  * of panel p in column j. */
-INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, const float *restrict b,
-                   ptrdiff_t ldb, float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc,
+INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, const float *const *restrict brows,
+                   ptrdiff_t col, float *restrict c, ptrdiff_t ldc, ptrdiff_t cs, ptrdiff_t rows, int acc,
                    const int P, const int NC)
 {
     float32x4_t vacc[4][2][3];
@@ -88,6 +88,7 @@ INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, con
 #pragma GCC unroll 3
         for (int j = 0; j < NC; j++) vacc[p][0][j] = vacc[p][1][j] = vdupq_n_f32(0.0f);
     for (ptrdiff_t kk = 0; kk < kc; kk++) {
+        const float *b = brows[kk] + col;
         float32x4_t va[4][2];
 #pragma GCC unroll 4
         for (int p = 0; p < P; p++) {
@@ -104,7 +105,6 @@ INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, con
             }
         }
         a += MR;
-        b += ldb;
     }
     float tmp[3][8];
 #pragma GCC unroll 4
@@ -118,30 +118,30 @@ INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, con
         for (ptrdiff_t r = 0; r < rp; r++) {
             float *cr = c + (8 * p + r) * ldc;
 #pragma GCC unroll 3
-            for (int j = 0; j < NC; j++) cr[j] = (acc ? cr[j] : 0.0f) + tmp[j][r];
+            for (int j = 0; j < NC; j++) cr[j * cs] = (acc ? cr[j * cs] : 0.0f) + tmp[j][r];
         }
     }
 }
 
 /* One column strip of nv vectors against the mc rows of the current A block. */
 static void strip_n(ptrdiff_t mc, ptrdiff_t m_left, ptrdiff_t kc, ptrdiff_t k, const float *a,
-                    const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc, int nv)
+                    const float *const *brows, ptrdiff_t col, float *c, ptrdiff_t ldc, int acc, int nv)
 {
     for (ptrdiff_t i = 0; i < mc; i += MR) {
         const float *ap = a + i * k;
         switch (nv) {
-        case 1: tile_n(kc, ap, b, ldb, c + i * ldc, ldc, m_left - i, acc, 1); break;
-        case 2: tile_n(kc, ap, b, ldb, c + i * ldc, ldc, m_left - i, acc, 2); break;
-        default: tile_n(kc, ap, b, ldb, c + i * ldc, ldc, m_left - i, acc, 3); break;
+        case 1: tile_n(kc, ap, brows, col, c + i * ldc, ldc, m_left - i, acc, 1); break;
+        case 2: tile_n(kc, ap, brows, col, c + i * ldc, ldc, m_left - i, acc, 2); break;
+        default: tile_n(kc, ap, brows, col, c + i * ldc, ldc, m_left - i, acc, 3); break;
         }
     }
 }
 
-#define TILE_M(P, NC) tile_m(kc, a + i * k, MR * k, b, ldb, c + i * ldc, ldc, m_left - i, acc, P, NC)
+#define TILE_M(P, NC) tile_m(kc, a + i * k, MR * k, brows, col, c + i * ldc, ldc, cs, m_left - i, acc, P, NC)
 
 /* nc (<= 3) columns against the mc rows of the current A block. */
 static void strip_m(ptrdiff_t mc, ptrdiff_t m_left, ptrdiff_t kc, ptrdiff_t k, const float *a,
-                    const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc, int nc)
+                    const float *const *brows, ptrdiff_t col, float *c, ptrdiff_t ldc, ptrdiff_t cs, int acc, int nc)
 {
     ptrdiff_t i = 0;
     /* 2 panels (4 vectors per column) keep 8-12 accumulators independent. */
@@ -162,25 +162,26 @@ static void strip_m(ptrdiff_t mc, ptrdiff_t m_left, ptrdiff_t kc, ptrdiff_t k, c
 }
 
 void im2row_gemm__neon(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_packed,
-                       const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int accumulate)
+                       const float *const *b_rows, float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate)
 {
     assert(m >= 1);
     assert(n >= 1);
     assert(k >= 1);
     assert(a_packed != NULL);
-    assert(b != NULL);
+    assert(b_rows != NULL);
     assert(c != NULL);
-    assert(ldb >= n);
-    assert(ldc >= n);
+    assert(cs >= 1);
+    assert(ldc >= (n - 1) * cs + 1);
 
-    const ptrdiff_t n_vec = n & ~(ptrdiff_t)3;
+    /* Strided C columns go through the m-vectorised tile, which stores element by element. */
+    const ptrdiff_t n_vec = cs == 1 ? n & ~(ptrdiff_t)3 : 0;
     /* Equal slices: no short last slice paying a full round trip of C for little work. */
     const ptrdiff_t slices = (k + KC - 1) / KC;
     const ptrdiff_t kc_max = (k + slices - 1) / slices;
     for (ptrdiff_t k0 = 0; k0 < k; k0 += kc_max) {
         const ptrdiff_t kc = k - k0 < kc_max ? k - k0 : kc_max;
         const int acc = accumulate || k0 != 0;
-        const float *bk = b + k0 * ldb;
+        const float *const *bk = b_rows + k0;
         for (ptrdiff_t i0 = 0; i0 < m; i0 += MC) {
             const ptrdiff_t mc = m - i0 < MC ? m - i0 : MC;
             const float *ablk = a_packed + i0 * k + k0 * MR;
@@ -190,10 +191,14 @@ void im2row_gemm__neon(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_pac
                 /* Strips of 3 vectors, 2 where 3 would leave a lone vector (4 = 2 + 2). */
                 const ptrdiff_t left = (n_vec - j) / 4;
                 const int nv = left == 1 ? 1 : (left == 2 || left == 4) ? 2 : 3;
-                strip_n(mc, m - i0, kc, k, ablk, bk + j, ldb, cblk + j, ldc, acc, nv);
+                strip_n(mc, m - i0, kc, k, ablk, bk, j, cblk + j, ldc, acc, nv);
                 j += 4 * nv;
             }
-            if (j < n) strip_m(mc, m - i0, kc, k, ablk, bk + j, ldb, cblk + j, ldc, acc, (int)(n - j));
+            while (j < n) {
+                const int nc = n - j < 3 ? (int)(n - j) : 3;
+                strip_m(mc, m - i0, kc, k, ablk, bk, j, cblk + j * cs, ldc, cs, acc, nc);
+                j += nc;
+            }
         }
     }
 }

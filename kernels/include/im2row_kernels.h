@@ -47,14 +47,17 @@ typedef void (*im2row_dwconv_fn)(float *out, ptrdiff_t out_stride, ptrdiff_t oh,
                                  ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dh, ptrdiff_t dw,
                                  float bias);
 
-/* ---- f32-gemm-packed: C (m x n, row-major, ldc) (+)= A_packed (m x k) @ B (k x n) ------
+/* ---- f32-gemm-packed: C (m x n) (+)= A_packed (m x k) @ B (k x n) ----------------------
  * A is the weight matrix, packed once by `pack_a` into panels of `mr` rows:
  *   packed[panel][kk][r] = A[panel*mr + r][kk]  (zero for rows past m).
- * B is read in place (row-major, row stride ldb): it is a view of the im2row buffer,
- * so no packing of the moving operand.  accumulate=0 overwrites C, 1 adds to it. */
+ * B is read in place through row pointers: row kk is b_rows[kk][0 .. n).  The rows are views
+ * of the im2row buffer, so one GEMM can take every kernel row's fixed-offset view, in the
+ * ring's current slot order, without copies or rotated weights.
+ * C element (i, j) is c[i*ldc + j*cs]: cs > 1 lets a column class (output columns t, t+G, ...)
+ * land in the output directly.  accumulate=0 overwrites C, 1 adds to it. */
 typedef void (*im2row_gemm_fn)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
-                               const float *a_packed, const float *b, ptrdiff_t ldb,
-                               float *c, ptrdiff_t ldc, int accumulate);
+                               const float *a_packed, const float *const *b_rows,
+                               float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate);
 
 typedef struct im2row_kernels {
     const char *isa;          /* "scalar", "avx2", "avx512", "neon" */
@@ -85,8 +88,8 @@ void im2row_scatter_bias__scalar(float *, ptrdiff_t, const float *, ptrdiff_t, f
 void im2row_dwconv__scalar(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                            ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                            ptrdiff_t, ptrdiff_t, float);
-void im2row_gemm__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *, ptrdiff_t,
-                         float *, ptrdiff_t, int);
+void im2row_gemm__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
+                         float *, ptrdiff_t, ptrdiff_t, int);
 
 #ifdef __cplusplus
 }

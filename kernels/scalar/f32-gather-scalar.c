@@ -29,14 +29,15 @@ void im2row_gather__scalar(float *dst, const float *src, ptrdiff_t src_len,
     ptrdiff_t k = 0;
     for (; k < k_lo; k++)
         dst[k] = 0.0f;
-    if (stride == 1) {
-        if (k_hi > k_lo)
-            memcpy(dst + k_lo, src + start + k_lo, (size_t)(k_hi - k_lo) * sizeof(float));
+    if (k_hi > k_lo) {   /* src is only touched here: it may be NULL otherwise */
+        const float *s = src + start + k_lo * stride;
+        if (stride == 1) {
+            memcpy(dst + k_lo, s, (size_t)(k_hi - k_lo) * sizeof(float));
+        } else {
+            for (; k < k_hi; k++, s += stride)
+                dst[k] = *s;
+        }
         k = k_hi;
-    } else {
-        const float *s = src + start + k * stride;
-        for (; k < k_hi; k++, s += stride)
-            dst[k] = *s;
     }
     for (; k < n; k++)
         dst[k] = 0.0f;

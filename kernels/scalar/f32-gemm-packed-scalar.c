@@ -1,11 +1,11 @@
 /* f32-gemm-packed, portable C: the oracle for the SIMD variants and the fallback kernel.
  *
  * Contract (kernels/include/im2row_kernels.h):
- *   C (m x n, row stride ldc) = [C +] A (m x k) @ B (k x n, row stride ldb)
+ *   C (m x n, element (i, j) at c[i*ldc + j*cs]) = [C +] A (m x k) @ B (k x n, row kk at b_rows[kk])
  *   A comes packed by im2row_pack_a in panels of im2row_gemm_mr__scalar rows:
  *     a_packed[(panel*k + kk)*mr + r] = A[panel*mr + r][kk], zero past row m.
  *   accumulate == 0 overwrites C (whatever it held, NaN included), != 0 adds to it.
- *   Requires m, n, k >= 1, ldb >= n, ldc >= n.  Never allocates.
+ *   Requires m, n, k >= 1, cs >= 1, ldc >= (n-1)*cs + 1.  Never allocates.
  *
  * im2row_pack_a is shared by every ISA: each one packs with its own mr.
  */
@@ -37,17 +37,17 @@ void im2row_pack_a(float *dst, const float *a, ptrdiff_t lda, ptrdiff_t m, ptrdi
 }
 
 void im2row_gemm__scalar(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_packed,
-                         const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int accumulate)
+                         const float *const *b_rows, float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate)
 {
     enum { MR = 4 };
     assert(m >= 1);
     assert(n >= 1);
     assert(k >= 1);
     assert(a_packed != NULL);
-    assert(b != NULL);
+    assert(b_rows != NULL);
     assert(c != NULL);
-    assert(ldb >= n);
-    assert(ldc >= n);
+    assert(cs >= 1);
+    assert(ldc >= (n - 1) * cs + 1);
     assert(im2row_gemm_mr__scalar == MR);
 
     for (ptrdiff_t i0 = 0; i0 < m; i0 += MR) {
@@ -57,15 +57,15 @@ void im2row_gemm__scalar(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_p
             float *crow = c + (i0 + r) * ldc;
             if (!accumulate) {
                 for (ptrdiff_t j = 0; j < n; j++) {
-                    crow[j] = 0.0f;
+                    crow[j * cs] = 0.0f;
                 }
             }
             /* Row-wise axpy keeps the inner loop contiguous in B and C (auto-vectorisable). */
             for (ptrdiff_t kk = 0; kk < k; kk++) {
                 const float av = ap[kk * MR + r];
-                const float *brow = b + kk * ldb;
+                const float *brow = b_rows[kk];
                 for (ptrdiff_t j = 0; j < n; j++) {
-                    crow[j] += av * brow[j];
+                    crow[j * cs] += av * brow[j];
                 }
             }
         }

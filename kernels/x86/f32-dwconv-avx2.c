@@ -23,11 +23,10 @@
  * it, turning one load per input vector into one load per FMA. */
 #define KEEP(v) __asm__("" : "+x"(v))
 
-/* Rows per block.  4 keeps 4 accumulators + 9 weights + a load in 16 ymm registers. */
+/* Rows per block.  4 keeps 4 accumulators + 9 weights + a load in 16 ymm registers.
+ * (Tried for 7x7 planes: 6-7 rows with two partial sums per output, weights from memory;
+ * slower here.) */
 #define DW_R 4
-#ifndef NARROW_R
-#define NARROW_R 6
-#endif
 
 /* Store the first cnt (1..7) lanes of v.  perm holds lane indices cnt-4 .. cnt+3. */
 AI void store_part(float *o, __m256 v, ptrdiff_t cnt, __m256i perm)
@@ -57,15 +56,12 @@ typedef struct {
  * row i when ir == t*SH + i*DH; all of that resolves at compile time. */
 AI void block_fixed(float *o, ptrdiff_t os, const float *const *in, ptrdiff_t pw,
                     const __m256 *wv, __m256 vb, const int KH, const int KW, const int SH,
-                    const int DH, const int R, const int SPLIT, const int MASKED,
-                    const tail_t *tl)
+                    const int DH, const int R, const int MASKED, const tail_t *tl)
 {
-    __m256 acc[8][2];
+    __m256 acc[DW_R];
 #pragma GCC unroll 8
-    for (int t = 0; t < R; t++) {
-        acc[t][0] = vb;
-        acc[t][1] = _mm256_setzero_ps();
-    }
+    for (int t = 0; t < R; t++)
+        acc[t] = vb;
     const int NR = (R - 1) * SH + (KH - 1) * DH + 1;
 #pragma GCC unroll 64
     for (int ir = 0; ir < NR; ir++) {
@@ -77,27 +73,24 @@ AI void block_fixed(float *o, ptrdiff_t os, const float *const *in, ptrdiff_t pw
 #pragma GCC unroll 8
             for (int t = 0; t < R; t++) {
                 const int d = ir - t * SH;
-                if (d >= 0 && d % DH == 0 && d / DH < KH) {
-                    const int k = (d / DH) * KW + j, h = SPLIT > 1 ? k % 2 : 0;
-                    acc[t][h] = _mm256_fmadd_ps(wv[k], v, acc[t][h]);
-                }
+                if (d >= 0 && d % DH == 0 && d / DH < KH)
+                    acc[t] = _mm256_fmadd_ps(wv[(d / DH) * KW + j], v, acc[t]);
             }
         }
     }
 #pragma GCC unroll 8
     for (int t = 0; t < R; t++) {
-        const __m256 r = SPLIT > 1 ? _mm256_add_ps(acc[t][0], acc[t][1]) : acc[t][0];
         if (MASKED)
-            store_part(o + t * os, r, tl->cnt, tl->perm);
+            store_part(o + t * os, acc[t], tl->cnt, tl->perm);
         else
-            _mm256_storeu_ps(o + t * os, r);
+            _mm256_storeu_ps(o + t * os, acc[t]);
     }
 }
 
 /* R output rows starting at y, the whole width. */
 AI void rows_fixed(float *out, ptrdiff_t os, ptrdiff_t y, ptrdiff_t ow, const float *const *cb,
                    ptrdiff_t pw, const __m256 *wv, __m256 vb, const int KH, const int KW,
-                   const int SH, const int DH, const int R, const int SPLIT, const tail_t *tl)
+                   const int SH, const int DH, const int R, const tail_t *tl)
 {
     const float *in[8];
     float *o = out + y * os;
@@ -106,7 +99,7 @@ AI void rows_fixed(float *out, ptrdiff_t os, ptrdiff_t y, ptrdiff_t ow, const fl
 #pragma GCC unroll 8
         for (int j = 0; j < KW; j++)
             in[j] = cb[j] + roff;
-        block_fixed(o, os, in, pw, wv, vb, KH, KW, SH, DH, R, SPLIT, 1, tl);
+        block_fixed(o, os, in, pw, wv, vb, KH, KW, SH, DH, R, 1, tl);
         return;
     }
     ptrdiff_t x = 0;
@@ -114,7 +107,7 @@ AI void rows_fixed(float *out, ptrdiff_t os, ptrdiff_t y, ptrdiff_t ow, const fl
 #pragma GCC unroll 8
         for (int j = 0; j < KW; j++)
             in[j] = cb[j] + roff + x;
-        block_fixed(o + x, os, in, pw, wv, vb, KH, KW, SH, DH, R, SPLIT, 0, tl);
+        block_fixed(o + x, os, in, pw, wv, vb, KH, KW, SH, DH, R, 0, tl);
         if (x == ow - 8)
             break;
         x += 8;
@@ -123,12 +116,9 @@ AI void rows_fixed(float *out, ptrdiff_t os, ptrdiff_t y, ptrdiff_t ow, const fl
     }
 }
 
-/* Blocks of RB output rows.  Narrow planes (ow <= 8, e.g. 7x7) use RB = 6 with two partial
- * sums per output (weights then come from memory): a 7x7 plane is otherwise bound by the
- * latency of each output's 9-FMA chain rather than by FMA throughput. */
 AI void conv_fixed(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow, const float *const *cb,
                    ptrdiff_t pw, const float *w, float bias, const int KH, const int KW,
-                   const int SH, const int DH, const int RB, const int SPLIT, const tail_t *tl)
+                   const int SH, const int DH, const tail_t *tl)
 {
     __m256 wv[KH * KW];
 #pragma GCC unroll 64
@@ -136,16 +126,12 @@ AI void conv_fixed(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow, const f
         wv[k] = _mm256_set1_ps(w[k]);
     const __m256 vb = _mm256_set1_ps(bias);
     ptrdiff_t y = 0;
-    for (; y + RB <= oh; y += RB)
-        rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, RB, SPLIT, tl);
+    for (; y + DW_R <= oh; y += DW_R)
+        rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, DW_R, tl);
     switch (oh - y) {
-    case 7: if (RB > 7) rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 7, SPLIT, tl); break;
-    case 6: if (RB > 6) rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 6, SPLIT, tl); break;
-    case 5: if (RB > 5) rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 5, SPLIT, tl); break;
-    case 4: if (RB > 4) rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 4, SPLIT, tl); break;
-    case 3: rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 3, SPLIT, tl); break;
-    case 2: rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 2, SPLIT, tl); break;
-    case 1: rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 1, SPLIT, tl); break;
+    case 3: rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 3, tl); break;
+    case 2: rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 2, tl); break;
+    case 1: rows_fixed(out, os, y, ow, cb, pw, wv, vb, KH, KW, SH, DH, 1, tl); break;
     default: break;
     }
 }
@@ -205,20 +191,18 @@ AI void rows_generic(float *out, ptrdiff_t os, ptrdiff_t y, ptrdiff_t ow, const 
 }
 
 /* One out-of-line instance per specialised shape, so each gets its own register allocation. */
-#define DEF_FIXED(name, KH, KW, SH, DH, RB, SPLIT)                                               \
+#define DEF_FIXED(name, KH, KW, SH, DH)                                                          \
     static __attribute__((noinline)) void name(float *out, ptrdiff_t os, ptrdiff_t oh,          \
                                                ptrdiff_t ow, const float *const *cb,             \
                                                ptrdiff_t pw, const float *w, float bias,         \
                                                const tail_t *tl)                                 \
     {                                                                                            \
-        conv_fixed(out, os, oh, ow, cb, pw, w, bias, KH, KW, SH, DH, RB, SPLIT, tl);             \
+        conv_fixed(out, os, oh, ow, cb, pw, w, bias, KH, KW, SH, DH, tl);                        \
     }
-DEF_FIXED(conv_3x3s1, 3, 3, 1, 1, DW_R, 1)
-DEF_FIXED(conv_3x3s2, 3, 3, 2, 1, DW_R, 1)
-DEF_FIXED(conv_5x5s1, 5, 5, 1, 1, DW_R, 1)
-DEF_FIXED(conv_5x5s2, 5, 5, 2, 1, DW_R, 1)
-DEF_FIXED(narrow_3x3s1, 3, 3, 1, 1, NARROW_R, 2)
-DEF_FIXED(narrow_3x3s2, 3, 3, 2, 1, NARROW_R, 2)
+DEF_FIXED(conv_3x3s1, 3, 3, 1, 1)
+DEF_FIXED(conv_3x3s2, 3, 3, 2, 1)
+DEF_FIXED(conv_5x5s1, 5, 5, 1, 1)
+DEF_FIXED(conv_5x5s2, 5, 5, 2, 1)
 
 void im2row_dwconv__avx2(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff_t ow,
                          const float *phases, ptrdiff_t hp, ptrdiff_t phase_w,
@@ -243,26 +227,14 @@ void im2row_dwconv__avx2(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff
         tl.perm = _mm256_add_epi32(lane, _mm256_set1_epi32((int)(tl.cnt - 4)));
     }
 
-    const float *cb[8];
-    if (kw <= 8 && dh == 1 && kh == kw && (kh == 3 || kh == 5) && (sh == 1 || sh == 2)) {
+    if (dh == 1 && kh == kw && (kh == 3 || kh == 5) && (sh == 1 || sh == 2)) {
+        const float *cb[5];
         for (ptrdiff_t j = 0; j < kw; j++)
             cb[j] = phases + ((j * dw) % sw) * hp * phase_w + (j * dw) / sw;
-        if (kh == 3 && ow <= 8) {
-            if (sh == 1)
-                narrow_3x3s1(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
-            else
-                narrow_3x3s2(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
-        } else if (kh == 3) {
-            if (sh == 1)
-                conv_3x3s1(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
-            else
-                conv_3x3s2(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
-        } else {
-            if (sh == 1)
-                conv_5x5s1(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
-            else
-                conv_5x5s2(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
-        }
+        if (kh == 3)
+            (sh == 1 ? conv_3x3s1 : conv_3x3s2)(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
+        else
+            (sh == 1 ? conv_5x5s1 : conv_5x5s2)(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
         return;
     }
 

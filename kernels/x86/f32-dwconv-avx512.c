@@ -5,18 +5,20 @@
  * `out` must not overlap `phases`.
  *
  * Vectorised along output width (16 columns), with blocks of R output rows so that each
- * loaded input vector feeds every output row that uses it.  Three paths:
- *  - shift: 3x3 with sh == sw in {1,2}, 5x5 stride 1, no dilation (MobileNet, EfficientNet).  A zmm load
- *    that is not 64-byte aligned costs about two load slots, and a 3-tap row would need
- *    three of them, so each phase row is loaded once per 16 columns and the shifted windows
- *    are made with valignd from it and the next vector, which is carried to the next step.
- *  - narrow: 3x3 planes at most 8 wide (16 at stride 2): one masked vector per row (ymm
- *    when <= 8 wide), up to 8 rows per block and two partial sums per output so that small
- *    planes are not bound by FMA latency.
- *  - pointer: other 3x3/5x5 stride-1/2 cases (sw != sh, dilated columns): one load per tap
- *    column and input row, rows still shared; generic: any shape, runtime tap loop.
- * Masked loads/stores handle every width tail; they never touch memory outside the lanes
- * kept, so nothing past the row ends is read.
+ * loaded input vector feeds every output row that uses it.  Paths:
+ *  - shift: 3x3 and 5x5 at stride 1, no dilation (MobileNet, EfficientNet).  A zmm load that is not 64-byte aligned costs about two load slots, and
+ *    a 3-tap row would need three of them, so each phase row is loaded once per 16 columns
+ *    and the shifted windows are made with valignd from it and the next vector, which is
+ *    carried to the next step.  (Aligned rows help further: see the integrator notes.)
+ *  - narrow: 3x3 planes at most 8 wide, or 16 wide when the stride-1 shift path does not
+ *    apply: one masked vector per row (ymm when <= 8 wide), up to 8 rows per block and two
+ *    partial sums per output, so that small planes are not bound by FMA latency.
+ *  - pointer: the other 3x3/5x5 stride-1/2 cases (stride 2, dilated columns): one load per
+ *    tap column and input row, rows still shared.  Stride 2 is bound by L2->L1 traffic (each
+ *    output row needs two fresh input rows), not by the loads' alignment.
+ *  - generic: any other shape, taps in a runtime loop.
+ * Masked loads/stores handle every width tail; masked-off lanes are never accessed, so
+ * nothing outside the contract's rows is read or written.
  * Taps accumulate in (i, j) order except in the narrow path (two interleaved partial sums);
  * results agree with the scalar oracle to rounding. */
 #if defined(__x86_64__) || defined(_M_X64)
@@ -116,7 +118,7 @@ AI void rows_shift(float *o, ptrdiff_t os, const float *ph, ptrdiff_t php, ptrdi
                    lanes_below(pw - x - 16), lanes_below(pw - x), lanes_below(ow - x));
 }
 
-/* Rows per block: 4 at stride 1 (6 input rows carried), 3 at stride 2 (7 rows, 2 phases). */
+/* Rows per block: 4 (6 input rows carried), 3 at stride 2 (7 rows, 2 phases). */
 AI void conv_shift(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow, const float *phases,
                    ptrdiff_t hp, ptrdiff_t pw, const float *w, float bias, const int KH,
                    const int KW, const int SH, const int SW)
@@ -330,7 +332,6 @@ AI void rows_generic(float *out, ptrdiff_t os, ptrdiff_t y, ptrdiff_t ow, const 
         conv_shift(out, os, oh, ow, phases, hp, pw, w, bias, KH, KW, SH, SW);                    \
     }
 DEF_SHIFT(shift_3x3s1, 3, 3, 1, 1)
-DEF_SHIFT(shift_3x3s2, 3, 3, 2, 2)
 DEF_SHIFT(shift_5x5s1, 5, 5, 1, 1)
 
 #define DEF_PTR(name, KH, KW, SH, DH, RB, SPLIT)                                                 \
@@ -363,15 +364,13 @@ void im2row_dwconv__avx512(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdi
     assert(hp >= (oh - 1) * sh + (kh - 1) * dh + 1);
 
     if (dh == 1 && kh == kw && (kh == 3 || kh == 5) && (sh == 1 || sh == 2)) {
-        /* 5x5 at stride 2 would carry 18 phase rows: too many registers, use pointers */
-        const int three = kh == 3, s1 = sh == 1, shift = sw == sh && dw == 1 && (three || s1);
+        /* shift only at stride 1: at stride 2 every output row needs two fresh input rows
+         * and the pointer path measured as fast (5x5 would also carry 18 phase rows) */
+        const int three = kh == 3, s1 = sh == 1, shift = s1 && sw == 1 && dw == 1;
         /* narrow wins for <= 8 columns, and up to 16 unless the stride-1 shift path applies */
         const int narrow = three && (ow <= 8 || (ow <= 16 && !(shift && s1)));
         if (shift && !narrow) {
-            if (three)
-                (s1 ? shift_3x3s1 : shift_3x3s2)(out, out_stride, oh, ow, phases, hp, phase_w, w, bias);
-            else
-                shift_5x5s1(out, out_stride, oh, ow, phases, hp, phase_w, w, bias);
+            (three ? shift_3x3s1 : shift_5x5s1)(out, out_stride, oh, ow, phases, hp, phase_w, w, bias);
             return;
         }
         const float *cb[5];

@@ -38,6 +38,14 @@ AI void copy_run(float *d, const float *s, ptrdiff_t m)
 {
     if (m >= 8) {
         ptrdiff_t k = 0;
+        for (; k + 32 <= m; k += 32) {
+            __m256 a = _mm256_loadu_ps(s + k), b = _mm256_loadu_ps(s + k + 8);
+            __m256 c = _mm256_loadu_ps(s + k + 16), e = _mm256_loadu_ps(s + k + 24);
+            _mm256_storeu_ps(d + k, a);
+            _mm256_storeu_ps(d + k + 8, b);
+            _mm256_storeu_ps(d + k + 16, c);
+            _mm256_storeu_ps(d + k + 24, e);
+        }
         for (; k + 8 < m; k += 8)
             _mm256_storeu_ps(d + k, _mm256_loadu_ps(s + k));
         _mm256_storeu_ps(d + m - 8, _mm256_loadu_ps(s + m - 8));
@@ -109,8 +117,19 @@ void im2row_gather__avx2(float *dst, const float *src, ptrdiff_t src_len,
     if (n <= 0)
         return;
 
-    ptrdiff_t k_lo = start >= 0 ? 0 : (-start + stride - 1) / stride;
-    ptrdiff_t k_hi = start >= src_len ? 0 : (src_len - start + stride - 1) / stride;
+    /* bounds without a division for the common strides (a 64-bit idiv costs more than
+     * copying a short row) */
+    ptrdiff_t k_lo, k_hi;
+    if (stride == 1) {
+        k_lo = start >= 0 ? 0 : -start;
+        k_hi = start >= src_len ? 0 : src_len - start;
+    } else if (stride == 2) {
+        k_lo = start >= 0 ? 0 : (1 - start) >> 1;
+        k_hi = start >= src_len ? 0 : (src_len - start + 1) >> 1;
+    } else {
+        k_lo = start >= 0 ? 0 : (-start + stride - 1) / stride;
+        k_hi = start >= src_len ? 0 : (src_len - start + stride - 1) / stride;
+    }
     if (k_lo > n) k_lo = n;
     if (k_hi > n) k_hi = n;
     if (k_hi < k_lo) k_hi = k_lo;

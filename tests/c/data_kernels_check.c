@@ -6,6 +6,8 @@
  *                                     double-precision loop; exit status 1 on any mismatch.
  *   data_kernels_check bench [isa..]  GF/s of dwconv on MobileNet-style planes, ns/call of
  *                                     gather and scatter, for each variant (or those named).
+ *       env ALIGN16=1: phase rows padded to a multiple of 16 floats (64-byte aligned rows);
+ *       env NPLANES=k: cycle through k planes instead of ~1 MB of them (1 = L1-resident).
  *
  * Inputs sit against PROT_NONE guard pages so that reads outside the contract fault, and
  * the padding the contract says is never read is NaN, so reading it shows up in results.

@@ -106,7 +106,7 @@ static float frand(void)
 
 /* ---- check ---- */
 static long check_one(const variant *v, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t ldb,
-                      ptrdiff_t ldc, int accumulate)
+                      ptrdiff_t ldc, ptrdiff_t cs, int accumulate)
 {
     const ptrdiff_t mr = *v->mr;
     const ptrdiff_t mp = (m + mr - 1) / mr * mr;
@@ -122,18 +122,23 @@ static long check_one(const variant *v, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, p
     for (ptrdiff_t i = 0; i < m * k; i++) a[i] = frand();
     for (ptrdiff_t i = 0; i < (k - 1) * ldb + n; i++) b.p[i] = frand();
     for (ptrdiff_t i = 0; i < crows * ldc; i++) {
-        const int inside = (i / ldc) < m && (i % ldc) < n;
+        const int inside = (i / ldc) < m && (i % ldc) % cs == 0 && (i % ldc) / cs < n;
         c0[i] = !inside ? sentinel : accumulate ? frand() : NAN;
     }
     memcpy(c, c0, sizeof(float) * (size_t)(crows * ldc));
     im2row_pack_a(ap.p, a, k, m, k, mr);
-    v->fn(m, n, k, ap.p, b.p, ldb, c, ldc, accumulate);
+    /* B rows are reached through pointers, in reverse memory order, so a kernel that assumed
+     * a constant row stride would fail. */
+    const float **brows = malloc(sizeof(*brows) * (size_t)k);
+    for (ptrdiff_t kk = 0; kk < k; kk++) brows[kk] = b.p + (k - 1 - kk) * ldb;
+    v->fn(m, n, k, ap.p, brows, c, ldc, cs, accumulate);
+    free(brows);
 
     const double tol = 1e-5 * sqrt((double)k) + 1e-6;
     for (ptrdiff_t i = 0; i < crows; i++) {
         for (ptrdiff_t j = 0; j < ldc; j++) {
             const float got = c[i * ldc + j];
-            if (i >= m || j >= n) {
+            if (i >= m || j % cs != 0 || j / cs >= n) {
                 if (memcmp(&got, &c0[i * ldc + j], sizeof got) != 0) {
                     if (bad++ < 3)
                         fprintf(stderr, "  %s m=%td n=%td k=%td ldb=%td ldc=%td acc=%d: wrote outside C at (%td,%td)\n",
@@ -141,10 +146,11 @@ static long check_one(const variant *v, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, p
                 }
                 continue;
             }
+            const ptrdiff_t col = j / cs;
             double ref = accumulate ? (double)c0[i * ldc + j] : 0.0;
             double scale = fabs(ref);
             for (ptrdiff_t kk = 0; kk < k; kk++) {
-                const double t = (double)a[i * k + kk] * (double)b.p[kk * ldb + j];
+                const double t = (double)a[i * k + kk] * (double)b.p[(k - 1 - kk) * ldb + col];
                 ref += t;
                 scale += fabs(t);
             }
@@ -183,8 +189,10 @@ static int run_check(void)
                 for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
                     const int variant_bits = (int)(cases & 3);
                     const ptrdiff_t ldb = n + ((variant_bits & 1) ? 3 + n % 5 : 0);
-                    const ptrdiff_t ldc = n + ((variant_bits & 2) ? 1 + n % 7 : 0);
-                    bad += check_one(v, ms[mi], n, ks[ki], ldb, ldc, (int)((cases >> 2) & 1));
+                    /* every third case writes C columns with a stride (a column class) */
+                    const ptrdiff_t cs = cases % 3 == 2 ? 2 + n % 3 : 1;
+                    const ptrdiff_t ldc = (n - 1) * cs + 1 + ((variant_bits & 2) ? 1 + n % 7 : 0);
+                    bad += check_one(v, ms[mi], n, ks[ki], ldb, ldc, cs, (int)((cases >> 2) & 1));
                     cases++;
                 }
             }
@@ -195,8 +203,10 @@ static int run_check(void)
                                     {48, 2000, 3},  {19, 257, 27},  {600, 3, 5},   {40, 97, 4700}};
         for (size_t bi = 0; bi < sizeof big / sizeof big[0]; bi++) {
             for (int acc = 0; acc < 2; acc++) {
+                /* acc = 1 also strides the C columns by 4 */
+                const ptrdiff_t cs = acc ? 4 : 1;
                 bad += check_one(v, big[bi][0], big[bi][1], big[bi][2], big[bi][1] + acc * 5,
-                                 big[bi][1] + 3 * acc, acc);
+                                 (big[bi][1] - 1) * cs + 1 + 3 * acc, cs, acc);
                 cases++;
             }
         }
@@ -244,9 +254,11 @@ static double time_call(const variant *v, const float *ap, const float *a, ptrdi
 {
     const int im = (int)m, in = (int)n, ik = (int)k;
     const float one = 1.0f, zero = 0.0f;
+    const float *brows[8192];
+    for (ptrdiff_t kk = 0; kk < k && kk < 8192; kk++) brows[kk] = b + kk * n;
 #define CALL()                                                                     \
     do {                                                                           \
-        if (v) v->fn(m, n, k, ap, b, n, c, n, 0);                                  \
+        if (v) v->fn(m, n, k, ap, brows, c, n, 1, 0);                              \
         else sgemm("N", "N", &in, &im, &ik, &one, b, &in, a, &ik, &zero, c, &in); \
     } while (0)
     CALL();
