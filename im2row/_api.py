@@ -31,7 +31,7 @@ def _check_bias(bias, out_channels: int):
 class _Prepared:
     """A plan, the weights packed for it, and the core's arguments, ready to run."""
 
-    __slots__ = ("plan", "packed", "spec", "_args", "_uses_blas", "_blas_owns_threads")
+    __slots__ = ("plan", "packed", "spec", "_args", "_shared", "_uses_blas", "_blas_owns_threads")
 
     def __init__(self, spec: ConvSpec, plan: Plan, weight: np.ndarray):
         validate_plan(spec, plan)
@@ -43,26 +43,28 @@ class _Prepared:
         self.packed = _core.pack_weights(geometry, self.plan.algorithm, weight, kernels, packed)
         self._args = (geometry, self.plan.algorithm, max(self.plan.column_block, 1),
                       self.plan.channel_block, self.plan.row_block, kernels, packed, self.packed)
+        self._shared = self.plan.parallel == "shared"
         self._uses_blas = not packed and self.plan.algorithm != "depthwise"
         self._blas_owns_threads = self._uses_blas and self.plan.parallel == "blas"
 
     def run(self, x_nchw: np.ndarray, out_nchw: np.ndarray, bias, threads: int) -> None:
         if not self._uses_blas:
-            _core.run(*self._args, bias, x_nchw, out_nchw, threads)
+            _core.run(*self._args, bias, x_nchw, out_nchw, threads, self._shared)
             return
         # Never both pools at once: sgemm gets the threads, or ours do and sgemm gets one.
         own = 1 if self._blas_owns_threads else threads
         with blas_threads.limited(threads // own):
-            _core.run(*self._args, bias, x_nchw, out_nchw, own)
+            _core.run(*self._args, bias, x_nchw, out_nchw, own, self._shared)
 
 
 class _ShapeEntry:
     """What a call with one exact input shape needs, so repeated calls skip all checks."""
 
-    __slots__ = ("prepared", "spec", "unbatched", "result_shape", "nchw_out_shape")
+    __slots__ = ("prepared", "spec", "unbatched", "threads", "result_shape", "nchw_out_shape")
 
-    def __init__(self, prepared: _Prepared, spec: ConvSpec, unbatched: bool):
+    def __init__(self, prepared: _Prepared, spec: ConvSpec, unbatched: bool, threads: int):
         self.prepared = prepared
+        self.threads = threads
         self.spec = spec
         self.unbatched = unbatched
         self.result_shape = spec.output_shape[1:] if unbatched else spec.output_shape
@@ -93,35 +95,40 @@ class Conv2d:
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.layout = layout
         self._forced_plan = plan
-        self._prepared: dict = {}    # per-image spec -> _Prepared (shared across batch sizes)
-        self._entries: dict = {}     # exact input shape -> _ShapeEntry
+        self._prepared: dict = {}    # (per-image spec, plan) -> _Prepared (shared across batches)
+        self._entries: dict = {}     # (exact input shape, threads) -> _ShapeEntry
         self._last: _ShapeEntry | None = None
         self._lock = threading.Lock()
         check_layer_args(self.weight.shape, stride=stride, padding=padding, dilation=dilation,
                          groups=groups, layout=layout)
         if input_shape is not None:
-            self._entry(tuple(int(v) for v in input_shape))
+            self._entry(tuple(int(v) for v in input_shape), self._threads())
 
     def _spec_for(self, shape: tuple) -> ConvSpec:
         return make_spec(shape, self.weight.shape, stride=self.stride, padding=self.padding,
                          dilation=self.dilation, groups=self.groups, layout=self.layout)
 
-    def _entry(self, shape: tuple) -> _ShapeEntry:
-        """Plan for an input shape (3-D unbatched or 4-D), checking it once."""
-        entry = self._entries.get(shape)
+    def _threads(self) -> int:
+        return self.threads if self.threads is not None else get_num_threads()
+
+    def _entry(self, shape: tuple, threads: int) -> _ShapeEntry:
+        """Plan for an input shape (3-D unbatched or 4-D) at a thread count, checking it once.
+        The plan depends on the threads: they change the workspace and the best split."""
+        entry = self._entries.get((shape, threads))
         if entry is None:
             if len(shape) not in (3, 4):
                 raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {shape}")
             unbatched = len(shape) == 3
             spec = self._spec_for((1,) + shape if unbatched else shape)
             key = spec.with_batch(1)
+            plan = self._forced_plan or choose_plan(key, threads)
             with self._lock:
-                prepared = self._prepared.get(key)
+                prepared = self._prepared.get((key, plan))
                 if prepared is None:
-                    prepared = _Prepared(key, self._forced_plan or choose_plan(key), self.weight)
-                    self._prepared[key] = prepared
-                entry = _ShapeEntry(prepared, spec, unbatched)
-                self._entries[shape] = entry
+                    prepared = _Prepared(key, plan, self.weight)
+                    self._prepared[key, plan] = prepared
+                entry = _ShapeEntry(prepared, spec, unbatched, threads)
+                self._entries[shape, threads] = entry
         self._last = entry
         return entry
 
@@ -143,8 +150,11 @@ class Conv2d:
         if spec.layout == "NHWC":
             extra = 4 * spec.batch * (spec.in_channels * spec.height * spec.width
                                       + spec.out_channels * spec.out_height * spec.out_width)
-        threads = self.threads if self.threads is not None else get_num_threads()
-        return scratch_bytes(spec, self._last.prepared.plan, threads) + extra
+        return scratch_bytes(spec, self._last.prepared.plan, self._last.threads) + extra
+
+    def planned_specs(self) -> list:
+        """The per-image (batch 1) shapes this layer has planned so far, first seen first."""
+        return list(dict.fromkeys(spec for spec, _ in self._prepared))
 
     @property
     def packed_weight_bytes(self) -> int | None:
@@ -154,7 +164,8 @@ class Conv2d:
     def __call__(self, x, *, out=None):
         if type(x) is not np.ndarray or x.dtype != np.float32:
             x = _as_float32("input", x)
-        entry = self._entries.get(x.shape) or self._entry(x.shape)
+        threads = self._threads()
+        entry = self._entries.get((x.shape, threads)) or self._entry(x.shape, threads)
         self._last = entry
         if out is not None:
             if not isinstance(out, np.ndarray) or out.dtype != np.float32:
@@ -175,8 +186,7 @@ class Conv2d:
         else:
             out_nchw = np.empty(entry.nchw_out_shape, dtype=np.float32)
             direct = False
-        entry.prepared.run(x_nchw, out_nchw, self.bias,
-                           self.threads if self.threads is not None else get_num_threads())
+        entry.prepared.run(x_nchw, out_nchw, self.bias, threads)
         result = out_nchw.transpose(0, 2, 3, 1) if nhwc else out_nchw
         if entry.unbatched:
             result = result[0]

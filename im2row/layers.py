@@ -174,7 +174,7 @@ def save_layers(layers: Iterable[LayerSpec], path) -> None:
 
 def layers_from_conv2d(layer, name: str = "conv") -> list:
     """The shapes a Conv2d has been prepared for (input_shape=... or a first call)."""
-    specs = list(getattr(layer, "_prepared", {}).keys())
+    specs = layer.planned_specs()
     if not specs:
         raise ValueError(f"{name}: this Conv2d has no input shape yet; create it with "
                          f"input_shape=(N, C, H, W) or call it once before tuning")
@@ -366,7 +366,7 @@ def collect_layers(model_layers, input_shape=None) -> list:
     if (isinstance(model_layers, tuple) and len(model_layers) == 2
             and _is_torch_module(model_layers[0])):
         return layers_from_torch(*model_layers)
-    if isinstance(model_layers, (LayerSpec, ConvSpec, dict)) or hasattr(model_layers, "_prepared"):
+    if isinstance(model_layers, (LayerSpec, ConvSpec, dict)) or hasattr(model_layers, "planned_specs"):
         model_layers = [model_layers]
     layers = []
     for index, item in enumerate(model_layers):
@@ -380,7 +380,7 @@ def collect_layers(model_layers, input_shape=None) -> list:
                 layers.append(LayerSpec.from_spec(ConvSpec(**item), label))
             else:
                 layers.append(LayerSpec.from_dict(item, default_name=label))
-        elif hasattr(item, "_prepared") and hasattr(item, "weight"):
+        elif hasattr(item, "planned_specs") and hasattr(item, "weight"):
             layers.extend(layers_from_conv2d(item, label))
         else:
             raise TypeError(f"cannot read a convolution layer from {type(item).__name__}: "

@@ -2,14 +2,17 @@
 heuristic default.  The tuner searches the same space (plan_space) and stores Plans."""
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import asdict, dataclass, fields, replace
 
 from . import _core, hwinfo
+from ._threads import get_num_threads
 from .spec import ConvSpec
 
 ALGORITHMS = ("incremental", "classic", "pointwise", "depthwise")
 GEMMS = ("sgemm", "packed")
-PARALLEL = ("split", "blas")
+PARALLEL = ("split", "shared", "blas")
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,10 @@ class Plan:
                   column class before the next, so its output and buffer stay in cache.
     gemm:         'sgemm' (SciPy's BLAS) or 'packed' (our SIMD kernel with pre-packed weights).
     isa:          kernel set: 'auto' (the active one) or a name from hwinfo.available_isas().
-    parallel:     with several threads: 'split' (our threads split the work, each sgemm
-                  single-threaded) or 'blas' (serial loop, sgemm gets the threads).
+    parallel:     with several threads: 'split' (our threads take images, or column classes
+                  of one image with a buffer each), 'shared' (as split, but inside one image
+                  the threads share one buffer: workspace as for one thread), each sgemm
+                  single-threaded; or 'blas' (serial loop, sgemm gets the threads).
     """
 
     algorithm: str = "incremental"
@@ -61,6 +66,7 @@ def core_spec(spec: ConvSpec) -> tuple:
             spec.dilation_h, spec.dilation_w, spec.out_height, spec.out_width, spec.groups)
 
 
+_MAX_BLOCK = 2**31 - 1  # the core takes C ssize_t; larger values mean "all" anyway
 MAX_INCREMENTAL_STRIDE = 64  # the schedule keeps one row section per vertical stride phase
 
 
@@ -113,12 +119,21 @@ def validate_plan(spec: ConvSpec, plan: Plan) -> None:
         raise ValueError(f"gemm must be one of {GEMMS}, got {plan.gemm!r}")
     if plan.parallel not in PARALLEL:
         raise ValueError(f"parallel must be one of {PARALLEL}, got {plan.parallel!r}")
+    if plan.parallel == "blas" and plan.gemm != "sgemm":
+        raise ValueError("parallel='blas' gives the threads to BLAS's sgemm; a gemm='packed' "
+                         "plan runs our GEMM: use parallel='split' or 'shared'")
     if plan.isa != "auto" and plan.isa not in hwinfo.available_isas():
         raise ValueError(f"ISA {plan.isa!r} is not available; available: {hwinfo.available_isas()}")
+    for name in ("column_block", "channel_block", "row_block"):
+        value = getattr(plan, name)
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+        if not 0 <= value <= _MAX_BLOCK:
+            raise ValueError(f"{name} must be in [0, {_MAX_BLOCK}], got {value}")
     if plan.algorithm == "incremental" and plan.column_block < 1:
         raise ValueError("incremental plans need column_block >= 1")
-    if plan.channel_block < 0 or plan.row_block < 0:
-        raise ValueError("channel_block and row_block must be >= 0")
 
 
 def scratch_bytes(spec: ConvSpec, plan: Plan, threads: int = 1) -> int:
@@ -127,38 +142,66 @@ def scratch_bytes(spec: ConvSpec, plan: Plan, threads: int = 1) -> int:
     own_threads = 1 if (plan.parallel == "blas" and plan.gemm == "sgemm") else threads
     return 4 * _core.scratch_floats(core_spec(spec), plan.algorithm, max(plan.column_block, 1),
                                     plan.channel_block, plan.row_block, max(spec.batch, 1),
-                                    own_threads, plan.gemm == "packed")
+                                    own_threads, plan.gemm == "packed", plan.parallel == "shared")
 
 
 def image_input_bytes(spec: ConvSpec) -> int:
     return 4 * spec.in_channels * spec.height * spec.width
 
 
-def largest_block_within(spec: ConvSpec, budget_bytes: int, gemm: str = "packed") -> int:
-    """Widest column block whose scratch fits the budget (1 if none does)."""
-    best = 1
+def _default_incremental(spec: ConvSpec, gemm: str, threads: int) -> Plan:
+    """Incremental plan whose workspace at `threads` stays within one image's input bytes,
+    scored by what measured best on the built-in suites (benchmarks/README.md): a GEMM of
+    ~1024 output positions per call, then wider column blocks (fewer, longer gathers), then
+    the smaller buffer.  With the packed GEMM only blocks whose classes write the output
+    directly (or one class) are considered: they need no output block and no scatter."""
+    budget = image_input_bytes(spec)
+    geometry = core_spec(spec)
+    splits = ("split", "shared") if threads > 1 else ("split",)
+    best, best_score, smallest = None, None, None
     for block in column_blocks(spec):
-        if scratch_bytes(spec, Plan("incremental", block, gemm=gemm)) <= budget_bytes:
-            best = block
-    return best
+        for band in row_blocks(spec):
+            info = _core.schedule_info(geometry, block, 0, band, gemm == "packed")
+            if gemm == "packed" and info["classes"] > 1 and not info["direct"]:
+                continue
+            for parallel in splits:
+                plan = Plan("incremental", block, 0, band, gemm=gemm, parallel=parallel)
+                workspace = scratch_bytes(spec, plan, threads)
+                if smallest is None or workspace < smallest[0]:
+                    smallest = (workspace, plan)
+                if workspace > budget:
+                    continue
+                positions = info["rows_per_band"] * info["windows"]
+                score = (min(positions, 1024), info["windows"], -workspace)
+                if best_score is None or score > best_score:
+                    best, best_score = plan, score
+    # Nothing within budget (tiny maps where padding outweighs the input): the leanest plan.
+    return best or smallest[1]
 
 
-def default_plan(spec: ConvSpec) -> Plan:
-    """Heuristic plan for an untuned shape.
-
-    Depthwise and 1x1 have dedicated paths.  Everything else runs the improved im2row with the
-    widest column block whose buffer stays within one image's input bytes: wider blocks give
-    the GEMM more rows, the budget keeps the promise of a buffer smaller than the input."""
+@functools.lru_cache(maxsize=1024)
+def _default_plan(spec: ConvSpec, isa: str, threads: int) -> Plan:
     if "depthwise" in valid_algorithms(spec):
         return Plan("depthwise")
     # Our packed GEMM beats OpenBLAS sgemm by 2-6x where SIMD kernels exist (benchmarks/);
     # the scalar one is only an oracle, so a scalar-only machine keeps sgemm.
-    gemm = "sgemm" if hwinfo.get_isa() == "scalar" else "packed"
+    gemm = "sgemm" if isa == "scalar" else "packed"
     if spec.is_pointwise:
         return Plan("pointwise", gemm=gemm)
     if "incremental" not in valid_algorithms(spec):
         return Plan("classic", gemm=gemm)
-    return Plan("incremental", largest_block_within(spec, image_input_bytes(spec), gemm), gemm=gemm)
+    return _default_incremental(spec, gemm, threads)
+
+
+def default_plan(spec: ConvSpec, threads: int | None = None) -> Plan:
+    """Heuristic plan for an untuned shape run with `threads` (default: im2row's current
+    count), cached per shape, ISA and thread count.
+
+    Depthwise and 1x1 have dedicated paths.  Everything else runs the improved im2row with a
+    workspace smaller than one image's input (see _default_incremental)."""
+    if threads is None:
+        threads = get_num_threads()
+    return _default_plan(spec.with_batch(1), hwinfo.get_isa(), int(threads))
 
 
 # The plan cache (im2row.wisdom) registers a lookup here; the runtime stays tuner-free.
@@ -170,14 +213,17 @@ def set_tuned_lookup(lookup) -> None:
     _tuned_lookup = lookup
 
 
-def choose_plan(spec: ConvSpec) -> Plan:
-    """The tuned plan for this shape if one is cached and still valid, else the default."""
+def choose_plan(spec: ConvSpec, threads: int | None = None) -> Plan:
+    """The tuned plan for this shape and thread count (default: im2row's current count) if
+    one is cached and still valid, else the default."""
+    if threads is None:
+        threads = get_num_threads()
     if _tuned_lookup is not None:
-        plan = _tuned_lookup(spec)
+        plan = _tuned_lookup(spec, threads)
         if plan is not None:
             try:
                 validate_plan(spec, plan)
                 return plan
-            except ValueError:
+            except (TypeError, ValueError):
                 pass
-    return default_plan(spec)
+    return default_plan(spec, threads)

@@ -459,19 +459,21 @@ DEF MODE_CHANNELS = 2   # threads share one buffer: split the fill by input chan
 
 
 cdef int _parallel_mode(const Geometry *g, const Schedule *s, int code, Py_ssize_t tasks,
-                        int threads) noexcept nogil:
+                        int threads, bint shared) noexcept nogil:
+    # shared: inside one image, threads share one buffer (workspace as for one thread)
+    # rather than taking column classes with a buffer each.
     if threads <= 1 or tasks >= threads or code == ALG_DEPTHWISE:
         return MODE_TASKS
-    if code == ALG_INCREMENTAL and s.G >= 2 * threads:
+    if code == ALG_INCREMENTAL and s.G >= 2 * threads and not shared:
         return MODE_CLASSES
     return MODE_CHANNELS
 
 
 cdef Py_ssize_t _call_scratch(const Geometry *g, int code, Schedule *s, Py_ssize_t batch,
-                              int threads, int *mode) noexcept nogil:
+                              int threads, bint shared, int *mode) noexcept nogil:
     """Floats one call allocates: per-thread scratch, or one shared scratch when threads split
     the output channels (each pass then covers them all)."""
-    mode[0] = _parallel_mode(g, s, code, batch * g.groups, threads)
+    mode[0] = _parallel_mode(g, s, code, batch * g.groups, threads, shared)
     if mode[0] == MODE_CHANNELS:
         s.CB = g.OCg
         return _scratch_floats(g, code, s)
@@ -480,7 +482,7 @@ cdef Py_ssize_t _call_scratch(const Geometry *g, int code, Schedule *s, Py_ssize
 
 def scratch_floats(tuple spec, str algorithm, Py_ssize_t column_block,
                    Py_ssize_t channel_block=0, Py_ssize_t row_block=0, Py_ssize_t batch=1,
-                   int threads=1, bint packed=True):
+                   int threads=1, bint packed=True, bint shared=False):
     """Floats of scratch one call of this plan allocates (the workspace), for `threads`."""
     cdef Geometry g
     cdef Schedule s
@@ -488,7 +490,7 @@ def scratch_floats(tuple spec, str algorithm, Py_ssize_t column_block,
     _geometry(spec, &g)
     code = ALGORITHMS[algorithm]
     _schedule_for(&g, code, column_block, channel_block, row_block, packed, &s)
-    return _call_scratch(&g, code, &s, batch, threads, &mode)
+    return _call_scratch(&g, code, &s, batch, threads, shared, &mode)
 
 
 def schedule_info(tuple spec, Py_ssize_t column_block, Py_ssize_t channel_block=0,
@@ -505,7 +507,7 @@ def schedule_info(tuple spec, Py_ssize_t column_block, Py_ssize_t channel_block=
 
 
 def parallel_mode(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t batch,
-                  int threads):
+                  int threads, bint shared=False):
     """How `run` splits work for this plan: 'tasks', 'classes' or 'channels'."""
     cdef Geometry g
     cdef Schedule s
@@ -513,7 +515,7 @@ def parallel_mode(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t
     code = ALGORITHMS[algorithm]
     _schedule_for(&g, code, column_block, 0, 0, False, &s)
     return ("tasks", "classes", "channels")[
-        _parallel_mode(&g, &s, code, batch * g.groups, threads)]
+        _parallel_mode(&g, &s, code, batch * g.groups, threads, shared)]
 
 
 cdef bint _rotated_weights(int code, bint packed) noexcept nogil:
@@ -574,7 +576,7 @@ cdef Py_ssize_t _weight_block(const Geometry *g, int code, const im2row_kernels 
 
 def run(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t channel_block,
         Py_ssize_t row_block, KernelSet kernels, bint packed, cnp.ndarray weights, object bias,
-        cnp.ndarray x, cnp.ndarray out, int threads=1):
+        cnp.ndarray x, cnp.ndarray out, int threads=1, bint shared=False):
     """Convolve x (N, C, H, W) into out (N, OC, OH, OW), both C-contiguous float32.
 
     `weights` comes from pack_weights with the same spec/algorithm/kernels/packed.  Runs
@@ -632,7 +634,7 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t channel_b
     if N == 0:
         return out
     tasks = N * g.groups
-    total = _call_scratch(&g, code, &s, N, nthreads, &mode)
+    total = _call_scratch(&g, code, &s, N, nthreads, shared, &mode)
     scratch_n = _scratch_floats(&g, code, &s)
     if total > 0:
         with nogil:

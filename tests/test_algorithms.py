@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import im2row
-from im2row.plan import channel_blocks, column_blocks, valid_algorithms
+from im2row.plan import channel_blocks, column_blocks, row_blocks, valid_algorithms
 from conftest import ISAS, assert_matches_reference, make_operands, reference_pair
 
 pytestmark = pytest.mark.usefixtures("no_tuned_plans")
@@ -69,22 +69,31 @@ def _column_block_choices(spec):
     return sorted({1, max(1, (ow + 1) // 2), ow, ow + 5})
 
 
+def _incremental_variants(spec):
+    """(column_block, channel_block, row_block) triples: every column-block choice whole, and
+    every channel block and row band of the plan space at a middle column block, plus one
+    plan that combines the three."""
+    mid = max(1, (spec.out_width + 1) // 2)
+    variants = [(cb, 0, 0) for cb in _column_block_choices(spec)]
+    variants += [(mid, ch, 0) for ch in channel_blocks(spec) if ch]
+    variants += [(mid, 0, rb) for rb in row_blocks(spec) if rb]
+    variants.append((1, channel_blocks(spec)[-1], row_blocks(spec)[-1]))
+    return list(dict.fromkeys(variants))
+
+
 def _cases():
     for name in SHAPES:
         spec = _spec(name)
         for algorithm in valid_algorithms(spec):
             gemms = ["sgemm"] if algorithm == "depthwise" else ["sgemm", "packed"]
-            if algorithm == "incremental":
-                blocks = [(cb, ch) for cb in _column_block_choices(spec)
-                          for ch in channel_blocks(spec)]
-            else:
-                blocks = [(0, 0)]
-            for block, channels in blocks:
+            variants = _incremental_variants(spec) if algorithm == "incremental" else [(0, 0, 0)]
+            for block, channels, rows in variants:
                 for gemm in gemms:
                     tag = algorithm
                     if algorithm == "incremental":
                         tag += f"-cb{block}" + (f"-ch{channels}" if channels else "")
-                    yield pytest.param(name, algorithm, block, channels, gemm,
+                        tag += f"-rb{rows}" if rows else ""
+                    yield pytest.param(name, algorithm, block, channels, rows, gemm,
                                        id=f"{name}-{tag}-{gemm}")
 
 
@@ -105,11 +114,14 @@ def operands():
 
 
 @pytest.mark.parametrize("plan_isa", ISAS)
-@pytest.mark.parametrize("name,algorithm,column_block,channel_block,gemm", list(_cases()))
-def test_forced_plan(name, algorithm, column_block, channel_block, gemm, plan_isa, operands):
+@pytest.mark.parametrize("name,algorithm,column_block,channel_block,row_block,gemm",
+                         list(_cases()))
+def test_forced_plan(name, algorithm, column_block, channel_block, row_block, gemm, plan_isa,
+                     operands):
     x, w, b, conv, expected = operands(name)
     plan = im2row.Plan(algorithm=algorithm, column_block=column_block,
-                       channel_block=channel_block, gemm=gemm, isa=plan_isa)
+                       channel_block=channel_block, row_block=row_block, gemm=gemm,
+                       isa=plan_isa)
     layer = im2row.Conv2d(w, b, **conv, plan=plan)
     y = layer(x)
     assert_matches_reference(y, x, w, b, expected=expected, **conv)
@@ -130,18 +142,27 @@ def test_every_shape_offers_the_general_algorithms():
 
 
 @pytest.mark.parametrize("gemm", ["sgemm", "packed"])
-@pytest.mark.parametrize("name", ["3x3-s2-p1", "5x5-s3-p2", "1x4-s19-d13", "3x3-s2-d2", "3x3-g3-s2"])
-def test_incremental_every_column_block(name, gemm, operands):
-    """All distinct block sizes of the plan space, on the active ISA."""
+@pytest.mark.parametrize("name", ["3x3-s2-p1", "5x5-s3-p2", "1x4-s19-d13", "3x3-s2-d2", "3x3-g3-s2",
+                                  "5x5-s2-oc33"])
+def test_incremental_whole_plan_space(name, gemm, operands):
+    """Every column block x row band x channel block of the plan space, on the active ISA."""
     x, w, b, conv, expected = operands(name)
     spec = _spec(name)
+    space = im2row.plan_space(spec)
     blocks = column_blocks(spec)
-    assert blocks == im2row.plan_space(spec)["column_block"]
+    assert blocks == space["column_block"]
     assert blocks[0] == 1 and blocks[-1] == spec.out_width
+    assert space["row_block"][0] == 0 and space["channel_block"][0] == 0
     for block in blocks:
-        y = im2row.conv2d(x, w, b, **conv, plan=im2row.Plan(algorithm="incremental", column_block=block,
-                                                              gemm=gemm))
-        assert_matches_reference(y, x, w, b, expected=expected, **conv)
+        for rows in space["row_block"]:
+            for channels in space["channel_block"]:
+                plan = im2row.Plan(algorithm="incremental", column_block=block,
+                                   channel_block=channels, row_block=rows, gemm=gemm)
+                y = im2row.conv2d(x, w, b, **conv, plan=plan)
+                try:
+                    assert_matches_reference(y, x, w, b, expected=expected, **conv)
+                except AssertionError as exc:
+                    raise AssertionError(f"{plan}: {exc}") from None
 
 
 @pytest.mark.parametrize("algorithm", ["incremental", "classic", "pointwise", "depthwise"])

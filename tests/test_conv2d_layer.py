@@ -37,7 +37,8 @@ def test_input_shape_plans_at_construction(input_shape, rng):
     assert plan == im2row.default_plan(spec).resolved()
     y = layer(x)                                         # batch 3: same prepared plan
     assert_matches_reference(y, x, w, b, padding=1)
-    assert layer.plan == plan and layer.workspace_bytes == workspace
+    assert layer.plan == plan    # the workspace may grow: threads can take whole images
+    assert layer.workspace_bytes >= workspace
 
 
 WORKSPACE_CASES = [(32, 28, 32, 3, 1), (64, 56, 64, 3, 1), (16, 40, 48, 5, 2), (48, 20, 96, 3, 2),
@@ -152,9 +153,12 @@ def test_out_with_empty_batch(rng):
     assert im2row.conv2d(x, w, b, **conv, out=out) is out
 
 
+INCREMENTAL_1 = im2row.Plan(algorithm="incremental", column_block=1)
+
+
 @pytest.mark.parametrize("kernel,padding,plan", [
-    ((1, 1), 0, None), ((1, 1), 0, im2row.Plan("classic")), ((1, 1), 0, im2row.Plan(algorithm="incremental", column_block=1)),
-    ((3, 3), 1, None), ((3, 3), 1, im2row.Plan("classic")), ((3, 3), 1, im2row.Plan(algorithm="incremental", column_block=1)),
+    ((1, 1), 0, None), ((1, 1), 0, im2row.Plan("classic")), ((1, 1), 0, INCREMENTAL_1),
+    ((3, 3), 1, None), ((3, 3), 1, im2row.Plan("classic")), ((3, 3), 1, INCREMENTAL_1),
 ], ids=["1x1-default", "1x1-classic", "1x1-incremental", "3x3-default", "3x3-classic",
         "3x3-incremental-cb1"])
 def test_out_overlapping_input(kernel, padding, plan, rng):

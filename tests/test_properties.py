@@ -1,5 +1,5 @@
 """Property test: random valid convolutions (shape, padding form, groups, layout, batch, plan,
-ISA) agree with the float64 reference."""
+ISA, threads) agree with the float64 reference."""
 import numpy as np
 import pytest
 
@@ -7,7 +7,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 import im2row  # noqa: E402
-from im2row.plan import valid_algorithms  # noqa: E402
+from im2row.plan import channel_blocks, row_blocks, valid_algorithms  # noqa: E402
 from conftest import ISAS, assert_matches_reference  # noqa: E402
 from reference import explicit_padding  # noqa: E402
 
@@ -19,7 +19,7 @@ def convolutions(draw):
     kind = draw(st.sampled_from(["dense", "grouped", "depthwise"]))
     if kind == "dense":
         groups, cg = 1, draw(st.integers(1, 9))
-        oc = draw(st.integers(1, 10))
+        oc = draw(st.one_of(st.integers(1, 10), st.integers(11, 40)))
     elif kind == "grouped":
         groups, cg = draw(st.integers(2, 4)), draw(st.integers(1, 4))
         oc = groups * draw(st.integers(1, 3))
@@ -54,16 +54,22 @@ def convolutions(draw):
     plan = None
     if draw(st.booleans()):
         algorithm = draw(st.sampled_from(valid_algorithms(spec)))
-        block = draw(st.integers(1, spec.out_width + 2)) if algorithm == "incremental" else 0
-        plan = im2row.Plan(algorithm=algorithm, column_block=block,
+        block, channels, rows = 0, 0, 0
+        if algorithm == "incremental":
+            block = draw(st.integers(1, spec.out_width + 2))
+            channels = draw(st.sampled_from(channel_blocks(spec)))
+            rows = draw(st.sampled_from(row_blocks(spec)))
+        plan = im2row.Plan(algorithm=algorithm, column_block=block, channel_block=channels,
+                           row_block=rows,
                            gemm=draw(st.sampled_from(["sgemm", "packed"])),
                            isa=draw(st.sampled_from(ISAS)))
     return dict(c=c, h=h, w=w, oc=oc, cg=cg, kh=kh, kw=kw, batch=batch, layout=layout,
                 unbatched=unbatched, conv=conv, plan=plan, isa=draw(st.sampled_from(ISAS)),
-                bias=draw(st.booleans()), seed=draw(st.integers(0, 2**32 - 1)))
+                bias=draw(st.booleans()), threads=draw(st.sampled_from([None, 1, 2, 3])),
+                seed=draw(st.integers(0, 2**32 - 1)))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=convolutions())
 def test_random_convolutions_match_reference(case):
     rng = np.random.default_rng(case["seed"])
@@ -77,7 +83,8 @@ def test_random_convolutions_match_reference(case):
     before = im2row.get_isa()
     im2row.set_isa(case["isa"])
     try:
-        y = im2row.conv2d(x, weight, bias, **case["conv"], layout=case["layout"], plan=case["plan"])
+        y = im2row.conv2d(x, weight, bias, **case["conv"], layout=case["layout"], plan=case["plan"],
+                          threads=case["threads"])
     finally:
         im2row.set_isa(before)
     assert_matches_reference(y, x, weight, bias, **case["conv"], layout=case["layout"])

@@ -1,11 +1,13 @@
 """Threads: every way the core splits a call (whole tasks, column classes, output channels),
-both Plan.parallel modes, several thread counts; thread-count settings."""
+every Plan.parallel mode, several thread counts; thread-count settings."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 import im2row
 from im2row import _core
-from im2row.plan import core_spec
+from im2row.plan import core_spec, scratch_bytes
 from conftest import assert_matches_reference, make_operands, reference_pair
 
 pytestmark = pytest.mark.usefixtures("no_tuned_plans")
@@ -34,8 +36,10 @@ CASES = {
     "depthwise": ((1, 6, 11, 12), (12, 1, 3, 3), dict(padding=1, groups=6), "depthwise", 0),
     "incremental-tasks": ((3, 5, 8, 9), (20, 5, 3, 3), dict(padding=1), "incremental", 3),
     "incremental-channel-block": ((1, 5, 12, 20), (70, 5, 3, 3), dict(padding=1), "incremental", 5),
+    "incremental-row-bands": ((1, 5, 17, 20), (40, 5, 3, 3), dict(padding=1), "incremental", 4),
 }
-CHANNEL_BLOCK = {"incremental-channel-block": 16}
+CHANNEL_BLOCK = {"incremental-channel-block": 16, "incremental-row-bands": 16}
+ROW_BLOCK = {"incremental-row-bands": 4}
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +58,39 @@ def operands():
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 5], ids=lambda t: f"t{t}")
-@pytest.mark.parametrize("parallel", ["split", "blas"])
+@pytest.mark.parametrize("parallel", ["split", "shared", "blas"])
 @pytest.mark.parametrize("gemm", ["sgemm", "packed"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_thread_splits(name, gemm, parallel, threads, operands):
+    if parallel == "blas" and gemm == "packed":
+        pytest.skip("'blas' hands threads to sgemm only (test_blas_split_needs_sgemm)")
     x, w, b, conv, expected = operands(name)
     algorithm, block = CASES[name][3], CASES[name][4]
     plan = im2row.Plan(algorithm=algorithm, column_block=block,
-                       channel_block=CHANNEL_BLOCK.get(name, 0), gemm=gemm, parallel=parallel)
+                       channel_block=CHANNEL_BLOCK.get(name, 0), row_block=ROW_BLOCK.get(name, 0),
+                       gemm=gemm, parallel=parallel)
     y = im2row.conv2d(x, w, b, **conv, plan=plan, threads=threads)
     assert_matches_reference(y, x, w, b, expected=expected, **conv)
     layer = im2row.Conv2d(w, b, **conv, plan=plan, threads=threads)
     assert_matches_reference(layer(x), x, w, b, expected=expected, **conv)
+
+
+def test_blas_split_needs_sgemm():
+    x = np.zeros((1, 2, 6, 6), np.float32)
+    w = np.zeros((3, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="parallel='blas'"):
+        im2row.conv2d(x, w, plan=im2row.Plan("classic", gemm="packed", parallel="blas"))
+
+
+def test_shared_split_keeps_one_buffer():
+    """'shared' splits one image over threads with the workspace of one thread."""
+    spec = im2row.make_spec((1, 16, 20, 20), (16, 16, 3, 3), padding=1)
+    split = im2row.Plan("incremental", 2, gemm="packed", parallel="split")
+    shared = dataclasses.replace(split, parallel="shared")
+    assert _core.parallel_mode(core_spec(spec), "incremental", 2, 1, 2) == "classes"
+    assert _core.parallel_mode(core_spec(spec), "incremental", 2, 1, 2, True) == "channels"
+    assert scratch_bytes(spec, shared, 2) <= scratch_bytes(spec, split, 1)
+    assert scratch_bytes(spec, split, 2) > scratch_bytes(spec, split, 1)
 
 
 def test_cases_reach_every_split_mode():

@@ -88,7 +88,7 @@ def test_space_covers_every_plan_field_generically(shape, weight, conv, threads)
     plan_fields = [f.name for f in fields(Plan)]
     assert set(space.choices) == set(raw) & set(plan_fields)
     plans = space.plans()
-    assert plans[0] == space.default == canonical(default_plan(spec).resolved(), spec, threads)
+    assert plans[0] == space.default == canonical(default_plan(spec, threads).resolved(), spec, threads)
     assert len(set(plans)) == len(plans)
     for plan in plans:
         validate_plan(spec, plan)
@@ -157,7 +157,7 @@ def test_wrong_results_never_win(monkeypatch, cache):
 
     def runner(self, plan):
         run = original(self, plan)
-        if plan == canonical(default_plan(spec), spec, 1):
+        if plan == canonical(default_plan(spec, 1), spec, 1):
             return run
 
         def broken():
@@ -167,7 +167,7 @@ def test_wrong_results_never_win(monkeypatch, cache):
         return broken
 
     monkeypatch.setattr(measure.Bench, "runner", runner)
-    default = canonical(default_plan(spec), spec, 1)
+    default = canonical(default_plan(spec, 1), spec, 1)
     fake_clock(monkeypatch, lambda plan: 1e-3 if plan == default else 1e-6)
     out = tune_shape(spec, n_trials=10, timeout=None, threads=1, repeats=2)
     assert out.plan == out.default_plan

@@ -112,7 +112,7 @@ class Bench:
         self.w = (rng.uniform(-1.0, 1.0, spec.weight_shape) / math.sqrt(fan_in)).astype(np.float32)
         self.b = rng.uniform(-0.5, 0.5, (spec.out_channels,)).astype(np.float32)
         self.out = np.empty(spec.output_shape, np.float32)
-        self.default = default_plan(spec).resolved()
+        self.default = default_plan(spec, self.threads).resolved()
         run = self.runner(self.default)
         run()
         self.reference = self.out.astype(np.float64)

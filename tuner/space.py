@@ -26,10 +26,13 @@ RELEVANT = {
     "column_block": lambda p, ctx: p.get("algorithm") == "incremental",
     # Output channels per pass over the columns: a loop of the improved im2row only.
     "channel_block": lambda p, ctx: p.get("algorithm") == "incremental",
+    # Output rows per band: a loop of the improved im2row only.
+    "row_block": lambda p, ctx: p.get("algorithm") == "incremental",
     # The depthwise kernel is direct: no GEMM.
     "gemm": lambda p, ctx: p.get("algorithm") != "depthwise",
-    # With one thread there is nothing to hand to BLAS; the packed GEMM is ours, never BLAS's.
-    "parallel": lambda p, ctx: ctx.threads > 1 and p.get("gemm", "sgemm") == "sgemm",
+    # With one thread there is nothing to split; the direct depthwise kernel splits by image.
+    # (validate_plan keeps 'blas' to sgemm plans.)
+    "parallel": lambda p, ctx: ctx.threads > 1 and p.get("algorithm") != "depthwise",
 }
 
 
@@ -59,7 +62,7 @@ class SearchSpace:
                     values = sorted(values)
                 self.choices[name] = values
         self.ignored_fields = sorted(set(raw) - set(names))  # in plan_space but not in Plan
-        self.default = canonical(default_plan(spec).resolved(), spec, threads)
+        self.default = canonical(default_plan(spec, threads).resolved(), spec, threads)
         self._plans = None
 
     # -- canonical plans ------------------------------------------------------------------
@@ -75,7 +78,7 @@ class SearchSpace:
 
             def walk(i: int, partial: dict):
                 if i == len(names):
-                    plan = Plan(**partial)
+                    plan = canonical(Plan(**partial), self.spec, self.context.threads, self)
                     try:
                         validate_plan(self.spec, plan)
                     except ValueError:
@@ -175,6 +178,8 @@ def canonical(plan: Plan, spec: ConvSpec, threads: int, space: SearchSpace | Non
             partial[f.name] = _PLAN_DEFAULTS[f.name]
         else:
             partial[f.name] = values[f.name]
+    if partial.get("parallel") == "shared" and partial.get("algorithm") != "incremental":
+        partial["parallel"] = "split"   # only the improved im2row has private buffers to share
     if partial.get("algorithm") == "incremental" and partial.get("column_block", 1) < 1:
         choices = (space.choices if space else plan_space(spec)).get("column_block") or [1]
         partial["column_block"] = max(choices)

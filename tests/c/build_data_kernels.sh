@@ -24,7 +24,7 @@ if [ "$MODE" = neon ]; then
     for f in $SCALAR $K/arm/f32-gather-neon.c $K/arm/f32-scatter-bias-neon.c $K/arm/f32-dwconv-neon.c \
              "$ROOT/tests/c/data_kernels_check.c"; do
         o=$OUT/$(basename "$f" .c).a64.o
-        $CC -O2 -std=c11 -Wall -Wextra -Wno-comment $EXTRA $INC -c "$f" -o "$o"
+        $CC -O3 -std=c99 -fno-strict-aliasing -Wall -Wextra -Wno-comment $EXTRA $INC -c "$f" -o "$o"
         objs="$objs $o"
     done
     $CC -O2 -static $EXTRA $objs -lm -o "$OUT/data_kernels_check_aarch64"
@@ -39,7 +39,7 @@ AVX512="-mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma"
 objs=""
 build() { # file flags
     o=$OUT/$(basename "$1" .c).o
-    $CC -O3 -std=c11 -Wall -Wextra -Wno-comment $2 $EXTRA $INC -c "$1" -o "$o"
+    $CC -O3 -std=c99 -fno-strict-aliasing -Wall -Wextra -Wno-comment $2 $EXTRA $INC -c "$1" -o "$o"
     objs="$objs $o"
 }
 for f in $SCALAR; do build "$f" ""; done
@@ -57,7 +57,7 @@ for f in f32-gather-avx512 f32-scatter-bias-avx512; do
         esac
     fi
 done
-$CC -O2 -std=c11 -Wall -Wextra -Wno-comment $DEFS $EXTRA $INC -c "$ROOT/tests/c/data_kernels_check.c" \
+$CC -O2 -std=c99 -Wall -Wextra -Wno-comment $DEFS $EXTRA $INC -c "$ROOT/tests/c/data_kernels_check.c" \
     -o "$OUT/data_kernels_check.o"
 $CC $EXTRA $objs "$OUT/data_kernels_check.o" -lm -o "$OUT/data_kernels_check"
 echo "built $OUT/data_kernels_check"
