@@ -3,19 +3,21 @@
     python -m im2row info                                   # CPU, ISA, BLAS, threads, plan cache
     python -m im2row tune resnet50 [--trials N] [--timeout S] [--threads T] [--cache FILE]
     python -m im2row tune model.onnx | layers.json ...
+    python -m im2row run resnet50 [--threads T] [--batch N]  # run + check + time with the plans
     python -m im2row bench [bench_layers.py options]        # source checkouts: the benchmark
 
-`info` and `bench` never import optuna; `tune` needs it (pip install 'im2row[tune]').
+`info`, `run` and `bench` never import optuna; `tune` needs it (pip install 'im2row[tune]').
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-USAGE = """usage: python -m im2row {info,tune,bench} ...
+USAGE = """usage: python -m im2row {info,tune,run,bench} ...
 
   info    detected CPU features, kernel ISA in use, BLAS and its threads, plan cache
   tune    tune a model's convolution plans: python -m im2row tune resnet50 --trials 40
+  run     run a model's convolutions with the tuned plans, checked and timed
   bench   side-by-side layer benchmark (benchmarks/bench_layers.py of a source checkout)
 
 'python -m im2row <command> --help' for a command's options."""
@@ -107,6 +109,9 @@ def main(argv=None) -> int:
     if command == "tune":
         from im2row.tuner.cli import main as tune_main
         return tune_main(rest)
+    if command == "run":
+        from im2row.modelrun import main as run_main
+        return run_main(rest)
     if command == "bench":
         return bench(rest)
     print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)

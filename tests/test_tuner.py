@@ -284,6 +284,39 @@ def test_cli_tune_in_process(capsys, cache, tmp_path):
     assert "2 plan(s) for this machine" in capsys.readouterr().out
 
 
+def test_cli_run_uses_tuned_plans(capsys, cache, tmp_path):
+    """`run` after `tune`: every shape runs its cached plan and matches the check path."""
+    from im2row.__main__ import main
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps(TINY_LAYERS[:3]))
+    assert main(["tune", str(suite), "--trials", "3", "--timeout", "2", "--threads", "1",
+                 "--repeats", "1", "--cache", str(cache), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(suite), "--threads", "1", "--repeats", "1", "--cache",
+                 str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "3 distinct shapes (3 tuned)" in out and "(ok," in out
+
+
+def test_cli_run_reports_a_wrong_result(capsys, tmp_path, monkeypatch):
+    """The run check can fail: a layer whose output is corrupted is reported, exit 1."""
+    from im2row import modelrun
+    from im2row.__main__ import main
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps(TINY_LAYERS[:1]))
+    real_call = modelrun.Conv2d.__call__
+
+    def corrupt(self, x, **kw):
+        y = real_call(self, x, **kw)
+        if self._forced_plan is not None and self._forced_plan.algorithm != "classic":
+            y.flat[0] += 1.0
+        return y
+
+    monkeypatch.setattr(modelrun.Conv2d, "__call__", corrupt)
+    assert main(["run", str(suite), "--threads", "1", "--repeats", "1"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
 def test_cli_unknown_command(capsys):
     from im2row.__main__ import main
     assert main(["frobnicate"]) == 2
