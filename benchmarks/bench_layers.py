@@ -138,7 +138,7 @@ def _make_im2row(x, w, b, geo, threads, forced_default: bool):
     if forced_default:
         spec = im2row.make_spec(x.shape, w.shape, stride=geo.stride, padding=padding,
                                 dilation=geo.dilation, groups=geo.groups)
-        plan = im2row.default_plan(spec)
+        plan = im2row.default_plan(spec, threads)
     kwargs = {"input_shape": x.shape, "plan": plan}
     if _accepts(im2row.Conv2d, "threads"):
         kwargs["threads"] = threads  # else run_suite's set_num_threads applies
@@ -329,20 +329,19 @@ def _derive(r: dict) -> None:
 def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02,
               layer_cap: float = 3.0, compare_plans: bool = False, plans: str = "default",
               contenders: list | None = None, seed: int = 0, progress=None,
-              clock: str = "auto") -> list:
+              clock: str = "auto", cache=None) -> list:
     """Benchmark layers side by side; returns one dict per layer (see run_layer).
 
     layers: a suite name, a path to a suite JSON, or a list of suite entries (dicts).
-    plans: 'default' or 'tuned'; both let the library choose its plan ('tuned' also loads the
-    plan cache module when it exists).  compare_plans adds an im2row run with the default
-    plan forced.  progress: callable(str) for one line per layer, or None."""
+    plans: 'default' (plan cache off: untuned default plans) or 'tuned' (the runtime's plan
+    cache, file `cache` or the default one).  compare_plans adds an im2row run with the
+    default plan forced.  progress: callable(str) for one line per layer, or None."""
     from threadpoolctl import threadpool_limits
 
     clock = resolve_clock(clock, threads)
     if isinstance(layers, (str, os.PathLike)):
         layers = load_suite(str(layers))
-    if plans == "tuned":
-        _load_plan_cache()
+    _use_plan_cache(plans == "tuned", cache)
     names = list(contenders) if contenders else available_contenders(compare_plans)
     if compare_plans and IM2ROW_DEFAULT not in names:
         names.insert(1, IM2ROW_DEFAULT)
@@ -400,10 +399,17 @@ def _preload(names: list) -> None:
                 pass
 
 
-def _load_plan_cache() -> None:
-    """Hook for the tuner's plan cache: importing it registers the lookup in im2row.plan."""
-    if importlib.util.find_spec("im2row.wisdom") is not None:
-        importlib.import_module("im2row.wisdom")
+def _use_plan_cache(enabled: bool, path=None) -> None:
+    """'tuned': the runtime's plan cache (the default file, or `path`); 'default': no cache,
+    so every layer runs the heuristic default plan."""
+    from im2row import wisdom
+
+    if enabled:
+        if path is not None:
+            os.environ[wisdom.ENV_VAR] = str(path)
+    else:
+        os.environ[wisdom.ENV_VAR] = "off"
+    wisdom.store().reset()
 
 
 def _progress_line(r: dict) -> str:
@@ -716,8 +722,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seconds of timing per layer before stopping early, after >= 3 rounds "
                         "(default 3)")
     p.add_argument("--plans", choices=("default", "tuned"), default="default",
-                   help="'tuned' = let the library pick from its plan cache (for now the same "
-                        "as default: the library picks)")
+                   help="'default' (default): plan cache off, untuned default plans; 'tuned': "
+                        "plans from the plan cache (--cache or the runtime's default file)")
+    p.add_argument("--cache", default=None, help="plan cache file for --plans tuned")
     p.add_argument("--compare-plans", action="store_true",
                    help="also run im2row with im2row.default_plan(spec) forced, side by side")
     p.add_argument("--contenders", default=None,
@@ -771,7 +778,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     results = run_suite(entries, threads=args.threads, repeats=args.repeats,
                         min_time=args.min_time, layer_cap=args.layer_cap,
-                        compare_plans=args.compare_plans, plans=args.plans,
+                        compare_plans=args.compare_plans, plans=args.plans, cache=args.cache,
                         contenders=contenders, seed=args.seed, progress=progress,
                         clock=args.clock)
     summaries = summarize(results)
