@@ -52,9 +52,11 @@ DEF ALG_CLASSIC = 0
 DEF ALG_INCREMENTAL = 1
 DEF ALG_POINTWISE = 2
 DEF ALG_DEPTHWISE = 3
+DEF ALG_ROWWISE = 4
 
 ALGORITHMS = {"classic": ALG_CLASSIC, "incremental": ALG_INCREMENTAL,
-              "pointwise": ALG_POINTWISE, "depthwise": ALG_DEPTHWISE}
+              "pointwise": ALG_POINTWISE, "depthwise": ALG_DEPTHWISE,
+              "rowwise": ALG_ROWWISE}
 
 
 cdef struct Geometry:
@@ -138,6 +140,17 @@ cdef Py_ssize_t _row_pointers(const Geometry *g, int algorithm) noexcept nogil:
     return g.Cg * g.kh * g.kw
 
 
+cdef inline Py_ssize_t _phase_width(const Geometry *g) noexcept nogil:
+    """Floats of one stride phase of a padded input row: output column ox at tap j reads
+    phase (j*dw) % sw at index ox + (j*dw) // sw."""
+    return g.OW + ((g.kw - 1) * g.dw) // g.sw
+
+
+cdef inline Py_ssize_t _band_span(const Geometry *g, Py_ssize_t nrows) noexcept nogil:
+    """Input rows a band of nrows output rows reads."""
+    return (nrows - 1) * g.sh + (g.kh - 1) * g.dh + 1
+
+
 cdef Py_ssize_t _data_floats(const Geometry *g, int algorithm, const Schedule *s) noexcept nogil:
     cdef Py_ssize_t hp, phase_w
     if algorithm == ALG_INCREMENTAL:
@@ -150,9 +163,9 @@ cdef Py_ssize_t _data_floats(const Geometry *g, int algorithm, const Schedule *s
             return 0
         return g.Cg * g.OH * g.OW
     if algorithm == ALG_DEPTHWISE:
-        hp = (g.OH - 1) * g.sh + (g.kh - 1) * g.dh + 1
-        phase_w = g.OW + ((g.kw - 1) * g.dw) // g.sw
-        return g.sw * hp * phase_w
+        return g.sw * _band_span(g, g.OH) * _phase_width(g)
+    if algorithm == ALG_ROWWISE:
+        return g.Cg * _band_span(g, s.RB) * g.sw * _phase_width(g)
     return -1
 
 
@@ -364,11 +377,58 @@ cdef void _run_classes(const Geometry *g, const Schedule *s, const im2row_kernel
         ob = ob_end
 
 
+cdef void _band_fill(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
+                     const float *x, float *band, Py_ssize_t c0, Py_ssize_t c1,
+                     Py_ssize_t oh0, Py_ssize_t nrows) noexcept nogil:
+    """Row-wise im2row: copy the input rows that output rows [oh0, oh0+nrows) read, for
+    channels [c0, c1), each zero-padded and split into its sw stride phases.  Every input
+    element is copied once per band (the band's kh-1 halo rows twice)."""
+    cdef Py_ssize_t span = _band_span(g, s.RB), phase_w = _phase_width(g)
+    cdef Py_ssize_t c, r, p, top = oh0 * g.sh - g.pt
+    for c in range(c0, c1):
+        for r in range(_band_span(g, nrows)):
+            for p in range(g.sw):
+                _gather_row(kern, band + ((c * span + r) * g.sw + p) * phase_w,
+                            x + c * g.H * g.W, top + r, g.H, g.W, p - g.pl, g.sw, phase_w)
+
+
+cdef void _band_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
+                     const float *band, const float **rows, const float *w, float *out,
+                     Py_ssize_t oh0, Py_ssize_t nrows) noexcept nogil:
+    """One packed GEMM per output row of the band, accumulating into the output (bias already
+    there): its patch matrix is kh*kw*Cg row pointers into the band, no copy at all."""
+    cdef Py_ssize_t span = _band_span(g, s.RB), phase_w = _phase_width(g)
+    cdef Py_ssize_t K = g.Cg * g.kh * g.kw, plane = g.OH * g.OW
+    cdef Py_ssize_t oy, c, i, j, tap
+    for oy in range(nrows):
+        for c in range(g.Cg):
+            for i in range(g.kh):
+                for j in range(g.kw):
+                    tap = j * g.dw
+                    rows[(c * g.kh + i) * g.kw + j] = (
+                        band + ((c * span + oy * g.sh + i * g.dh) * g.sw + tap % g.sw) * phase_w
+                        + tap // g.sw)
+        kern.gemm(g.OCg, g.OW, K, w, rows, out + (oh0 + oy) * g.OW, plane, 1, 1)
+
+
+cdef void _run_bands(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
+                     const float *x, const float *w, float *out, float *scratch,
+                     Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
+    """Row-wise im2row over bands [b0, b1) of s.RB output rows, with a private scratch."""
+    cdef const float **rows = _pointer_area(g, ALG_ROWWISE, s, scratch)
+    cdef Py_ssize_t b, oh0, nrows
+    for b in range(b0, b1):
+        oh0 = b * s.RB
+        nrows = s.RB if oh0 + s.RB <= g.OH else g.OH - oh0
+        _band_fill(g, s, kern, x, scratch, 0, g.Cg, oh0, nrows)
+        _band_gemm(g, s, kern, scratch, rows, w, out, oh0, nrows)
+
+
 cdef void _run_depthwise(const Geometry *g, const im2row_kernels *kern, const float *x,
                          const float *w, const float *bias, float *out, float *scratch) noexcept nogil:
     """groups == C: one input plane feeds OCg output planes; GEMM would have K = kh*kw."""
-    cdef Py_ssize_t hp = (g.OH - 1) * g.sh + (g.kh - 1) * g.dh + 1
-    cdef Py_ssize_t phase_w = g.OW + ((g.kw - 1) * g.dw) // g.sw
+    cdef Py_ssize_t hp = _band_span(g, g.OH)
+    cdef Py_ssize_t phase_w = _phase_width(g)
     cdef Py_ssize_t p, r, m
     for p in range(g.sw):
         for r in range(hp):
@@ -399,6 +459,9 @@ cdef void _run_task(const Geometry *g, const Schedule *s, int code, const im2row
     cdef const float **rows
     if code == ALG_INCREMENTAL:
         _run_classes(g, s, kern, packed, weight_block, x, w, bias, out, scratch, 0, s.G, False)
+    elif code == ALG_ROWWISE:
+        _fill_bias(out, g.OCg, g.OH * g.OW, bias)
+        _run_bands(g, s, kern, x, w, out, scratch, 0, (g.OH + s.RB - 1) // s.RB)
     elif code == ALG_DEPTHWISE:
         _run_depthwise(g, kern, x, w, bias, out, scratch)
     else:
@@ -464,6 +527,8 @@ cdef int _parallel_mode(const Geometry *g, const Schedule *s, int code, Py_ssize
     # rather than taking column classes with a buffer each.
     if threads <= 1 or tasks >= threads or code == ALG_DEPTHWISE:
         return MODE_TASKS
+    if code == ALG_ROWWISE:
+        return MODE_CLASSES     # bands, each thread with its own (small) band buffer
     if code == ALG_INCREMENTAL and s.G >= 2 * threads and not shared:
         return MODE_CLASSES
     return MODE_CHANNELS
@@ -617,6 +682,8 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t channel_b
         raise ValueError("core: array shapes do not match the spec")
     if packed and kern.gemm == NULL:
         raise ValueError(f"ISA {kernels.isa} has no packed GEMM")
+    if code == ALG_ROWWISE and not packed:
+        raise ValueError("rowwise im2row needs the packed GEMM (its B rows are pointers)")
     if bias is not None:
         bias_arr = bias
         if bias_arr.dtype != np.float32 or bias_arr.ndim != 1 or bias_arr.shape[0] != g.OC:
@@ -664,6 +731,20 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t channel_b
             wg = wp + grp * group_weights
             bg = bp + grp * g.OCg if bp != NULL else NULL
             og = op + (n * g.OC + grp * g.OCg) * g.OH * g.OW
+            if mode == MODE_CLASSES and code == ALG_ROWWISE:
+                nchunks = (g.OH + s.RB - 1) // s.RB
+                chunk = (nchunks + nthreads - 1) // nthreads
+                with nogil:
+                    _fill_bias(og, g.OCg, g.OH * g.OW, bg)
+                with nogil, parallel(num_threads=nthreads):
+                    tid = threadid()
+                    for t in prange(nthreads, schedule='static'):
+                        lo = t * chunk
+                        hi = lo + chunk if lo + chunk < nchunks else nchunks
+                        if lo < hi:
+                            _run_bands(&g, &s, kern, xg, wg, og, scratch + tid * scratch_n,
+                                       lo, hi)
+                continue
             if mode == MODE_CLASSES:
                 chunk = (s.G + nthreads - 1) // nthreads
                 with nogil:

@@ -85,14 +85,20 @@ def _cases():
     for name in SHAPES:
         spec = _spec(name)
         for algorithm in valid_algorithms(spec):
-            gemms = ["sgemm"] if algorithm == "depthwise" else ["sgemm", "packed"]
-            variants = _incremental_variants(spec) if algorithm == "incremental" else [(0, 0, 0)]
+            gemms = {"depthwise": ["sgemm"], "rowwise": ["packed"]}.get(algorithm,
+                                                                         ["sgemm", "packed"])
+            if algorithm == "incremental":
+                variants = _incremental_variants(spec)
+            elif algorithm == "rowwise":   # every band height of the plan space
+                variants = [(0, 0, rb) for rb in row_blocks(spec)]
+            else:
+                variants = [(0, 0, 0)]
             for block, channels, rows in variants:
                 for gemm in gemms:
                     tag = algorithm
                     if algorithm == "incremental":
                         tag += f"-cb{block}" + (f"-ch{channels}" if channels else "")
-                        tag += f"-rb{rows}" if rows else ""
+                    tag += f"-rb{rows}" if rows else ""
                     yield pytest.param(name, algorithm, block, channels, rows, gemm,
                                        id=f"{name}-{tag}-{gemm}")
 
@@ -135,7 +141,8 @@ def test_every_shape_offers_the_general_algorithms():
     for name in SHAPES:
         spec = _spec(name)
         algos = valid_algorithms(spec)
-        assert algos[:2] == ["incremental", "classic"], name
+        assert algos[0] == "incremental" and "classic" in algos, name
+        assert ("rowwise" in algos) == (spec.group_in_channels > 1 or spec.groups == 1), name
         assert ("pointwise" in algos) == spec.is_pointwise, name
         assert ("depthwise" in algos) == (spec.groups > 1 and spec.group_in_channels == 1), name
         assert set(algos) <= set(im2row.plan_space(spec)["algorithm"]), name
@@ -181,12 +188,34 @@ def test_forced_plan_batch_and_layout(algorithm, gemm, layout, rng):
     assert y0.shape == (0,) + y.shape[1:]
 
 
-@pytest.mark.parametrize("algorithm", ["classic", "pointwise"])
+@pytest.mark.parametrize("algorithm", ["classic", "pointwise", "rowwise"])
 def test_large_vertical_stride_non_incremental(algorithm, rng):
     """Only the incremental schedule is limited to vertical strides <= 64."""
     x, w, b = make_operands(rng, (1, 2, 150, 20), (3, 2, 1, 1))
-    y = im2row.conv2d(x, w, b, stride=(70, 1), plan=im2row.Plan(algorithm=algorithm))
+    y = im2row.conv2d(x, w, b, stride=(70, 1), plan=im2row.Plan(algorithm=algorithm,
+                                                                gemm="packed"))
     assert_matches_reference(y, x, w, b, stride=(70, 1))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("row_block", [0, 1, 2, 5])
+def test_rowwise_batch_layout_and_bands(layout, row_block, rng):
+    """Row-wise im2row: bands (incl. a last short one), batch 0/3, strides and dilation that
+    split rows into phases, groups, channels-last."""
+    conv = dict(stride=(2, 3), padding=(2, 1, 0, 3), dilation=(1, 2), groups=2)
+    shape = (3, 6, 13, 17) if layout == "NCHW" else (3, 13, 17, 6)
+    x, w, b = make_operands(rng, shape, (8, 3, 3, 4))
+    plan = im2row.Plan(algorithm="rowwise", row_block=row_block, gemm="packed")
+    y = im2row.conv2d(x, w, b, **conv, layout=layout, plan=plan)
+    assert_matches_reference(y, x, w, b, layout=layout, **conv)
+    y0 = im2row.conv2d(x[:0], w, b, **conv, layout=layout, plan=plan)
+    assert y0.shape == (0,) + y.shape[1:]
+
+
+def test_rowwise_needs_the_packed_gemm():
+    x, w = np.zeros((1, 2, 6, 6), np.float32), np.zeros((3, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="rowwise.*packed"):
+        im2row.conv2d(x, w, plan=im2row.Plan("rowwise", gemm="sgemm"))
 
 
 # -- GEMM edges ------------------------------------------------------------------------------------

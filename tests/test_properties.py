@@ -59,9 +59,12 @@ def convolutions(draw):
             block = draw(st.integers(1, spec.out_width + 2))
             channels = draw(st.sampled_from(channel_blocks(spec)))
             rows = draw(st.sampled_from(row_blocks(spec)))
+        if algorithm == "rowwise":
+            rows = draw(st.sampled_from(row_blocks(spec)))
         plan = im2row.Plan(algorithm=algorithm, column_block=block, channel_block=channels,
                            row_block=rows,
-                           gemm=draw(st.sampled_from(["sgemm", "packed"])),
+                           gemm="packed" if algorithm == "rowwise"
+                           else draw(st.sampled_from(["sgemm", "packed"])),
                            isa=draw(st.sampled_from(ISAS)))
     return dict(c=c, h=h, w=w, oc=oc, cg=cg, kh=kh, kw=kw, batch=batch, layout=layout,
                 unbatched=unbatched, conv=conv, plan=plan, isa=draw(st.sampled_from(ISAS)),

@@ -37,9 +37,11 @@ CASES = {
     "incremental-tasks": ((3, 5, 8, 9), (20, 5, 3, 3), dict(padding=1), "incremental", 3),
     "incremental-channel-block": ((1, 5, 12, 20), (70, 5, 3, 3), dict(padding=1), "incremental", 5),
     "incremental-row-bands": ((1, 5, 17, 20), (40, 5, 3, 3), dict(padding=1), "incremental", 4),
+    "rowwise-bands": ((1, 5, 17, 20), (40, 5, 3, 3), dict(padding=1, stride=(1, 2)), "rowwise", 0),
+    "rowwise-tasks": ((3, 4, 9, 11), (20, 2, 3, 3), dict(padding=1, groups=2), "rowwise", 0),
 }
 CHANNEL_BLOCK = {"incremental-channel-block": 16, "incremental-row-bands": 16}
-ROW_BLOCK = {"incremental-row-bands": 4}
+ROW_BLOCK = {"incremental-row-bands": 4, "rowwise-bands": 3, "rowwise-tasks": 2}
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,8 @@ def operands():
 def test_thread_splits(name, gemm, parallel, threads, operands):
     if parallel == "blas" and gemm == "packed":
         pytest.skip("'blas' hands threads to sgemm only (test_blas_split_needs_sgemm)")
+    if CASES[name][3] == "rowwise" and gemm == "sgemm":
+        pytest.skip("rowwise runs on the packed GEMM only")
     x, w, b, conv, expected = operands(name)
     algorithm, block = CASES[name][3], CASES[name][4]
     plan = im2row.Plan(algorithm=algorithm, column_block=block,
@@ -99,7 +103,8 @@ def test_cases_reach_every_split_mode():
         pytest.skip("core does not report its split mode")
     expected = {"incremental-classes": "classes", "incremental-channels-g1": "channels",
                 "classic-channels": "channels", "classic-tasks": "tasks", "depthwise": "tasks",
-                "pointwise-view": "channels", "incremental-tasks": "tasks"}
+                "pointwise-view": "channels", "incremental-tasks": "tasks",
+                "rowwise-bands": "classes", "rowwise-tasks": "tasks"}
     for name, mode in expected.items():
         x_shape, w_shape, conv, algorithm, block = CASES[name]
         spec = im2row.make_spec(x_shape, w_shape, **conv)

@@ -27,13 +27,21 @@ RELEVANT = {
     # Output channels per pass over the columns: a loop of the improved im2row only.
     "channel_block": lambda p, ctx: p.get("algorithm") == "incremental",
     # Output rows per band: a loop of the improved im2row only.
-    "row_block": lambda p, ctx: p.get("algorithm") == "incremental",
-    # The depthwise kernel is direct: no GEMM.
-    "gemm": lambda p, ctx: p.get("algorithm") != "depthwise",
+    "row_block": lambda p, ctx: p.get("algorithm") in ("incremental", "rowwise"),
+    # The depthwise kernel is direct: no GEMM; row-wise im2row runs the packed GEMM only.
+    "gemm": lambda p, ctx: p.get("algorithm") not in ("depthwise", "rowwise"),
     # With one thread there is nothing to split; the direct depthwise kernel splits by image.
     # (validate_plan keeps 'blas' to sgemm plans.)
     "parallel": lambda p, ctx: ctx.threads > 1 and p.get("algorithm") != "depthwise",
 }
+
+
+# Where an ignored field must still take one value other than the Plan default.
+PINNED = {("gemm", "rowwise"): "packed"}
+
+
+def _pinned(name: str, partial: dict):
+    return PINNED.get((name, partial.get("algorithm")), _PLAN_DEFAULTS[name])
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,7 @@ class SearchSpace:
                     for value in self.choices[name]:
                         walk(i + 1, {**partial, name: value})
                 else:
-                    walk(i + 1, {**partial, name: _PLAN_DEFAULTS[name]})
+                    walk(i + 1, {**partial, name: _pinned(name, partial)})
 
             walk(0, {})
             ordered = list(found)
@@ -112,7 +120,7 @@ class SearchSpace:
         partial = {}
         for name, values in self.choices.items():
             if not self.relevant(name, partial) :
-                partial[name] = _PLAN_DEFAULTS[name]
+                partial[name] = _pinned(name, partial)
             elif len(values) == 1:
                 partial[name] = values[0]
             elif _is_ordinal(values):
@@ -128,7 +136,7 @@ class SearchSpace:
         for name, values in self.choices.items():
             value = getattr(plan, name)
             if not self.relevant(name, partial):
-                partial[name] = _PLAN_DEFAULTS[name]
+                partial[name] = _pinned(name, partial)
                 continue
             partial[name] = value
             if len(values) == 1:
@@ -175,7 +183,7 @@ def canonical(plan: Plan, spec: ConvSpec, threads: int, space: SearchSpace | Non
     for f in fields(Plan):
         rule = RELEVANT.get(f.name)
         if rule is not None and not rule(partial, ctx):
-            partial[f.name] = _PLAN_DEFAULTS[f.name]
+            partial[f.name] = _pinned(f.name, partial)
         else:
             partial[f.name] = values[f.name]
     if partial.get("parallel") == "shared" and partial.get("algorithm") != "incremental":
