@@ -76,7 +76,7 @@ class BuildWithIsaFlags(build_ext):
             flags = BASE_FLAGS + ISA_FLAGS.get(isa, []) if isa else BASE_FLAGS
             objects += self.compiler.compile(
                 [source], output_dir=self.build_temp, include_dirs=[str(KERNELS / "include")],
-                extra_postargs=flags, depends=[str(KERNELS / "include" / "im2row_kernels.h")])
+                extra_postargs=flags, depends=[str(p) for p in sorted((KERNELS / "include").iterdir())])
         ext.extra_objects = list(ext.extra_objects or []) + objects
         omp = openmp_flags(list(self.compiler.compiler_so[:1]) + [
             arg for arg in self.compiler.compiler_so[1:] if arg.startswith("--sysroot")])

@@ -13,30 +13,29 @@
  *                 vectors, the 8 A values of a k-step as two vectors used by lane (fmla .s[i]).
  *   m-vectorised  8*p rows x nc columns (nc <= 3): A k-steps are the vectors, B scalars the
  *                 multipliers; the tile is stored transposed.  Used for the n % 4 tail.
- * Blocking: k is cut into equal slices of at most KC so that an MC x KC block of A (128 KB)
- * stays in L2 while every column strip of B (KC x 12, 12 KB, from L1) streams past it.
+ * Blocking (gemm-packed-driver.inc): KC = 256, MC = 128, so the A block is 128 KB and a column
+ * strip of B (KC x 12, 12 KB) comes from L1.
  */
 #if defined(__aarch64__)
-#include <assert.h>
 #include <stddef.h>
 #include <arm_neon.h>
 
 #include "im2row_kernels.h"
+#include "gemm-packed-common.h"
 
-void im2row_gemm__neon(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_packed,
-                       const float *const *b_rows, float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate);
-extern const ptrdiff_t im2row_gemm_mr__neon;
+#define GEMM_FN im2row_gemm__neon
+#define GEMM_MR_VAR im2row_gemm_mr__neon
+/* The n-vectorised tile always covers the whole 8-row panel (lane FMAs over two A vectors). */
+enum { MR = 8, KC = 256, MC = 128, VW = 4, NV_ROWS = 8 };
+/* 2 panels (4 vectors per column) already keep 8-12 accumulators independent. */
+#define GEMM_M_QUAD 0
 
-enum { MR = 8, KC = 256, MC = 128 };
-const ptrdiff_t im2row_gemm_mr__neon = MR;
-
-#define INLINE static inline __attribute__((always_inline))
-
-/* One packed panel (8 rows) x NV vectors of 4 columns.  NV is a constant after inlining, so
- * the accumulator array lives in registers. */
-INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *const *restrict brows, ptrdiff_t col,
-                   float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc, const int NV)
+/* One packed panel (R = 8 rows) x NV vectors of 4 columns (w = 4*NV). */
+GEMM_INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *const *restrict brows, ptrdiff_t col,
+                        float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc, ptrdiff_t w, const int R,
+                        const int NV)
 {
+    (void)w, (void)R;
     float32x4_t vacc[8][3];
 #pragma GCC unroll 8
     for (int r = 0; r < 8; r++)
@@ -78,9 +77,9 @@ INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *const *re
 
 /* P panels (8*P rows, panel stride pstride) x NC columns; vacc[p][h][j] holds rows 4h..4h+3
  * of panel p in column j. */
-INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, const float *const *restrict brows,
-                   ptrdiff_t col, float *restrict c, ptrdiff_t ldc, ptrdiff_t cs, ptrdiff_t rows, int acc,
-                   const int P, const int NC)
+GEMM_INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, const float *const *restrict brows,
+                        ptrdiff_t col, float *restrict c, ptrdiff_t ldc, ptrdiff_t cs, ptrdiff_t rows, int acc,
+                        const int P, const int NC)
 {
     float32x4_t vacc[4][2][3];
 #pragma GCC unroll 4
@@ -114,92 +113,19 @@ INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, con
             vst1q_f32(tmp[j], vacc[p][0][j]);
             vst1q_f32(tmp[j] + 4, vacc[p][1][j]);
         }
-        const ptrdiff_t rp = rows - 8 * p < 8 ? rows - 8 * p : 8;
-        for (ptrdiff_t r = 0; r < rp; r++) {
-            float *cr = c + (8 * p + r) * ldc;
-#pragma GCC unroll 3
-            for (int j = 0; j < NC; j++) cr[j * cs] = (acc ? cr[j * cs] : 0.0f) + tmp[j][r];
-        }
+        GEMM_STORE_TRANSPOSED(c, ldc, cs, rows, acc, tmp, p, 8, NC);
     }
 }
 
-/* One column strip of nv vectors against the mc rows of the current A block. */
-static void strip_n(ptrdiff_t mc, ptrdiff_t m_left, ptrdiff_t kc, ptrdiff_t k, const float *a,
-                    const float *const *brows, ptrdiff_t col, float *c, ptrdiff_t ldc, int acc, int nv)
-{
-    for (ptrdiff_t i = 0; i < mc; i += MR) {
-        const float *ap = a + i * k;
-        switch (nv) {
-        case 1: tile_n(kc, ap, brows, col, c + i * ldc, ldc, m_left - i, acc, 1); break;
-        case 2: tile_n(kc, ap, brows, col, c + i * ldc, ldc, m_left - i, acc, 2); break;
-        default: tile_n(kc, ap, brows, col, c + i * ldc, ldc, m_left - i, acc, 3); break;
-        }
-    }
-}
+/* Whole 4-column vectors; the n % 4 tail goes to the m-vectorised tile. */
+static inline ptrdiff_t vec_cols(ptrdiff_t n) { return n & ~(ptrdiff_t)3; }
 
-#define TILE_M(P, NC) tile_m(kc, a + i * k, MR * k, brows, col, c + i * ldc, ldc, cs, m_left - i, acc, P, NC)
+static inline int m_strip_cols(ptrdiff_t left) { return left < 3 ? (int)left : 3; }
 
-/* nc (<= 3) columns against the mc rows of the current A block. */
-static void strip_m(ptrdiff_t mc, ptrdiff_t m_left, ptrdiff_t kc, ptrdiff_t k, const float *a,
-                    const float *const *brows, ptrdiff_t col, float *c, ptrdiff_t ldc, ptrdiff_t cs, int acc, int nc)
-{
-    ptrdiff_t i = 0;
-    /* 2 panels (4 vectors per column) keep 8-12 accumulators independent. */
-    for (; i + 2 * MR <= mc; i += 2 * MR) {
-        switch (nc) {
-        case 1: TILE_M(2, 1); break;
-        case 2: TILE_M(2, 2); break;
-        default: TILE_M(2, 3); break;
-        }
+#define TILE_M_NC(P)                                                                     \
+    switch (nc) {                                                                        \
+    case 1: TILE_M(P, 1); break; case 2: TILE_M(P, 2); break; default: TILE_M(P, 3); break; \
     }
-    for (; i < mc; i += MR) {
-        switch (nc) {
-        case 1: TILE_M(1, 1); break;
-        case 2: TILE_M(1, 2); break;
-        default: TILE_M(1, 3); break;
-        }
-    }
-}
 
-void im2row_gemm__neon(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_packed,
-                       const float *const *b_rows, float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate)
-{
-    assert(m >= 1);
-    assert(n >= 1);
-    assert(k >= 1);
-    assert(a_packed != NULL);
-    assert(b_rows != NULL);
-    assert(c != NULL);
-    assert(cs >= 1);
-    assert(ldc >= (n - 1) * cs + 1);
-
-    /* Strided C columns go through the m-vectorised tile, which stores element by element. */
-    const ptrdiff_t n_vec = cs == 1 ? n & ~(ptrdiff_t)3 : 0;
-    /* Equal slices: no short last slice paying a full round trip of C for little work. */
-    const ptrdiff_t slices = (k + KC - 1) / KC;
-    const ptrdiff_t kc_max = (k + slices - 1) / slices;
-    for (ptrdiff_t k0 = 0; k0 < k; k0 += kc_max) {
-        const ptrdiff_t kc = k - k0 < kc_max ? k - k0 : kc_max;
-        const int acc = accumulate || k0 != 0;
-        const float *const *bk = b_rows + k0;
-        for (ptrdiff_t i0 = 0; i0 < m; i0 += MC) {
-            const ptrdiff_t mc = m - i0 < MC ? m - i0 : MC;
-            const float *ablk = a_packed + i0 * k + k0 * MR;
-            float *cblk = c + i0 * ldc;
-            ptrdiff_t j = 0;
-            while (j < n_vec) {
-                /* Strips of 3 vectors, 2 where 3 would leave a lone vector (4 = 2 + 2). */
-                const ptrdiff_t left = (n_vec - j) / 4;
-                const int nv = left == 1 ? 1 : (left == 2 || left == 4) ? 2 : 3;
-                strip_n(mc, m - i0, kc, k, ablk, bk, j, cblk + j, ldc, acc, nv);
-                j += 4 * nv;
-            }
-            while (j < n) {
-                const int nc = n - j < 3 ? (int)(n - j) : 3;
-                strip_m(mc, m - i0, kc, k, ablk, bk, j, cblk + j * cs, ldc, cs, acc, nc);
-                j += nc;
-            }
-        }
-    }
-}
+#include "gemm-packed-driver.inc"
 #endif

@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "im2row_kernels.h"
+#include "gemm-packed-common.h"
 
 extern const ptrdiff_t im2row_gemm_mr__scalar;
 const ptrdiff_t im2row_gemm_mr__scalar = 4;
@@ -40,14 +41,7 @@ void im2row_gemm__scalar(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_p
                          const float *const *b_rows, float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate)
 {
     enum { MR = 4 };
-    assert(m >= 1);
-    assert(n >= 1);
-    assert(k >= 1);
-    assert(a_packed != NULL);
-    assert(b_rows != NULL);
-    assert(c != NULL);
-    assert(cs >= 1);
-    assert(ldc >= (n - 1) * cs + 1);
+    gemm_packed_check_args(m, n, k, a_packed, b_rows, c, ldc, cs);
     assert(im2row_gemm_mr__scalar == MR);
 
     for (ptrdiff_t i0 = 0; i0 < m; i0 += MR) {

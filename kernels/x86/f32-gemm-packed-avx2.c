@@ -14,31 +14,27 @@
  *   m-vectorised  8*p rows x nc columns (nc <= 6): one packed A k-step is exactly one ymm
  *                 (8 rows), B scalars are broadcast; the tile is stored transposed.  Used for
  *                 the n % 8 tail, so no masked loads or stores are needed anywhere.
- * Blocking: k is cut into equal slices of at most KC so that an MC x KC block of A (512 KB)
- * stays in L2 while every column strip of B streams past it (KC = 512, MC = 256 measured best
- * on Zen 5, 1 MB L2).
+ * Blocking (gemm-packed-driver.inc): KC = 512, MC = 256 (A block 512 KB) measured best on Zen 5,
+ * 1 MB L2.
  */
 #if defined(__x86_64__) || defined(_M_X64)
-#include <assert.h>
 #include <stddef.h>
 #include <immintrin.h>
 
 #include "im2row_kernels.h"
+#include "gemm-packed-common.h"
 
-void im2row_gemm__avx2(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_packed,
-                       const float *const *b_rows, float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate);
-extern const ptrdiff_t im2row_gemm_mr__avx2;
+#define GEMM_FN im2row_gemm__avx2
+#define GEMM_MR_VAR im2row_gemm_mr__avx2
+enum { MR = 8, KC = 512, MC = 256, VW = 8, NV_ROWS = 4 };
+#define GEMM_M_QUAD 1
 
-enum { MR = 8, KC = 512, MC = 256 };
-const ptrdiff_t im2row_gemm_mr__avx2 = MR;
-
-#define INLINE static inline __attribute__((always_inline))
-
-/* R rows (of one packed panel, starting at `a`) x NV vectors of 8 columns.  R and NV are
- * constants after inlining, so the accumulator arrays live in registers. */
-INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *const *restrict brows, ptrdiff_t col,
-                   float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc, const int R, const int NV)
+/* R rows (of one packed panel, starting at `a`) x NV vectors of 8 columns (w = 8*NV). */
+GEMM_INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *const *restrict brows, ptrdiff_t col,
+                        float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc, ptrdiff_t w, const int R,
+                        const int NV)
 {
+    (void)w;
     __m256 vacc[8][3];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
@@ -72,9 +68,9 @@ INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *const *re
 }
 
 /* P panels (8*P rows, panel stride pstride) x NC columns; vacc[p][j] holds column j. */
-INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, const float *const *restrict brows,
-                   ptrdiff_t col, float *restrict c, ptrdiff_t ldc, ptrdiff_t cs, ptrdiff_t rows, int acc,
-                   const int P, const int NC)
+GEMM_INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, const float *const *restrict brows,
+                        ptrdiff_t col, float *restrict c, ptrdiff_t ldc, ptrdiff_t cs, ptrdiff_t rows, int acc,
+                        const int P, const int NC)
 {
     __m256 vacc[4][6];
 #pragma GCC unroll 4
@@ -100,97 +96,21 @@ INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, con
     for (int p = 0; p < P; p++) {
 #pragma GCC unroll 6
         for (int j = 0; j < NC; j++) _mm256_storeu_ps(tmp[j], vacc[p][j]);
-        const ptrdiff_t rp = rows - 8 * p < 8 ? rows - 8 * p : 8;
-        for (ptrdiff_t r = 0; r < rp; r++) {
-            float *cr = c + (8 * p + r) * ldc;
-#pragma GCC unroll 6
-            for (int j = 0; j < NC; j++) cr[j * cs] = (acc ? cr[j * cs] : 0.0f) + tmp[j][r];
-        }
+        GEMM_STORE_TRANSPOSED(c, ldc, cs, rows, acc, tmp, p, 8, NC);
     }
 }
 
-/* One column strip of nv vectors against the mc rows of the current A block. */
-static void strip_n(ptrdiff_t mc, ptrdiff_t m_left, ptrdiff_t kc, ptrdiff_t k, const float *a,
-                    const float *const *brows, ptrdiff_t col, float *c, ptrdiff_t ldc, int acc, int nv)
-{
-    if (nv == 1) {
-        /* 4 x 8 would leave only 4 accumulators: too few to hide the FMA latency. */
-        for (ptrdiff_t i = 0; i < mc; i += MR)
-            tile_n(kc, a + i * k, brows, col, c + i * ldc, ldc, m_left - i, acc, 8, 1);
-        return;
-    }
-    for (ptrdiff_t i = 0; i < mc; i += 4) {
-        const float *ap = a + (i / MR) * MR * k + i % MR;
-        if (nv == 2)
-            tile_n(kc, ap, brows, col, c + i * ldc, ldc, m_left - i, acc, 4, 2);
-        else
-            tile_n(kc, ap, brows, col, c + i * ldc, ldc, m_left - i, acc, 4, 3);
-    }
-}
+/* Whole 8-column vectors: the n % 8 tail goes to the m-vectorised tile, so no masks anywhere. */
+static inline ptrdiff_t vec_cols(ptrdiff_t n) { return n & ~(ptrdiff_t)7; }
 
-#define TILE_M(P, NC) tile_m(kc, a + i * k, MR * k, brows, col, c + i * ldc, ldc, cs, m_left - i, acc, P, NC)
+/* 7 columns go as 4 + 3: 2 x 7 accumulators do not fit in 16 registers. */
+static inline int m_strip_cols(ptrdiff_t left) { return left <= 6 ? (int)left : 4; }
+
 #define TILE_M_NC(P)                                                                     \
     switch (nc) {                                                                        \
     case 1: TILE_M(P, 1); break; case 2: TILE_M(P, 2); break; case 3: TILE_M(P, 3); break; \
     case 4: TILE_M(P, 4); break; case 5: TILE_M(P, 5); break; default: TILE_M(P, 6); break; \
     }
 
-/* nc (<= 6) columns against the mc rows of the current A block. */
-static void strip_m(ptrdiff_t mc, ptrdiff_t m_left, ptrdiff_t kc, ptrdiff_t k, const float *a,
-                    const float *const *brows, ptrdiff_t col, float *c, ptrdiff_t ldc, ptrdiff_t cs, int acc, int nc)
-{
-    ptrdiff_t i = 0;
-    if (nc <= 2) {
-        /* 4 panels so that 1-2 columns still give 4-8 independent accumulators. */
-        for (; i + 4 * MR <= mc; i += 4 * MR) {
-            if (nc == 1) TILE_M(4, 1);
-            else TILE_M(4, 2);
-        }
-    }
-    for (; i + 2 * MR <= mc; i += 2 * MR) TILE_M_NC(2)
-    for (; i < mc; i += MR) TILE_M_NC(1)
-}
-
-void im2row_gemm__avx2(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_packed,
-                       const float *const *b_rows, float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate)
-{
-    assert(m >= 1);
-    assert(n >= 1);
-    assert(k >= 1);
-    assert(a_packed != NULL);
-    assert(b_rows != NULL);
-    assert(c != NULL);
-    assert(cs >= 1);
-    assert(ldc >= (n - 1) * cs + 1);
-
-    /* Strided C columns go through the m-vectorised tile, which stores element by element. */
-    const ptrdiff_t n_vec = cs == 1 ? n & ~(ptrdiff_t)7 : 0;
-    /* Equal slices: no short last slice paying a full round trip of C for little work. */
-    const ptrdiff_t slices = (k + KC - 1) / KC;
-    const ptrdiff_t kc_max = (k + slices - 1) / slices;
-    for (ptrdiff_t k0 = 0; k0 < k; k0 += kc_max) {
-        const ptrdiff_t kc = k - k0 < kc_max ? k - k0 : kc_max;
-        const int acc = accumulate || k0 != 0;
-        const float *const *bk = b_rows + k0;
-        for (ptrdiff_t i0 = 0; i0 < m; i0 += MC) {
-            const ptrdiff_t mc = m - i0 < MC ? m - i0 : MC;
-            const float *ablk = a_packed + i0 * k + k0 * MR;
-            float *cblk = c + i0 * ldc;
-            ptrdiff_t j = 0;
-            while (j < n_vec) {
-                /* Strips of 3 vectors, 2 where 3 would leave a lone vector (4 = 2 + 2). */
-                const ptrdiff_t left = (n_vec - j) / 8;
-                const int nv = left == 1 ? 1 : (left == 2 || left == 4) ? 2 : 3;
-                strip_n(mc, m - i0, kc, k, ablk, bk, j, cblk + j, ldc, acc, nv);
-                j += 8 * nv;
-            }
-            while (j < n) {
-                /* 7 columns go as 4 + 3: 2 x 7 accumulators do not fit in 16 registers. */
-                const int nc = n - j <= 6 ? (int)(n - j) : 4;
-                strip_m(mc, m - i0, kc, k, ablk, bk, j, cblk + j * cs, ldc, cs, acc, nc);
-                j += nc;
-            }
-        }
-    }
-}
+#include "gemm-packed-driver.inc"
 #endif

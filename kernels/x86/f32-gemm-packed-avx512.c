@@ -14,33 +14,28 @@
  *   m-vectorised  16*p rows x nc columns (nc <= 12): one packed A k-step is exactly one zmm
  *                 (16 rows), B scalars are broadcast; the tile is stored transposed.  Used for
  *                 the n % 16 tail and for n < 16, where the n-vectorised tile would waste lanes.
- * Blocking: k is cut into equal slices of at most KC so that an MC x KC block of A (512 KB)
- * stays in L2 while every column strip of B streams past it (B from L2 is fast enough here;
- * a 1 MB L2 and full-width FMA on Zen 5 measured best with KC = 512, MC = 256).
+ * Blocking (gemm-packed-driver.inc): a 1 MB L2 and full-width FMA on Zen 5 measured best with
+ * KC = 512, MC = 256 (A block 512 KB; B from L2 is fast enough here).
  */
 #if defined(__x86_64__) || defined(_M_X64)
-#include <assert.h>
 #include <stddef.h>
 #include <immintrin.h>
 
 #include "im2row_kernels.h"
+#include "gemm-packed-common.h"
 
-void im2row_gemm__avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_packed,
-                         const float *const *b_rows, float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate);
-extern const ptrdiff_t im2row_gemm_mr__avx512;
+#define GEMM_FN im2row_gemm__avx512
+#define GEMM_MR_VAR im2row_gemm_mr__avx512
+enum { MR = 16, KC = 512, MC = 256, VW = 16, NV_ROWS = 8 };
+#define GEMM_M_QUAD 1
 
-enum { MR = 16, KC = 512, MC = 256 };
-const ptrdiff_t im2row_gemm_mr__avx512 = MR;
-
-#define INLINE static inline __attribute__((always_inline))
-
-/* R rows (of one packed panel, starting at `a`) x NV vectors of 16 columns; the last vector is
- * loaded and stored under `mask`.  R and NV are constants after inlining, so the accumulator
- * arrays live in registers. */
-INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *const *restrict brows, ptrdiff_t col,
-                   float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc, __mmask16 mask,
-                   const int R, const int NV)
+/* R rows (of one packed panel, starting at `a`) x NV vectors of 16 columns, w columns in all:
+ * the last vector is loaded and stored under a mask. */
+GEMM_INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *const *restrict brows, ptrdiff_t col,
+                        float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc, ptrdiff_t w, const int R,
+                        const int NV)
 {
+    const __mmask16 mask = (__mmask16)(0xFFFFu >> (16 * NV - w));
     __m512 vacc[16][3];
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++)
@@ -78,9 +73,9 @@ INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *const *re
 }
 
 /* P panels (16*P rows, panel stride pstride) x NC columns; vacc[p][j] holds column j. */
-INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, const float *const *restrict brows,
-                   ptrdiff_t col, float *restrict c, ptrdiff_t ldc, ptrdiff_t cs, ptrdiff_t rows, int acc,
-                   const int P, const int NC)
+GEMM_INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, const float *const *restrict brows,
+                        ptrdiff_t col, float *restrict c, ptrdiff_t ldc, ptrdiff_t cs, ptrdiff_t rows, int acc,
+                        const int P, const int NC)
 {
     __m512 vacc[4][12];
 #pragma GCC unroll 4
@@ -106,36 +101,25 @@ INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, con
     for (int p = 0; p < P; p++) {
 #pragma GCC unroll 12
         for (int j = 0; j < NC; j++) _mm512_storeu_ps(tmp[j], vacc[p][j]);
-        const ptrdiff_t rp = rows - 16 * p < 16 ? rows - 16 * p : 16;
-        for (ptrdiff_t r = 0; r < rp; r++) {
-            float *cr = c + (16 * p + r) * ldc;
-#pragma GCC unroll 12
-            for (int j = 0; j < NC; j++) cr[j * cs] = (acc ? cr[j * cs] : 0.0f) + tmp[j][r];
-        }
+        GEMM_STORE_TRANSPOSED(c, ldc, cs, rows, acc, tmp, p, 16, NC);
     }
 }
 
-/* One column strip of nv vectors against the mc rows of the current A block. */
-static void strip_n(ptrdiff_t mc, ptrdiff_t m_left, ptrdiff_t kc, ptrdiff_t k, const float *a,
-                    const float *const *brows, ptrdiff_t col, float *c, ptrdiff_t ldc, int acc, __mmask16 mask,
-                    int nv)
+/* Whole 16-column vectors; a tail of 13-15 columns fills a masked vector well enough, a shorter
+ * one (or all of n below 16) goes to the m-vectorised tile. */
+static inline ptrdiff_t vec_cols(ptrdiff_t n)
 {
-    if (nv == 1) {
-        /* 8 x 16 would leave only 8 accumulators: too few to hide the FMA latency. */
-        for (ptrdiff_t i = 0; i < mc; i += MR)
-            tile_n(kc, a + i * k, brows, col, c + i * ldc, ldc, m_left - i, acc, mask, 16, 1);
-        return;
-    }
-    for (ptrdiff_t i = 0; i < mc; i += 8) {
-        const float *ap = a + (i / MR) * MR * k + i % MR;
-        if (nv == 2)
-            tile_n(kc, ap, brows, col, c + i * ldc, ldc, m_left - i, acc, mask, 8, 2);
-        else
-            tile_n(kc, ap, brows, col, c + i * ldc, ldc, m_left - i, acc, mask, 8, 3);
-    }
+    const ptrdiff_t tail = n % 16;
+    return (n < 16 || tail <= 12) ? n - tail : n;
 }
 
-#define TILE_M(P, NC) tile_m(kc, a + i * k, MR * k, brows, col, c + i * ldc, ldc, cs, m_left - i, acc, P, NC)
+/* Strips of 12; 13-24 left split in two halves (13-15 is the only case when C columns are
+ * contiguous and n < 16). */
+static inline int m_strip_cols(ptrdiff_t left)
+{
+    return left <= 12 ? (int)left : left <= 24 ? (int)(left + 1) / 2 : 12;
+}
+
 #define TILE_M_NC(P)                                                                       \
     switch (nc) {                                                                          \
     case 1: TILE_M(P, 1); break;   case 2: TILE_M(P, 2); break;   case 3: TILE_M(P, 3); break;   \
@@ -144,69 +128,5 @@ static void strip_n(ptrdiff_t mc, ptrdiff_t m_left, ptrdiff_t kc, ptrdiff_t k, c
     case 10: TILE_M(P, 10); break; case 11: TILE_M(P, 11); break; default: TILE_M(P, 12); break; \
     }
 
-/* nc (<= 12) columns against the mc rows of the current A block. */
-static void strip_m(ptrdiff_t mc, ptrdiff_t m_left, ptrdiff_t kc, ptrdiff_t k, const float *a,
-                    const float *const *brows, ptrdiff_t col, float *c, ptrdiff_t ldc, ptrdiff_t cs, int acc, int nc)
-{
-    ptrdiff_t i = 0;
-    if (nc <= 2) {
-        /* 4 panels so that 1-2 columns still give 4-8 independent accumulators. */
-        for (; i + 4 * MR <= mc; i += 4 * MR) {
-            if (nc == 1) TILE_M(4, 1);
-            else TILE_M(4, 2);
-        }
-    }
-    for (; i + 2 * MR <= mc; i += 2 * MR) TILE_M_NC(2)
-    for (; i < mc; i += MR) TILE_M_NC(1)
-}
-
-void im2row_gemm__avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_packed,
-                         const float *const *b_rows, float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate)
-{
-    assert(m >= 1);
-    assert(n >= 1);
-    assert(k >= 1);
-    assert(a_packed != NULL);
-    assert(b_rows != NULL);
-    assert(c != NULL);
-    assert(cs >= 1);
-    assert(ldc >= (n - 1) * cs + 1);
-
-    /* A tail of 13-15 columns fills a masked vector well enough; a shorter one (or all of n
-     * below 16) goes to the m-vectorised tile. */
-    const ptrdiff_t tail = n % 16;
-    /* Strided C columns go through the m-vectorised tile, which stores element by element. */
-    const ptrdiff_t n_vec = cs != 1 ? 0 : (n < 16 || tail <= 12) ? n - tail : n;
-    /* Equal slices: no short last slice paying a full round trip of C for little work. */
-    const ptrdiff_t slices = (k + KC - 1) / KC;
-    const ptrdiff_t kc_max = (k + slices - 1) / slices;
-    for (ptrdiff_t k0 = 0; k0 < k; k0 += kc_max) {
-        const ptrdiff_t kc = k - k0 < kc_max ? k - k0 : kc_max;
-        const int acc = accumulate || k0 != 0;
-        const float *const *bk = b_rows + k0;
-        for (ptrdiff_t i0 = 0; i0 < m; i0 += MC) {
-            const ptrdiff_t mc = m - i0 < MC ? m - i0 : MC;
-            const float *ablk = a_packed + i0 * k + k0 * MR;
-            float *cblk = c + i0 * ldc;
-            ptrdiff_t j = 0;
-            while (j < n_vec) {
-                /* Strips of 3 vectors, 2 where 3 would leave a lone vector (4 = 2 + 2). */
-                const ptrdiff_t left = (n_vec - j + 15) / 16;
-                const int nv = left == 1 ? 1 : (left == 2 || left == 4) ? 2 : 3;
-                const ptrdiff_t w = n_vec - j < 16 * nv ? n_vec - j : 16 * nv;
-                const __mmask16 mask = (__mmask16)(0xFFFFu >> (16 * nv - w));
-                strip_n(mc, m - i0, kc, k, ablk, bk, j, cblk + j, ldc, acc, mask, nv);
-                j += w;
-            }
-            while (j < n) {
-                /* Strips of 12; 13-24 left split in two halves (13-15 is the only case when
-                 * C columns are contiguous and n < 16). */
-                const ptrdiff_t left = n - j;
-                const int nc = left <= 12 ? (int)left : left <= 24 ? (int)(left + 1) / 2 : 12;
-                strip_m(mc, m - i0, kc, k, ablk, bk, j, cblk + j * cs, ldc, cs, acc, nc);
-                j += nc;
-            }
-        }
-    }
-}
+#include "gemm-packed-driver.inc"
 #endif
