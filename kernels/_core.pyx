@@ -223,6 +223,13 @@ cdef inline void _gather_row(const im2row_kernels *kern, float *dst, const float
         kern.gather(dst, NULL, 0, start, stride, n)
 
 
+cdef inline void _add_bias(float *row, Py_ssize_t n, float bias) noexcept nogil:
+    # (scatter_bias is not for in-place use: its SIMD tails may overlap)
+    cdef Py_ssize_t q
+    for q in range(n):
+        row[q] += bias
+
+
 cdef void _fill_bias(float *out, Py_ssize_t planes, Py_ssize_t plane_size,
                      const float *bias) noexcept nogil:
     cdef Py_ssize_t p, q
@@ -393,13 +400,16 @@ cdef void _band_fill(const Geometry *g, const Schedule *s, const im2row_kernels 
 
 
 cdef void _band_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
-                     const float *band, const float **rows, const float *w, float *out,
-                     Py_ssize_t oh0, Py_ssize_t nrows) noexcept nogil:
-    """One packed GEMM per output row of the band, accumulating into the output (bias already
-    there): its patch matrix is kh*kw*Cg row pointers into the band, no copy at all."""
+                     const float *band, const float **rows, const float *w, const float *bias,
+                     float *out, Py_ssize_t oh0, Py_ssize_t nrows) noexcept nogil:
+    """One packed GEMM per output row of the band, over all of K, so it writes the output
+    row once and the bias is added while the row is still in cache (memory-bound layers
+    would pay a whole extra pass over the output for a bias written first).  Its patch
+    matrix is kh*kw*Cg row pointers into the band: no copy at all."""
     cdef Py_ssize_t span = _band_span(g, s.RB), phase_w = _phase_width(g)
     cdef Py_ssize_t K = g.Cg * g.kh * g.kw, plane = g.OH * g.OW
-    cdef Py_ssize_t oy, c, i, j, tap
+    cdef Py_ssize_t oy, c, i, j, tap, oc
+    cdef float *row
     for oy in range(nrows):
         for c in range(g.Cg):
             for i in range(g.kh):
@@ -408,12 +418,16 @@ cdef void _band_gemm(const Geometry *g, const Schedule *s, const im2row_kernels 
                     rows[(c * g.kh + i) * g.kw + j] = (
                         band + ((c * span + oy * g.sh + i * g.dh) * g.sw + tap % g.sw) * phase_w
                         + tap // g.sw)
-        kern.gemm(g.OCg, g.OW, K, w, rows, out + (oh0 + oy) * g.OW, plane, 1, 1)
+        row = out + (oh0 + oy) * g.OW
+        kern.gemm(g.OCg, g.OW, K, w, rows, row, plane, 1, 0)
+        if bias != NULL:
+            for oc in range(g.OCg):
+                _add_bias(row + oc * plane, g.OW, bias[oc])
 
 
 cdef void _run_bands(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
-                     const float *x, const float *w, float *out, float *scratch,
-                     Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
+                     const float *x, const float *w, const float *bias, float *out,
+                     float *scratch, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
     """Row-wise im2row over bands [b0, b1) of s.RB output rows, with a private scratch."""
     cdef const float **rows = _pointer_area(g, ALG_ROWWISE, s, scratch)
     cdef Py_ssize_t b, oh0, nrows
@@ -421,7 +435,7 @@ cdef void _run_bands(const Geometry *g, const Schedule *s, const im2row_kernels 
         oh0 = b * s.RB
         nrows = s.RB if oh0 + s.RB <= g.OH else g.OH - oh0
         _band_fill(g, s, kern, x, scratch, 0, g.Cg, oh0, nrows)
-        _band_gemm(g, s, kern, scratch, rows, w, out, oh0, nrows)
+        _band_gemm(g, s, kern, scratch, rows, w, bias, out, oh0, nrows)
 
 
 cdef void _run_depthwise(const Geometry *g, const im2row_kernels *kern, const float *x,
@@ -460,8 +474,7 @@ cdef void _run_task(const Geometry *g, const Schedule *s, int code, const im2row
     if code == ALG_INCREMENTAL:
         _run_classes(g, s, kern, packed, weight_block, x, w, bias, out, scratch, 0, s.G, False)
     elif code == ALG_ROWWISE:
-        _fill_bias(out, g.OCg, g.OH * g.OW, bias)
-        _run_bands(g, s, kern, x, w, out, scratch, 0, (g.OH + s.RB - 1) // s.RB)
+        _run_bands(g, s, kern, x, w, bias, out, scratch, 0, (g.OH + s.RB - 1) // s.RB)
     elif code == ALG_DEPTHWISE:
         _run_depthwise(g, kern, x, w, bias, out, scratch)
     else:
@@ -734,16 +747,14 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t channel_b
             if mode == MODE_CLASSES and code == ALG_ROWWISE:
                 nchunks = (g.OH + s.RB - 1) // s.RB
                 chunk = (nchunks + nthreads - 1) // nthreads
-                with nogil:
-                    _fill_bias(og, g.OCg, g.OH * g.OW, bg)
                 with nogil, parallel(num_threads=nthreads):
                     tid = threadid()
                     for t in prange(nthreads, schedule='static'):
                         lo = t * chunk
                         hi = lo + chunk if lo + chunk < nchunks else nchunks
                         if lo < hi:
-                            _run_bands(&g, &s, kern, xg, wg, og, scratch + tid * scratch_n,
-                                       lo, hi)
+                            _run_bands(&g, &s, kern, xg, wg, bg, og,
+                                       scratch + tid * scratch_n, lo, hi)
                 continue
             if mode == MODE_CLASSES:
                 chunk = (s.G + nthreads - 1) // nthreads
