@@ -12,9 +12,9 @@
  * order, like the scalar oracle. */
 #if defined(__aarch64__)
 #include <arm_neon.h>
-#include <assert.h>
 
 #include "im2row_kernels.h"
+#include "dwconv-common.h"
 
 #define AI static inline __attribute__((always_inline))
 #define DW_R 4
@@ -192,19 +192,13 @@ void im2row_dwconv__neon(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff
                          ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dh, ptrdiff_t dw,
                          float bias)
 {
-    assert(oh >= 0 && ow >= 0);
-    assert(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && dh >= 1 && dw >= 1);
-    assert(out_stride >= ow);
-    if (oh == 0 || ow == 0)
+    if (!dwconv_check_args(out, out_stride, oh, ow, phases, hp, phase_w, w, kh, kw, sh, sw, dh, dw))
         return;
-    assert(out != NULL && phases != NULL && w != NULL);
-    assert(phase_w >= ow + ((kw - 1) * dw) / sw);
-    assert(hp >= (oh - 1) * sh + (kh - 1) * dh + 1);
 
     if (dh == 1 && kh == kw && (kh == 3 || kh == 5) && (sh == 1 || sh == 2)) {
         const float *cb[5];
         for (ptrdiff_t j = 0; j < kw; j++)
-            cb[j] = phases + ((j * dw) % sw) * hp * phase_w + (j * dw) / sw;
+            cb[j] = phases + dwconv_tap(j, hp, phase_w, sw, dw);
         const plane_t pl = {phases, hp, sw, dw, w, bias};
         if (kh == 3)
             (sh == 1 ? conv_3x3s1 : conv_3x3s2)(out, out_stride, oh, ow, cb, phase_w, &pl);

@@ -6,9 +6,8 @@
  * Tap column j reads phase (j*dw) % sw at column x + (j*dw) / sw, so after the phase split
  * every tap reads a contiguous run of input: the stride only changes which row is read.
  * Taps are summed in (i, j) order, the order the SIMD variants use too. */
-#include <assert.h>
-
 #include "im2row_kernels.h"
+#include "dwconv-common.h"
 
 void im2row_dwconv__scalar(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff_t ow,
                            const float *phases, ptrdiff_t hp, ptrdiff_t phase_w,
@@ -16,14 +15,8 @@ void im2row_dwconv__scalar(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdi
                            ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dh, ptrdiff_t dw,
                            float bias)
 {
-    assert(oh >= 0 && ow >= 0);
-    assert(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && dh >= 1 && dw >= 1);
-    assert(out_stride >= ow);
-    if (oh == 0 || ow == 0)
+    if (!dwconv_check_args(out, out_stride, oh, ow, phases, hp, phase_w, w, kh, kw, sh, sw, dh, dw))
         return;
-    assert(out != NULL && phases != NULL && w != NULL);
-    assert(phase_w >= ow + ((kw - 1) * dw) / sw);
-    assert(hp >= (oh - 1) * sh + (kh - 1) * dh + 1);
 
     for (ptrdiff_t y = 0; y < oh; y++) {
         float *o = out + y * out_stride;

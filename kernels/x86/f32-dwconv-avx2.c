@@ -13,10 +13,10 @@
  * masked and the store is split into 4/2/1-float pieces (AMD's vmaskmovps store is slow).
  * Taps accumulate in (i, j) order, like the scalar oracle. */
 #if defined(__x86_64__) || defined(_M_X64)
-#include <assert.h>
 #include <immintrin.h>
 
 #include "im2row_kernels.h"
+#include "dwconv-common.h"
 
 #define AI static inline __attribute__((always_inline))
 /* Pin a loaded vector in a register: otherwise GCC folds the load into every FMA that uses
@@ -210,14 +210,8 @@ void im2row_dwconv__avx2(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff
                          ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dh, ptrdiff_t dw,
                          float bias)
 {
-    assert(oh >= 0 && ow >= 0);
-    assert(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && dh >= 1 && dw >= 1);
-    assert(out_stride >= ow);
-    if (oh == 0 || ow == 0)
+    if (!dwconv_check_args(out, out_stride, oh, ow, phases, hp, phase_w, w, kh, kw, sh, sw, dh, dw))
         return;
-    assert(out != NULL && phases != NULL && w != NULL);
-    assert(phase_w >= ow + ((kw - 1) * dw) / sw);
-    assert(hp >= (oh - 1) * sh + (kh - 1) * dh + 1);
 
     tail_t tl;
     tl.cnt = ow < 8 ? ow : 0;
@@ -230,7 +224,7 @@ void im2row_dwconv__avx2(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff
     if (dh == 1 && kh == kw && (kh == 3 || kh == 5) && (sh == 1 || sh == 2)) {
         const float *cb[5];
         for (ptrdiff_t j = 0; j < kw; j++)
-            cb[j] = phases + ((j * dw) % sw) * hp * phase_w + (j * dw) / sw;
+            cb[j] = phases + dwconv_tap(j, hp, phase_w, sw, dw);
         if (kh == 3)
             (sh == 1 ? conv_3x3s1 : conv_3x3s2)(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
         else

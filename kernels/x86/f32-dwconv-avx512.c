@@ -22,10 +22,10 @@
  * Taps accumulate in (i, j) order except in the narrow path (two interleaved partial sums);
  * results agree with the scalar oracle to rounding. */
 #if defined(__x86_64__) || defined(_M_X64)
-#include <assert.h>
 #include <immintrin.h>
 
 #include "im2row_kernels.h"
+#include "dwconv-common.h"
 
 #define AI static inline __attribute__((always_inline))
 /* Pin a loaded vector in a register: otherwise GCC folds the load into every FMA that uses
@@ -354,14 +354,8 @@ void im2row_dwconv__avx512(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdi
                            ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dh, ptrdiff_t dw,
                            float bias)
 {
-    assert(oh >= 0 && ow >= 0);
-    assert(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && dh >= 1 && dw >= 1);
-    assert(out_stride >= ow);
-    if (oh == 0 || ow == 0)
+    if (!dwconv_check_args(out, out_stride, oh, ow, phases, hp, phase_w, w, kh, kw, sh, sw, dh, dw))
         return;
-    assert(out != NULL && phases != NULL && w != NULL);
-    assert(phase_w >= ow + ((kw - 1) * dw) / sw);
-    assert(hp >= (oh - 1) * sh + (kh - 1) * dh + 1);
 
     if (dh == 1 && kh == kw && (kh == 3 || kh == 5) && (sh == 1 || sh == 2)) {
         /* shift only at stride 1: at stride 2 every output row needs two fresh input rows
@@ -375,7 +369,7 @@ void im2row_dwconv__avx512(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdi
         }
         const float *cb[5];
         for (ptrdiff_t j = 0; j < kw; j++)
-            cb[j] = phases + ((j * dw) % sw) * hp * phase_w + (j * dw) / sw;
+            cb[j] = phases + dwconv_tap(j, hp, phase_w, sw, dw);
         if (narrow)
             (s1 ? narrow_3x3s1 : narrow_3x3s2)(out, out_stride, oh, ow, cb, phase_w, w, bias);
         else if (three)
