@@ -8,9 +8,9 @@
  * Other strides use a plain loop. */
 #if defined(__aarch64__)
 #include <arm_neon.h>
-#include <assert.h>
 
 #include "im2row_kernels.h"
+#include "gather-common.h"
 
 static inline void zero_run(float *d, ptrdiff_t m)
 {
@@ -21,8 +21,7 @@ static inline void zero_run(float *d, ptrdiff_t m)
             vst1q_f32(d + k, z);
         vst1q_f32(d + m - 4, z);
     } else {
-        for (ptrdiff_t k = 0; k < m; k++)
-            d[k] = 0.0f;
+        gather_zero_short(d, m);
     }
 }
 
@@ -42,27 +41,19 @@ static inline void copy_run(float *d, const float *s, ptrdiff_t m)
             vst1q_f32(d + k, vld1q_f32(s + k));
         vst1q_f32(d + m - 4, vld1q_f32(s + m - 4));
     } else {
-        for (ptrdiff_t k = 0; k < m; k++)
-            d[k] = s[k];
+        gather_copy_short(d, s, 1, m);
     }
 }
 
 void im2row_gather__neon(float *dst, const float *src, ptrdiff_t src_len,
                          ptrdiff_t start, ptrdiff_t stride, ptrdiff_t n)
 {
-    assert(stride >= 1);
-    assert(n >= 0);
-    assert(src_len >= 0);
-    assert(n == 0 || dst != NULL);
-    if (n <= 0)
+    if (!gather_check_args(dst, src_len, stride, n))
         return;
 
-    ptrdiff_t k_lo = start >= 0 ? 0 : (-start + stride - 1) / stride;
-    ptrdiff_t k_hi = start >= src_len ? 0 : (src_len - start + stride - 1) / stride;
-    if (k_lo > n) k_lo = n;
-    if (k_hi > n) k_hi = n;
-    if (k_hi < k_lo) k_hi = k_lo;
-    assert(k_hi == k_lo || src != NULL);
+    ptrdiff_t k_lo, k_hi;
+    gather_bounds(start, stride, src_len, &k_lo, &k_hi);
+    gather_clamp(&k_lo, &k_hi, n, src);
 
     if (k_lo)
         zero_run(dst, k_lo);

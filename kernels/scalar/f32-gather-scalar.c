@@ -3,28 +3,20 @@
  * [0, src_len), else 0, for k in [0, n); stride >= 1; src may be NULL when no index is
  * in range.  The in-range k form one interval [k_lo, k_hi) because stride > 0, so the row
  * is written as zeros | copy | zeros with no per-element bounds test. */
-#include <assert.h>
 #include <string.h>
 
 #include "im2row_kernels.h"
+#include "gather-common.h"
 
 void im2row_gather__scalar(float *dst, const float *src, ptrdiff_t src_len,
                            ptrdiff_t start, ptrdiff_t stride, ptrdiff_t n)
 {
-    assert(stride >= 1);
-    assert(n >= 0);
-    assert(src_len >= 0);
-    assert(n == 0 || dst != NULL);
-    if (n <= 0)
+    if (!gather_check_args(dst, src_len, stride, n))
         return;
 
-    /* k_lo: first k with start + k*stride >= 0; k_hi: first k with index >= src_len. */
-    ptrdiff_t k_lo = start >= 0 ? 0 : (-start + stride - 1) / stride;
-    ptrdiff_t k_hi = start >= src_len ? 0 : (src_len - start + stride - 1) / stride;
-    if (k_lo > n) k_lo = n;
-    if (k_hi > n) k_hi = n;
-    if (k_hi < k_lo) k_hi = k_lo;
-    assert(k_hi == k_lo || src != NULL);
+    ptrdiff_t k_lo, k_hi;
+    gather_bounds(start, stride, src_len, &k_lo, &k_hi);
+    gather_clamp(&k_lo, &k_hi, n, src);
 
     ptrdiff_t k = 0;
     for (; k < k_lo; k++)

@@ -10,10 +10,10 @@
  * vector shifted back so nothing past the last used element is read.  Larger strides use a
  * plain loop: vgatherdps does not beat it on Zen 4. */
 #if defined(__x86_64__) || defined(_M_X64)
-#include <assert.h>
 #include <immintrin.h>
 
 #include "im2row_kernels.h"
+#include "gather-common.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -110,11 +110,7 @@ AI void copy_run3(float *d, const float *s, ptrdiff_t m)
 void im2row_gather__avx2(float *dst, const float *src, ptrdiff_t src_len,
                          ptrdiff_t start, ptrdiff_t stride, ptrdiff_t n)
 {
-    assert(stride >= 1);
-    assert(n >= 0);
-    assert(src_len >= 0);
-    assert(n == 0 || dst != NULL);
-    if (n <= 0)
+    if (!gather_check_args(dst, src_len, stride, n))
         return;
 
     /* bounds without a division for the common strides (a 64-bit idiv costs more than
@@ -127,13 +123,9 @@ void im2row_gather__avx2(float *dst, const float *src, ptrdiff_t src_len,
         k_lo = start >= 0 ? 0 : (1 - start) >> 1;
         k_hi = start >= src_len ? 0 : (src_len - start + 1) >> 1;
     } else {
-        k_lo = start >= 0 ? 0 : (-start + stride - 1) / stride;
-        k_hi = start >= src_len ? 0 : (src_len - start + stride - 1) / stride;
+        gather_bounds(start, stride, src_len, &k_lo, &k_hi);
     }
-    if (k_lo > n) k_lo = n;
-    if (k_hi > n) k_hi = n;
-    if (k_hi < k_lo) k_hi = k_lo;
-    assert(k_hi == k_lo || src != NULL);
+    gather_clamp(&k_lo, &k_hi, n, src);
 
     if (k_lo)
         zero_run(dst, k_lo);
