@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import im2row  # noqa: E402
+from im2row import wisdom  # noqa: E402
 from reference import conv2d_reference  # noqa: E402
 
 ISAS = im2row.available_isas()
@@ -112,3 +114,27 @@ def shape_id(value) -> str:
     if isinstance(value, (tuple, list)):
         return "x".join(str(v) for v in value)
     return str(value)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A private plan cache path; the store starts fresh and is reset afterwards."""
+    path = tmp_path / "plans.json"
+    monkeypatch.setenv(wisdom.ENV_VAR, str(path))
+    wisdom.store().reset()
+    yield path
+    wisdom.store().reset()
+
+
+# Children import the same im2row as this process (a source tree or an installed copy) and run
+# in a temporary folder, so that the checkout's unbuilt sources never shadow an installed build.
+IM2ROW_ROOT = str(Path(im2row.__file__).resolve().parents[1])
+
+
+def child_env(**extra) -> dict:
+    path = os.pathsep.join(p for p in (IM2ROW_ROOT, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+NO_SUBPROCESS = pytest.mark.skipif(bool(os.environ.get("IM2ROW_NO_SUBPROCESS")),
+                                   reason="IM2ROW_NO_SUBPROCESS is set")

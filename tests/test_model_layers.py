@@ -9,20 +9,11 @@ import numpy as np
 import pytest
 
 import im2row
-from im2row import LayerSpec, make_spec, wisdom
+from im2row import LayerSpec, make_spec
 from im2row.layers import (builtin_layers, builtin_models, collect_layers, load_layers,
                            unique_specs)
 
 SHARED_LAYERS = Path("/work/shared/layers")
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    path = tmp_path / "plans.json"
-    monkeypatch.setenv(wisdom.ENV_VAR, str(path))
-    wisdom.store().reset()
-    yield path
-    wisdom.store().reset()
 
 
 def test_layerspec_from_suite_dict_and_back():

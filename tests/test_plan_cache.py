@@ -5,7 +5,6 @@ in-memory store as it found it at import (nothing loaded, default file read on f
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -19,26 +18,7 @@ import im2row
 from im2row import Plan, wisdom
 from im2row.plan import choose_plan, default_plan
 
-# Children import the same im2row as this process (a source tree or an installed copy) and run
-# in a temporary folder, so that the checkout's unbuilt sources never shadow an installed build.
-IM2ROW_ROOT = str(Path(im2row.__file__).resolve().parents[1])
-
-
-def child_env(**extra) -> dict:
-    path = os.pathsep.join(p for p in (IM2ROW_ROOT, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, **extra}
-NO_SUBPROCESS = pytest.mark.skipif(bool(os.environ.get("IM2ROW_NO_SUBPROCESS")),
-                                   reason="IM2ROW_NO_SUBPROCESS is set")
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """A private plan cache path; the store starts fresh and is reset afterwards."""
-    path = tmp_path / "plans.json"
-    monkeypatch.setenv(wisdom.ENV_VAR, str(path))
-    wisdom.store().reset()
-    yield path
-    wisdom.store().reset()
+from conftest import NO_SUBPROCESS, child_env  # noqa: E402
 
 
 def spec_of(shape=(1, 8, 12, 12), weight=(16, 8, 3, 3), **conv):

@@ -5,11 +5,9 @@ clock (Bench.sample) with fixed numbers."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import fields
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,16 +21,8 @@ from im2row.tuner import SearchSpace, canonical, tune, tune_shape  # noqa: E402
 from im2row.tuner import measure  # noqa: E402
 from reference import conv2d_reference  # noqa: E402  (tests/ is on sys.path via conftest)
 
-# Children import the same im2row as this process (a source tree or an installed copy) and run
-# in a temporary folder, so that the checkout's unbuilt sources never shadow an installed build.
-IM2ROW_ROOT = str(Path(im2row.__file__).resolve().parents[1])
+from conftest import NO_SUBPROCESS, child_env  # noqa: E402
 
-
-def child_env(**extra) -> dict:
-    path = os.pathsep.join(p for p in (IM2ROW_ROOT, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, **extra}
-NO_SUBPROCESS = pytest.mark.skipif(bool(os.environ.get("IM2ROW_NO_SUBPROCESS")),
-                                   reason="IM2ROW_NO_SUBPROCESS is set")
 FAST = dict(n_trials=6, timeout=3.0, threads=1, progress=False, repeats=2)
 
 TINY_LAYERS = [
@@ -45,15 +35,6 @@ TINY_LAYERS = [
     {"name": "grouped_dilated", "input_shape": [2, 4, 10, 8], "out_channels": 6,
      "kernel_size": [3, 2], "padding": [2, 1, 1, 0], "dilation": [2, 1], "groups": 2},
 ]
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    path = tmp_path / "plans.json"
-    monkeypatch.setenv(wisdom.ENV_VAR, str(path))
-    wisdom.store().reset()
-    yield path
-    wisdom.store().reset()
 
 
 def spec_of(shape, weight, **conv):
