@@ -527,14 +527,12 @@ def _loadavg():
 
 
 def _cpu_model() -> str:
+    """im2row's own reading (the name its plan cache keys on)."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        from im2row.hwinfo import cpu_model
+    except Exception:  # noqa: BLE001 - no importable im2row: the machine block still prints
+        return platform.processor() or platform.machine()
+    return cpu_model()
 
 
 def format_machine(info: dict) -> str:
