@@ -28,10 +28,10 @@
 
 extern const ptrdiff_t im2row_gemm_mr__scalar;
 #if defined(__x86_64__) || defined(_M_X64)
-void im2row_gemm__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *, ptrdiff_t,
-                       float *, ptrdiff_t, int);
-void im2row_gemm__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *, ptrdiff_t,
-                         float *, ptrdiff_t, int);
+void im2row_gemm__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
+                       float *, ptrdiff_t, ptrdiff_t, int);
+void im2row_gemm__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
+                         float *, ptrdiff_t, ptrdiff_t, int);
 extern const ptrdiff_t im2row_gemm_mr__avx2;
 extern const ptrdiff_t im2row_gemm_mr__avx512;
 static int has_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
@@ -42,8 +42,8 @@ static int has_avx512(void)
 }
 #endif
 #if defined(__aarch64__)
-void im2row_gemm__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *, ptrdiff_t,
-                       float *, ptrdiff_t, int);
+void im2row_gemm__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
+                       float *, ptrdiff_t, ptrdiff_t, int);
 extern const ptrdiff_t im2row_gemm_mr__neon;
 static int has_neon(void) { return 1; }
 #endif
