@@ -24,7 +24,6 @@ import datetime
 import fnmatch
 import gc
 import importlib.util
-import inspect
 import json
 import math
 import os
@@ -139,23 +138,14 @@ def _make_im2row(x, w, b, geo, threads, forced_default: bool):
         spec = im2row.make_spec(x.shape, w.shape, stride=geo.stride, padding=padding,
                                 dilation=geo.dilation, groups=geo.groups)
         plan = im2row.default_plan(spec, threads)
-    kwargs = {"input_shape": x.shape, "plan": plan}
-    if _accepts(im2row.Conv2d, "threads"):
-        kwargs["threads"] = threads  # else run_suite's set_num_threads applies
     t0 = time.perf_counter()
-    layer = im2row.Conv2d(w, b, geo.stride, padding, geo.dilation, geo.groups, **kwargs)
+    layer = im2row.Conv2d(w, b, geo.stride, padding, geo.dilation, geo.groups,
+                          input_shape=x.shape, plan=plan, threads=threads)
     prepare_ms = 1e3 * (time.perf_counter() - t0)
     info = {"plan": layer.plan.to_dict() if layer.plan else None, "plan_str": plan_str(layer.plan),
             "workspace_bytes": layer.workspace_bytes,
             "packed_weight_bytes": layer.packed_weight_bytes, "prepare_ms": prepare_ms}
     return (lambda: layer(x)), info
-
-
-def _accepts(func, name: str) -> bool:
-    try:
-        return name in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _make(name, x, w, b, geo, threads):
@@ -375,15 +365,11 @@ def _set_im2row_threads(threads: int):
     """im2row's default thread count (all cores) -> threads for this run; returns the undo."""
     try:
         im2row = _im2row()
-        setter = im2row.set_num_threads
-    except Exception:  # noqa: BLE001 - older builds without threads, or a broken import
+    except Exception:  # noqa: BLE001 - a broken import is reported per layer
         return lambda: None
-    try:
-        previous = importlib.import_module("im2row._threads")._num_threads  # None = not set
-    except Exception:  # noqa: BLE001
-        previous = None
-    setter(threads)
-    return lambda: setter(previous)
+    previous = importlib.import_module("im2row._threads")._num_threads  # None = not set
+    im2row.set_num_threads(threads)
+    return lambda: im2row.set_num_threads(previous)
 
 
 def _preload(names: list) -> None:

@@ -33,7 +33,7 @@ if __package__ in (None, ""):
 import im2row  # noqa: E402
 from im2row.layers import builtin_layers, unique_specs  # noqa: E402
 from im2row.tuner import DEFAULT_TIMEOUT, DEFAULT_TRIALS, plan_str, shape_str  # noqa: E402
-from im2row.tuner.measure import Bench, PlanMismatch, thread_scope  # noqa: E402
+from im2row.tuner.measure import Bench, PlanMismatch  # noqa: E402
 from im2row.tuner.search import tune, tune_shape  # noqa: E402
 from im2row.tuner.space import SearchSpace  # noqa: E402
 
@@ -68,29 +68,28 @@ def exhaustive(bench: Bench, space: SearchSpace, samples: int) -> dict:
 def bench_layer(layer, *, threads: int, clock: str, n_trials: int, timeout: float,
                 samples: int, rounds: int, seed: int) -> dict:
     spec = layer.to_spec()
-    with thread_scope(threads):
-        t0 = time.perf_counter()
-        outcome = tune_shape(spec, n_trials=n_trials, timeout=timeout, threads=threads,
-                             seed=seed, clock=clock)
-        tune_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    outcome = tune_shape(spec, n_trials=n_trials, timeout=timeout, threads=threads,
+                         seed=seed, clock=clock)
+    tune_s = time.perf_counter() - t0
 
-        space = SearchSpace(spec, threads)
-        bench = Bench(spec, threads=threads, seed=seed + 1, clock=clock)
-        t0 = time.perf_counter()
-        all_times = exhaustive(bench, space, samples)
-        exhaustive_s = time.perf_counter() - t0
-        # the exhaustive search's own top 3, re-timed, decide its best
-        top = sorted(all_times, key=all_times.get)[:3]
-        runs = {p: bench.runner(p) for p in top}
-        top_times = bench.head_to_head(runs, rounds)
-        best = min(top, key=lambda p: min(top_times[p]))
+    space = SearchSpace(spec, threads)
+    bench = Bench(spec, threads=threads, seed=seed + 1, clock=clock)
+    t0 = time.perf_counter()
+    all_times = exhaustive(bench, space, samples)
+    exhaustive_s = time.perf_counter() - t0
+    # the exhaustive search's own top 3, re-timed, decide its best
+    top = sorted(all_times, key=all_times.get)[:3]
+    runs = {p: bench.runner(p) for p in top}
+    top_times = bench.head_to_head(runs, rounds)
+    best = min(top, key=lambda p: min(top_times[p]))
 
-        contenders = {"tuned": outcome.plan, "best": best, "default": space.default}
-        runs = {}
-        for label, plan in contenders.items():
-            runs[label] = bench.runner(plan)
-            bench.check(runs[label])
-        final = bench.head_to_head(runs, rounds)
+    contenders = {"tuned": outcome.plan, "best": best, "default": space.default}
+    runs = {}
+    for label, plan in contenders.items():
+        runs[label] = bench.runner(plan)
+        bench.check(runs[label])
+    final = bench.head_to_head(runs, rounds)
     stats = {label: (min(s), statistics.median(s)) for label, s in final.items()}
     return {
         "layer": layer.name, "shape": shape_str(spec), "space": len(space),

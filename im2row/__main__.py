@@ -35,10 +35,7 @@ def info(argv=None) -> int:
     args = p.parse_args(argv)
     features = hwinfo.cpu_features()
     blas = wisdom.blas_info()
-    try:
-        threads = im2row.get_num_threads()
-    except AttributeError:  # builds without thread support
-        threads = None
+    threads = im2row.get_num_threads()
     summary = wisdom.cache_summary(args.cache)
     identity = wisdom.machine_identity()
     lines = [
@@ -49,7 +46,7 @@ def info(argv=None) -> int:
         f"BLAS          {blas['name']} {blas['version'] or ''} ({blas['architecture'] or '?'}, "
         f"{blas['threading'] or '?'}), {blas['num_threads']} thread(s)",
         f"              {blas['filepath'] or ''}",
-        f"threads       {threads if threads is not None else 'n/a'} (im2row default per call)",
+        f"threads       {threads} (im2row default per call)",
         f"machine id    {wisdom.machine_id()}",
     ]
     if summary["path"] is None:

@@ -149,10 +149,8 @@ def machine_id() -> str:
 
 def current_threads() -> int:
     """The thread count a conv2d call runs with by default (part of the plan key)."""
-    try:
-        from ._threads import get_num_threads
-    except ImportError:  # before the threads support: OpenBLAS's own pool size
-        return int(blas_info().get("num_threads") or 1)
+    from ._threads import get_num_threads
+
     return int(get_num_threads())
 
 

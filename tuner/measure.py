@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import inspect
 import math
 import statistics
 import time
@@ -39,32 +38,6 @@ def resolve_clock(clock: str, threads: int) -> str:
 
 class PlanMismatch(Exception):
     """A candidate plan's output differs from the default plan's."""
-
-
-def _conv_takes_threads() -> bool:
-    try:
-        return "threads" in inspect.signature(Conv2d).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return False
-
-
-CONV_TAKES_THREADS = _conv_takes_threads()
-
-
-@contextlib.contextmanager
-def thread_scope(threads: int):
-    """Scope the thread count around timing.  Conv2d(threads=...) manages OpenBLAS itself;
-    a build without it gets OpenBLAS limited here (threadpoolctl, restored afterwards)."""
-    if CONV_TAKES_THREADS:
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        yield
-        return
-    with threadpool_limits(limits=int(threads), user_api="blas"):
-        yield
 
 
 @contextlib.contextmanager
@@ -124,11 +97,10 @@ class Bench:
     def runner(self, plan: Plan):
         """A zero-argument callable running this plan into self.out (weights packed now)."""
         spec = self.spec
-        kwargs = {"threads": self.threads} if CONV_TAKES_THREADS else {}
         layer = Conv2d(self.w, self.b, stride=(spec.stride_h, spec.stride_w),
                        padding=(spec.pad_top, spec.pad_left, spec.pad_bottom, spec.pad_right),
                        dilation=(spec.dilation_h, spec.dilation_w), groups=spec.groups,
-                       layout=spec.layout, input_shape=spec.input_shape, plan=plan, **kwargs)
+                       layout=spec.layout, input_shape=spec.input_shape, plan=plan, threads=self.threads)
         x, out = self.x, self.out
 
         def run():

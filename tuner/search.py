@@ -40,7 +40,7 @@ from im2row.layers import collect_layers, unique_specs
 from im2row.plan import Plan
 from im2row.spec import ConvSpec
 
-from .measure import Bench, PlanMismatch, resolve_clock, summarize, thread_scope
+from .measure import Bench, PlanMismatch, resolve_clock, summarize
 from .report import LayerResult, TuneReport
 from .space import SearchSpace, canonical
 
@@ -366,11 +366,10 @@ def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None 
                 result = LayerResult.from_entry(shape, entry)
             else:
                 try:
-                    with thread_scope(threads):
-                        outcome = tune_shape(shape.spec, n_trials=n_trials, timeout=timeout,
-                                             threads=threads, storage=storage, seed=seed,
-                                             repeats=repeats, clock=clock,
-                                             finalists=finalists, min_gain=min_gain)
+                    outcome = tune_shape(shape.spec, n_trials=n_trials, timeout=timeout,
+                                         threads=threads, storage=storage, seed=seed,
+                                         repeats=repeats, clock=clock, finalists=finalists,
+                                         min_gain=min_gain)
                 except Exception as exc:  # a layer we cannot run: report it, go on
                     result = LayerResult.failed(shape, f"{type(exc).__name__}: {exc}",
                                                 time.perf_counter() - t0)
