@@ -104,6 +104,16 @@ class Conv2d:
         if input_shape is not None:
             self._entry(tuple(int(v) for v in input_shape), self._threads())
 
+    @classmethod
+    def from_spec(cls, spec: ConvSpec, weight, bias=None, *, plan: Plan | None = None,
+                  threads=None) -> "Conv2d":
+        """The layer a ConvSpec describes (stride, padding, dilation, groups, layout), planned
+        for its input shape."""
+        return cls(weight, bias, stride=(spec.stride_h, spec.stride_w),
+                   padding=(spec.pad_top, spec.pad_left, spec.pad_bottom, spec.pad_right),
+                   dilation=(spec.dilation_h, spec.dilation_w), groups=spec.groups,
+                   layout=spec.layout, input_shape=spec.input_shape, plan=plan, threads=threads)
+
     def _spec_for(self, shape: tuple) -> ConvSpec:
         return make_spec(shape, self.weight.shape, stride=self.stride, padding=self.padding,
                          dilation=self.dilation, groups=self.groups, layout=self.layout)

@@ -19,19 +19,13 @@ from .plan import Plan, choose_plan
 TOLERANCE = 1e-4
 
 
-def _operands(spec, rng):
-    fan_in = spec.group_in_channels * spec.kernel_h * spec.kernel_w
+def example_operands(spec, rng):
+    """Random input, weights scaled by 1/sqrt(fan-in) (outputs of order 1) and bias."""
+    fan_in = max(1, spec.group_in_channels * spec.kernel_h * spec.kernel_w)
     x = rng.uniform(-1, 1, spec.input_shape).astype(np.float32)
     w = (rng.uniform(-1, 1, spec.weight_shape) / math.sqrt(fan_in)).astype(np.float32)
     b = rng.uniform(-0.5, 0.5, spec.out_channels).astype(np.float32)
     return x, w, b
-
-
-def _layer(spec, w, b, plan, threads):
-    return Conv2d(w, b, stride=(spec.stride_h, spec.stride_w),
-                  padding=(spec.pad_top, spec.pad_left, spec.pad_bottom, spec.pad_right),
-                  dilation=(spec.dilation_h, spec.dilation_w), groups=spec.groups,
-                  layout=spec.layout, input_shape=spec.input_shape, plan=plan, threads=threads)
 
 
 def _best_ms(fn, repeats: int, min_seconds: float = 0.05) -> float:
@@ -74,12 +68,13 @@ def run_model(model, *, threads=None, batch=None, repeats=5, cache=None, seed=0,
     out("-" * len(header))
     for shape in unique_specs(collect_layers(model)):
         spec = shape.spec if batch is None else shape.spec.with_batch(batch)
-        x, w, b = _operands(spec, rng)
+        x, w, b = example_operands(spec, rng)
         plan = choose_plan(spec, threads).resolved()
         source = "tuned" if wisdom.store().lookup(spec, threads) is not None else "default"
-        layer = _layer(spec, w, b, plan, threads)
+        layer = Conv2d.from_spec(spec, w, b, plan=plan, threads=threads)
         y = layer(x)
-        check = _layer(spec, w, b, Plan("classic", gemm="sgemm"), threads)(x)
+        check = Conv2d.from_spec(spec, w, b, plan=Plan("classic", gemm="sgemm"),
+                                 threads=threads)(x)
         scale = max(float(np.abs(check).max()), 1e-30)
         error = float(np.abs(y.astype(np.float64) - check).max()) / scale
         ms = _best_ms(lambda: layer(x), repeats)

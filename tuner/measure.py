@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from im2row import Conv2d, default_plan
+from im2row.modelrun import example_operands
 from im2row.plan import Plan
 from im2row.spec import ConvSpec
 
@@ -79,11 +80,7 @@ class Bench:
         self.clock_name = clock
         self.clock = CLOCKS[clock]
         self.min_time = float(min_time)
-        rng = np.random.default_rng(seed)
-        fan_in = max(1, spec.group_in_channels * spec.kernel_h * spec.kernel_w)
-        self.x = rng.uniform(-1.0, 1.0, spec.input_shape).astype(np.float32)
-        self.w = (rng.uniform(-1.0, 1.0, spec.weight_shape) / math.sqrt(fan_in)).astype(np.float32)
-        self.b = rng.uniform(-0.5, 0.5, (spec.out_channels,)).astype(np.float32)
+        self.x, self.w, self.b = example_operands(spec, np.random.default_rng(seed))
         self.out = np.empty(spec.output_shape, np.float32)
         self.default = default_plan(spec, self.threads).resolved()
         run = self.runner(self.default)
@@ -96,11 +93,7 @@ class Bench:
 
     def runner(self, plan: Plan):
         """A zero-argument callable running this plan into self.out (weights packed now)."""
-        spec = self.spec
-        layer = Conv2d(self.w, self.b, stride=(spec.stride_h, spec.stride_w),
-                       padding=(spec.pad_top, spec.pad_left, spec.pad_bottom, spec.pad_right),
-                       dilation=(spec.dilation_h, spec.dilation_w), groups=spec.groups,
-                       layout=spec.layout, input_shape=spec.input_shape, plan=plan, threads=self.threads)
+        layer = Conv2d.from_spec(self.spec, self.w, self.b, plan=plan, threads=self.threads)
         x, out = self.x, self.out
 
         def run():
