@@ -384,19 +384,30 @@ cdef void _run_classes(const Geometry *g, const Schedule *s, const im2row_kernel
         ob = ob_end
 
 
+cdef void _phase_rows(const Geometry *g, const im2row_kernels *kern, const float *plane,
+                      float *dst, Py_ssize_t top, Py_ssize_t nrows,
+                      Py_ssize_t capacity) noexcept nogil:
+    """Input rows top .. top+nrows-1 of one plane, zero-padded and split into the sw stride
+    phases: dst[p][r] (capacity rows per phase, _phase_width floats per row) holds padded
+    row top + r, columns p, p + sw, ...  (the layout the depthwise kernel reads)."""
+    cdef Py_ssize_t phase_w = _phase_width(g)
+    cdef Py_ssize_t p, r
+    for p in range(g.sw):
+        for r in range(nrows):
+            _gather_row(kern, dst + (p * capacity + r) * phase_w, plane, top + r, g.H, g.W,
+                        p - g.pl, g.sw, phase_w)
+
+
 cdef void _band_fill(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
                      const float *x, float *band, Py_ssize_t c0, Py_ssize_t c1,
                      Py_ssize_t oh0, Py_ssize_t nrows) noexcept nogil:
     """Row-wise im2row: copy the input rows that output rows [oh0, oh0+nrows) read, for
-    channels [c0, c1), each zero-padded and split into its sw stride phases.  Every input
+    channels [c0, c1), in stride phases (one _phase_rows block per channel).  Every input
     element is copied once per band (the band's kh-1 halo rows twice)."""
-    cdef Py_ssize_t span = _band_span(g, s.RB), phase_w = _phase_width(g)
-    cdef Py_ssize_t c, r, p, top = oh0 * g.sh - g.pt
+    cdef Py_ssize_t span = _band_span(g, s.RB), c
     for c in range(c0, c1):
-        for r in range(_band_span(g, nrows)):
-            for p in range(g.sw):
-                _gather_row(kern, band + ((c * span + r) * g.sw + p) * phase_w,
-                            x + c * g.H * g.W, top + r, g.H, g.W, p - g.pl, g.sw, phase_w)
+        _phase_rows(g, kern, x + c * g.H * g.W, band + c * g.sw * span * _phase_width(g),
+                    oh0 * g.sh - g.pt, _band_span(g, nrows), span)
 
 
 cdef void _band_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
@@ -416,7 +427,7 @@ cdef void _band_gemm(const Geometry *g, const Schedule *s, const im2row_kernels 
                 for j in range(g.kw):
                     tap = j * g.dw
                     rows[(c * g.kh + i) * g.kw + j] = (
-                        band + ((c * span + oy * g.sh + i * g.dh) * g.sw + tap % g.sw) * phase_w
+                        band + ((c * g.sw + tap % g.sw) * span + oy * g.sh + i * g.dh) * phase_w
                         + tap // g.sw)
         row = out + (oh0 + oy) * g.OW
         kern.gemm(g.OCg, g.OW, K, w, rows, row, plane, 1, 0)
@@ -443,11 +454,8 @@ cdef void _run_depthwise(const Geometry *g, const im2row_kernels *kern, const fl
     """groups == C: one input plane feeds OCg output planes; GEMM would have K = kh*kw."""
     cdef Py_ssize_t hp = _band_span(g, g.OH)
     cdef Py_ssize_t phase_w = _phase_width(g)
-    cdef Py_ssize_t p, r, m
-    for p in range(g.sw):
-        for r in range(hp):
-            _gather_row(kern, scratch + (p * hp + r) * phase_w, x, r - g.pt, g.H, g.W,
-                        p - g.pl, g.sw, phase_w)
+    cdef Py_ssize_t m
+    _phase_rows(g, kern, x, scratch, -g.pt, hp, hp)
     for m in range(g.OCg):
         kern.dwconv(out + m * g.OH * g.OW, g.OW, g.OH, g.OW, scratch, hp, phase_w,
                     w + m * g.kh * g.kw, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw,
@@ -666,7 +674,7 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t channel_b
     cdef int code = ALGORITHMS[algorithm]
     cdef const im2row_kernels *kern = kernels.kern
     cdef Py_ssize_t N = x.shape[0], scratch_n, wblock, group_weights, tasks, task, n, grp
-    cdef Py_ssize_t chunk, nchunks, lo, hi, t, align, total, oh0, nrows
+    cdef Py_ssize_t chunk, nchunks, units, lo, hi, t, align, total, oh0, nrows
     cdef int mode, tid, nthreads = threads if threads > 0 else 1
     cdef const float *xp = <const float *>cnp.PyArray_DATA(x)
     cdef float *op = <float *>cnp.PyArray_DATA(out)
@@ -744,31 +752,26 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t channel_b
             wg = wp + grp * group_weights
             bg = bp + grp * g.OCg if bp != NULL else NULL
             og = op + (n * g.OC + grp * g.OCg) * g.OH * g.OW
-            if mode == MODE_CLASSES and code == ALG_ROWWISE:
-                nchunks = (g.OH + s.RB - 1) // s.RB
-                chunk = (nchunks + nthreads - 1) // nthreads
-                with nogil, parallel(num_threads=nthreads):
-                    tid = threadid()
-                    for t in prange(nthreads, schedule='static'):
-                        lo = t * chunk
-                        hi = lo + chunk if lo + chunk < nchunks else nchunks
-                        if lo < hi:
-                            _run_bands(&g, &s, kern, xg, wg, bg, og,
-                                       scratch + tid * scratch_n, lo, hi)
-                continue
             if mode == MODE_CLASSES:
-                chunk = (s.G + nthreads - 1) // nthreads
+                # chunks of column classes (incremental) or of row bands (rowwise), each
+                # thread with its own buffer
+                units = (g.OH + s.RB - 1) // s.RB if code == ALG_ROWWISE else s.G
+                chunk = (units + nthreads - 1) // nthreads
                 with nogil:
-                    if s.direct:
+                    if code == ALG_INCREMENTAL and s.direct:
                         _fill_bias(og, g.OCg, g.OH * g.OW, bg)
                 with nogil, parallel(num_threads=nthreads):
                     tid = threadid()
                     for t in prange(nthreads, schedule='static'):
                         lo = t * chunk
-                        hi = lo + chunk if lo + chunk < s.G else s.G
+                        hi = lo + chunk if lo + chunk < units else units
                         if lo < hi:
-                            _run_classes(&g, &s, kern, packed, wblock, xg, wg, bg, og,
-                                         scratch + tid * scratch_n, lo, hi, True)
+                            if code == ALG_ROWWISE:
+                                _run_bands(&g, &s, kern, xg, wg, bg, og,
+                                           scratch + tid * scratch_n, lo, hi)
+                            else:
+                                _run_classes(&g, &s, kern, packed, wblock, xg, wg, bg, og,
+                                             scratch + tid * scratch_n, lo, hi, True)
                 continue
             chunk = (g.OCg + nthreads - 1) // nthreads
             chunk = ((chunk + align - 1) // align) * align
