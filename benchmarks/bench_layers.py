@@ -331,7 +331,6 @@ def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02
     clock = resolve_clock(clock, threads)
     if isinstance(layers, (str, os.PathLike)):
         layers = load_suite(str(layers))
-    _use_plan_cache(plans == "tuned", cache)
     names = list(contenders) if contenders else available_contenders(compare_plans)
     if compare_plans and IM2ROW_DEFAULT not in names:
         names.insert(1, IM2ROW_DEFAULT)
@@ -339,6 +338,7 @@ def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02
     torch = peers.torch_module() if (TORCH in names or TORCH_CL in names) else None
     saved_torch_threads = torch.get_num_threads() if torch is not None else None
     restore_im2row = _set_im2row_threads(threads)
+    restore_plan_cache = _use_plan_cache(plans == "tuned", cache)
     results = []
     try:
         if torch is not None:
@@ -358,6 +358,7 @@ def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02
         if torch is not None:
             torch.set_num_threads(saved_torch_threads)
         restore_im2row()
+        restore_plan_cache()
     return results
 
 
@@ -385,17 +386,27 @@ def _preload(names: list) -> None:
                 pass
 
 
-def _use_plan_cache(enabled: bool, path=None) -> None:
+def _use_plan_cache(enabled: bool, path=None):
     """'tuned': the runtime's plan cache (the default file, or `path`); 'default': no cache,
-    so every layer runs the heuristic default plan."""
+    so every layer runs the heuristic default plan.  Returns the undo (run_suite is
+    importable: the caller's setting comes back afterwards)."""
     from im2row import wisdom
 
+    previous = os.environ.get(wisdom.ENV_VAR)
     if enabled:
         if path is not None:
             os.environ[wisdom.ENV_VAR] = str(path)
     else:
         os.environ[wisdom.ENV_VAR] = "off"
     wisdom.store().reset()
+
+    def undo():
+        if previous is None:
+            os.environ.pop(wisdom.ENV_VAR, None)
+        else:
+            os.environ[wisdom.ENV_VAR] = previous
+        wisdom.store().reset()
+    return undo
 
 
 def _progress_line(r: dict) -> str:
