@@ -48,12 +48,9 @@ static inline void copy_run(float *d, const float *s, ptrdiff_t m)
 void im2row_gather__neon(float *dst, const float *src, ptrdiff_t src_len,
                          ptrdiff_t start, ptrdiff_t stride, ptrdiff_t n)
 {
-    if (!gather_check_args(dst, src_len, stride, n))
-        return;
-
     ptrdiff_t k_lo, k_hi;
-    gather_bounds(start, stride, src_len, &k_lo, &k_hi);
-    gather_clamp(&k_lo, &k_hi, n, src);
+    if (!gather_interval(dst, src, src_len, start, stride, n, &k_lo, &k_hi))
+        return;
 
     if (k_lo)
         zero_run(dst, k_lo);

@@ -17,12 +17,22 @@ static inline int gather_check_args(const float *dst, ptrdiff_t src_len, ptrdiff
     return n > 0;
 }
 
-/* k_lo: first k with start + k*stride >= 0; k_hi: first k with index >= src_len (not clamped). */
+/* k_lo: first k with start + k*stride >= 0; k_hi: first k with index >= src_len (not clamped).
+ * Strides 1 and 2 (nearly every call) go without a division: a 64-bit idiv costs more than
+ * copying a short row. */
 static inline void gather_bounds(ptrdiff_t start, ptrdiff_t stride, ptrdiff_t src_len, ptrdiff_t *k_lo,
                                  ptrdiff_t *k_hi)
 {
-    *k_lo = start >= 0 ? 0 : (-start + stride - 1) / stride;
-    *k_hi = start >= src_len ? 0 : (src_len - start + stride - 1) / stride;
+    if (stride == 1) {
+        *k_lo = start >= 0 ? 0 : -start;
+        *k_hi = start >= src_len ? 0 : src_len - start;
+    } else if (stride == 2) {
+        *k_lo = start >= 0 ? 0 : (1 - start) >> 1;
+        *k_hi = start >= src_len ? 0 : (src_len - start + 1) >> 1;
+    } else {
+        *k_lo = start >= 0 ? 0 : (-start + stride - 1) / stride;
+        *k_hi = start >= src_len ? 0 : (src_len - start + stride - 1) / stride;
+    }
 }
 
 /* Clamps [k_lo, k_hi) into [0, n], empty as k_hi == k_lo; src may be NULL only then. */
@@ -33,6 +43,19 @@ static inline void gather_clamp(ptrdiff_t *k_lo, ptrdiff_t *k_hi, ptrdiff_t n, c
     if (*k_hi < *k_lo) *k_hi = *k_lo;
     assert(*k_hi == *k_lo || src != NULL);
     (void)src;
+}
+
+/* Every ISA's prologue: checks, then dst[0, k_lo) is zeros, dst[k_lo, k_hi) copies
+ * src[start + k*stride], dst[k_hi, n) zeros.  0: nothing to do (n == 0). */
+static inline int gather_interval(const float *dst, const float *src, ptrdiff_t src_len,
+                                  ptrdiff_t start, ptrdiff_t stride, ptrdiff_t n,
+                                  ptrdiff_t *k_lo, ptrdiff_t *k_hi)
+{
+    if (!gather_check_args(dst, src_len, stride, n))
+        return 0;
+    gather_bounds(start, stride, src_len, k_lo, k_hi);
+    gather_clamp(k_lo, k_hi, n, src);
+    return 1;
 }
 
 /* Runs shorter than one vector: plain loops (d[k] = 0, d[k] = s[k*stride], k < m).  The AVX2

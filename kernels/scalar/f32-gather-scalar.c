@@ -11,12 +11,9 @@
 void im2row_gather__scalar(float *dst, const float *src, ptrdiff_t src_len,
                            ptrdiff_t start, ptrdiff_t stride, ptrdiff_t n)
 {
-    if (!gather_check_args(dst, src_len, stride, n))
-        return;
-
     ptrdiff_t k_lo, k_hi;
-    gather_bounds(start, stride, src_len, &k_lo, &k_hi);
-    gather_clamp(&k_lo, &k_hi, n, src);
+    if (!gather_interval(dst, src, src_len, start, stride, n, &k_lo, &k_hi))
+        return;
 
     ptrdiff_t k = 0;
     for (; k < k_lo; k++)

@@ -110,22 +110,9 @@ AI void copy_run3(float *d, const float *s, ptrdiff_t m)
 void im2row_gather__avx2(float *dst, const float *src, ptrdiff_t src_len,
                          ptrdiff_t start, ptrdiff_t stride, ptrdiff_t n)
 {
-    if (!gather_check_args(dst, src_len, stride, n))
-        return;
-
-    /* bounds without a division for the common strides (a 64-bit idiv costs more than
-     * copying a short row) */
     ptrdiff_t k_lo, k_hi;
-    if (stride == 1) {
-        k_lo = start >= 0 ? 0 : -start;
-        k_hi = start >= src_len ? 0 : src_len - start;
-    } else if (stride == 2) {
-        k_lo = start >= 0 ? 0 : (1 - start) >> 1;
-        k_hi = start >= src_len ? 0 : (src_len - start + 1) >> 1;
-    } else {
-        gather_bounds(start, stride, src_len, &k_lo, &k_hi);
-    }
-    gather_clamp(&k_lo, &k_hi, n, src);
+    if (!gather_interval(dst, src, src_len, start, stride, n, &k_lo, &k_hi))
+        return;
 
     if (k_lo)
         zero_run(dst, k_lo);
