@@ -4,6 +4,7 @@ Every test runs against its own cache file (IM2ROW_PLAN_CACHE in a tmp dir) and 
 in-memory store as it found it at import (nothing loaded, default file read on first use)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import pytest
 
 import im2row
 from im2row import Plan, wisdom
-from im2row.plan import choose_plan, default_plan
+from im2row.plan import (budget_bytes, choose_plan, default_candidates, default_plan,
+                         within_budget)
 
 from conftest import NO_SUBPROCESS, child_env  # noqa: E402
 
@@ -26,12 +28,18 @@ def spec_of(shape=(1, 8, 12, 12), weight=(16, 8, 3, 3), **conv):
     return im2row.make_spec(shape, weight, **conv)
 
 
-def other_plan(spec) -> Plan:
-    """A valid plan that differs from the default."""
+def other_plan(spec, threads=None) -> Plan:
+    """A valid plan that differs from the default and fits the default workspace budget at
+    `threads` (default: the current count): a tuned plan over the caller's budget is not
+    used."""
     isas = im2row.available_isas()
-    plan = Plan("classic", gemm="packed", isa=isas[-1])
-    assert plan != default_plan(spec)
-    return plan
+    threads = threads or threads_now()
+    limit = budget_bytes(spec, threads)
+    for candidate in default_candidates(spec, isas[0], 1):
+        plan = dataclasses.replace(candidate, isa=isas[-1])
+        if plan != default_plan(spec) and within_budget(spec, plan, threads, limit):
+            return plan
+    raise AssertionError("no other plan fits the budget")
 
 
 def threads_now() -> int:
@@ -173,7 +181,7 @@ def test_foreign_machine_or_version_ignored_with_one_warning(cache, field, value
 
 def test_other_thread_count_or_isa_not_used(cache):
     spec = spec_of()
-    plan = other_plan(spec)
+    plan = other_plan(spec, threads_now() + 5)
     record(spec, plan, threads=threads_now() + 5)
     wisdom.store().reset()
     assert choose_plan(spec) == default_plan(spec)

@@ -6,6 +6,10 @@ with no change here.  What this module knows beyond plan_space is only which fie
 algorithm ignores (RELEVANT below): an ignored field is pinned to the Plan default, so plans
 that run the same code are not measured twice.  Fields not named there are always searched.
 
+The workspace budget (max_workspace, as for im2row.plan.default_plan: INPUT_BUDGET = one input
+image's bytes, an int = bytes, None = no limit) is a property of whole plans, not of a field:
+plans() keeps only the plans whose workspace at the space's thread count fits it.
+
 Ordered integer fields (column_block) are searched through their index in the sorted list of
 choices (Optuna's TPE then models them as ordinal); everything else is categorical.
 """
@@ -14,7 +18,8 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass, fields
 
-from im2row.plan import Plan, default_plan, plan_space, validate_plan
+from im2row.plan import (INPUT_BUDGET, Plan, budget_bytes, default_plan, plan_space,
+                        scratch_bytes, validate_plan)
 from im2row.spec import ConvSpec
 
 _PLAN_DEFAULTS = {f.name: f.default for f in fields(Plan)}
@@ -55,11 +60,14 @@ def _is_ordinal(choices: list) -> bool:
 
 
 class SearchSpace:
-    """The plans worth measuring for one shape at one thread count."""
+    """The plans worth measuring for one shape at one thread count, within a workspace
+    budget."""
 
-    def __init__(self, spec: ConvSpec, threads: int = 1):
+    def __init__(self, spec: ConvSpec, threads: int = 1, *, max_workspace=INPUT_BUDGET):
         self.spec = spec
         self.context = Context(threads=int(threads))
+        self.max_workspace = max_workspace
+        self.limit = budget_bytes(spec, int(threads), max_workspace)  # bytes or None
         raw = plan_space(spec)
         names = [f.name for f in fields(Plan)]
         self.choices = {}
@@ -70,7 +78,8 @@ class SearchSpace:
                     values = sorted(values)
                 self.choices[name] = values
         self.ignored_fields = sorted(set(raw) - set(names))  # in plan_space but not in Plan
-        self.default = canonical(default_plan(spec, threads).resolved(), spec, threads)
+        self.default = canonical(default_plan(spec, threads, max_workspace=max_workspace)
+                                 .resolved(), spec, threads)
         self._plans = None
 
     # -- canonical plans ------------------------------------------------------------------
@@ -87,11 +96,14 @@ class SearchSpace:
             def walk(i: int, partial: dict):
                 if i == len(names):
                     plan = canonical(Plan(**partial), self.spec, self.context.threads, self)
+                    if plan in found:
+                        return
                     try:
                         validate_plan(self.spec, plan)
                     except ValueError:
                         return
-                    found.setdefault(plan, None)
+                    if self.fits(plan):
+                        found[plan] = None
                     return
                 name = names[i]
                 if self.relevant(name, partial):
@@ -109,6 +121,13 @@ class SearchSpace:
 
     def __len__(self) -> int:
         return len(self.plans())
+
+    def workspace(self, plan: Plan) -> int:
+        """Bytes of scratch one image's call of the plan holds at the space's threads."""
+        return scratch_bytes(self.spec.with_batch(1), plan, self.context.threads)
+
+    def fits(self, plan: Plan) -> bool:
+        return self.limit is None or self.workspace(plan) <= self.limit
 
     # -- Optuna ---------------------------------------------------------------------------
     def param_name(self, name: str) -> str:

@@ -1,0 +1,371 @@
+"""Predicted run time of a plan: FFTW's ESTIMATE beside the tuner's MEASURE.
+
+default_plan ranks its candidates (within the workspace budget) by predict().  A prediction
+is built from the host's parameters and the shape, never from tables of measured layers:
+
+- the host (Host, measured once per process and kernel ISA, a few tens of ms): our GEMM's
+  sustained flop rate on a cache-resident problem (the peak the tile model scales), copy
+  bandwidth with both ends in L2, in L3 and in memory, the cache sizes, and the fixed cost of
+  one call through the Python layer;
+- the GEMM's register tiles (kernels/x86/f32-gemm-packed-*.c): whole vectors of columns run
+  the n-vectorised tile at full rate; the n % VW tail and maps narrower than a vector run the
+  m-vectorised tile, whose rate is bound by FMA latency (too few accumulators) or by loads
+  (one broadcast per column) as its header describes; rows pad to the tile height; each k
+  slice reloads the C tile;
+- operands re-read per GEMM call (the packed weights: once per call, from the level their
+  size fits in; the patch matrix: once per block of MC weight rows);
+- the buffer fill: floats written by the algorithm's gather (whole patch matrix, only the new
+  taps, padded rows once, stride phases), at the copy rate, slower for strided gathers (only
+  strides 1 and 2 have division-free bounds and vector paths);
+- the direct depthwise kernel: vectorised along output width, at a fraction of the FMA rate
+  that its path's loads allow (kernels/x86/f32-dwconv-*.c);
+- threads: the work divided over the units the core splits (images, column classes, output
+  channels), plus a synchronisation per band for shared buffers.
+
+The prediction is one image's time times the batch.  Its error against measurement is
+reported by benchmarks/bench_layers.py (column "pred ms", summary "model err").
+"""
+from __future__ import annotations
+
+import functools
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _core, hwinfo
+from .spec import ConvSpec
+
+# -- the kernels' documented structure ----------------------------------------------------------
+FMA_LATENCY_X_PORTS = 8   # accumulators needed to keep two FMA pipes of latency 4 busy
+N_TILE_ROWS = {"avx512": 8, "avx2": 4, "neon": 4, "scalar": 4}   # NV_ROWS of the n-tile
+M_TILE_MAX_COLS = {"avx512": 12, "avx2": 6, "neon": 6, "scalar": 4}
+GEMM_KC = 512             # k slice: the C tile is loaded and stored once per slice
+GEMM_MC = 256             # weight rows per block: the patch matrix streams once per block
+C_TILE_OPS = 2            # a load and a store per accumulator per k slice
+GATHER_SLOWDOWN = {1: 1.0, 2: 2.0}   # per written float vs a copy; other strides: scalar
+SCALAR_GATHER_SLOWDOWN = 4.0
+# Each gathered row segment pays its bounds prologue and a vector tail: about a vector
+# loop's worth of floats (kernels/include/gather-common.h gather_interval).
+GATHER_SEGMENT_FLOATS = 32
+# Depthwise kernel paths (FMA rate relative to the GEMM's):
+DW_ROWS = 4        # output rows per block sharing each loaded input vector
+DW_POINTER = 0.5   # other stride 1/2 cases: bound by L2->L1 traffic (two fresh rows per row)
+DW_GENERIC = 0.25  # taps in a runtime loop
+BAND_SYNC_CALLS = 2   # a shared-buffer band costs about two calls' overhead in barriers
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the model knows about the machine (one core, one kernel ISA)."""
+
+    isa: str
+    vector: int            # floats per vector: the GEMM's column unit and row panel
+    gemm_flops: float      # flop/s of the plan's GEMM at full tile efficiency
+    copy_l2: float         # bytes/s (read + write) copying within L2
+    copy_l3: float         # ... within L3
+    copy_mem: float        # ... from and to memory
+    l1: int
+    l2: int
+    l3: int
+    call_s: float          # fixed seconds of one Conv2d call (Python, checks, dispatch)
+
+    def bandwidth(self, nbytes: float) -> float:
+        """bytes/s reading a working set of nbytes (copy rate: read and write counted)."""
+        if nbytes <= self.l2:
+            return self.copy_l2
+        if nbytes <= self.l3:
+            return self.copy_l3
+        return self.copy_mem
+
+
+def cache_sizes() -> dict:
+    """{'l1': bytes, 'l2': ..., 'l3': ...} of cpu0's data/unified caches (sysfs), with
+    conservative fallbacks where the OS does not say.  (hwinfo may take this over.)"""
+    if hasattr(hwinfo, "cache_sizes"):
+        try:
+            sizes = dict(hwinfo.cache_sizes())
+            if {"l1", "l2", "l3"} <= set(sizes):
+                return sizes
+        except Exception:  # noqa: BLE001 - fall back to sysfs
+            pass
+    sizes = {"l1": 32 << 10, "l2": 512 << 10, "l3": 8 << 20}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    for index in range(8):
+        try:
+            with open(f"{base}/index{index}/type") as f:
+                kind = f.read().strip()
+            with open(f"{base}/index{index}/level") as f:
+                level = int(f.read())
+            with open(f"{base}/index{index}/size") as f:
+                text = f.read().strip().upper()
+        except (OSError, ValueError):
+            continue
+        if kind.upper() == "INSTRUCTION":
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        try:
+            value = int(text.rstrip("KMG")) * scale
+        except ValueError:
+            continue
+        if 1 <= level <= 3 and value > 0:
+            sizes[f"l{level}"] = value
+    return sizes
+
+
+# -- measuring the host (once per process and ISA) ---------------------------------------------
+
+def _best_of(fn, repeats: int, inner: int) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        start = time.thread_time()
+        for _ in range(inner):
+            fn()
+        best = min(best, (time.thread_time() - start) / inner)
+    return max(best, 1e-9)
+
+
+def _copy_rate(nbytes: int, repeats: int) -> float:
+    src = np.ones(max(nbytes // 4, 1024), np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    inner = max(1, (4 << 20) // src.nbytes)
+    return 2 * src.nbytes / _best_of(lambda: np.copyto(dst, src), repeats, inner)
+
+
+@functools.lru_cache(maxsize=1)
+def _memory_host() -> tuple:
+    sizes = cache_sizes()
+    # Memory: two arrays of the L3's size each (the pair cannot stay in it), copied twice.
+    return (sizes, _copy_rate(sizes["l2"] // 4, 5), _copy_rate(sizes["l3"] // 4, 3),
+            _copy_rate(sizes["l3"], 2))
+
+
+CALIBRATION = ConvSpec(1, 256, 16, 16, 256, 1, 1)   # M = N = K = 256: in L2, whole vectors
+
+
+def _measure_gemm_and_call(isa: str, gemm: str) -> tuple:
+    from ._api import Conv2d  # the runtime measures through the public layer
+    from .plan import Plan
+
+    rng = np.random.default_rng(0)
+    spec = CALIBRATION
+    x = rng.standard_normal(spec.input_shape, dtype=np.float32)
+    w = rng.standard_normal(spec.weight_shape, dtype=np.float32)
+    layer = Conv2d.from_spec(spec, w, None, plan=Plan("pointwise", gemm=gemm, isa=isa),
+                             threads=1)
+    out = np.empty(spec.output_shape, np.float32)
+    layer(x, out=out)
+    seconds = _best_of(lambda: layer(x, out=out), 5, 3)
+    tiny = ConvSpec(1, 1, 4, 4, 1, 1, 1)
+    small = Conv2d.from_spec(tiny, np.ones(tiny.weight_shape, np.float32), None,
+                             plan=Plan("pointwise", gemm=gemm, isa=isa), threads=1)
+    xs = np.ones(tiny.input_shape, np.float32)
+    outs = np.empty(tiny.output_shape, np.float32)
+    small(xs, out=outs)
+    call = _best_of(lambda: small(xs, out=outs), 5, 50)
+    return seconds, call
+
+
+_hosts: dict = {}
+_hosts_lock = threading.Lock()
+
+
+def host(isa: str | None = None) -> Host:
+    """The measured host for a kernel ISA (default: the active one), cached per process."""
+    isa = isa or hwinfo.get_isa()
+    with _hosts_lock:
+        found = _hosts.get(isa)
+    if found is not None:
+        return found
+    gemm = "sgemm" if isa == "scalar" else "packed"
+    sizes, l2, l3, mem = _memory_host()
+    seconds, call = _measure_gemm_and_call(isa, gemm)
+    vector = hwinfo.kernel_set(isa).gemm_mr
+    probe = Host(isa, vector, 1.0, l2, l3, mem, sizes["l1"], sizes["l2"], sizes["l3"], 0.0)
+    # The calibration's own tile efficiency, so that gemm_flops is the full-tile rate.
+    unit = _gemm_seconds(probe, CALIBRATION.out_channels, 256, CALIBRATION.in_channels, 1,
+                         CALIBRATION.in_channels * 256 * 4)
+    made = Host(isa, vector, unit / max(seconds - call, seconds * 0.5), l2, l3, mem,
+                sizes["l1"], sizes["l2"], sizes["l3"], call)
+    with _hosts_lock:
+        return _hosts.setdefault(isa, made)
+
+
+# -- the model -----------------------------------------------------------------------------------
+
+def _round_up(value: int, unit: int) -> int:
+    return -(-value // unit) * unit
+
+
+def _column_time(h: Host, m: int, n: int, strided: bool = False) -> float:
+    """Relative time of the GEMM's register tiles over n columns of m rows (1 per
+    column-row at full rate).  Output columns that are not contiguous (strided: C's column
+    step > 1) go through the m-vectorised tile only."""
+    vw = h.vector
+    rows = N_TILE_ROWS.get(h.isa, 4)
+    whole = 0 if strided else (n // vw) * vw
+    t = whole * _round_up(m, rows)
+    tail = n - whole
+    if tail:
+        # m-vectorised strips of at most M_TILE_MAX_COLS columns; P = 4 panels for 1-2
+        # columns, else 2; rows pad to whole panels.
+        cols = M_TILE_MAX_COLS.get(h.isa, 4)
+        left = tail
+        while left:
+            nc = min(left, cols)
+            panels = 4 if nc <= 2 else 2
+            accumulators = panels * nc
+            latency = min(1.0, accumulators / FMA_LATENCY_X_PORTS)
+            loads = min(1.0, accumulators / (panels + nc))
+            t += nc * _round_up(m, vw) / min(latency, loads)
+            left -= nc
+    return t
+
+
+def _gemm_seconds(h: Host, m: int, n: int, k: int, calls: int, b_set: float,
+                  strided: bool = False) -> float:
+    """calls GEMMs of m x n x k: register tiles, C tile reloads per k slice, the packed
+    weights read once per call and the B operand once per MC block of rows."""
+    if m <= 0 or n <= 0 or k <= 0 or calls <= 0:
+        return 0.0
+    slices = -(-k // GEMM_KC)
+    k_eff = k + C_TILE_OPS * slices
+    compute = 2.0 * _column_time(h, m, n, strided) * k_eff * calls / h.gemm_flops
+    a_bytes = 4.0 * m * k
+    # Rates count bytes moved (a copy's read and write): a read-only operand moves its size.
+    weights = calls * a_bytes / h.bandwidth(a_bytes)
+    b_reads = calls * (-(-m // GEMM_MC)) * 4.0 * k * n / h.bandwidth(b_set)
+    if a_bytes > h.l2:
+        # Blocks of packed weights come from L3 or memory on every call and nothing fetches
+        # them ahead of the tiles that use them: the wait adds to the arithmetic.
+        return compute + weights + b_reads
+    return max(compute, weights + b_reads)
+
+
+def _gather_seconds(h: Host, floats: float, segments: float, stride: int, source: float,
+                    dest: float) -> float:
+    """floats written in `segments` row pieces, read from a working set of `source` bytes
+    and written into one of `dest` bytes (each side at its level's rate; strided gathers
+    spend more on the writing side's shuffles)."""
+    slow = GATHER_SLOWDOWN.get(stride, SCALAR_GATHER_SLOWDOWN)
+    moved = 4.0 * (floats + segments * GATHER_SEGMENT_FLOATS)
+    return moved / h.bandwidth(source) + moved * slow / h.bandwidth(dest)
+
+
+def _shift_efficiency(spec: ConvSpec) -> float:
+    """The depthwise shift path: per 16 columns and block of DW_ROWS output rows, taps x rows
+    FMAs against (kw - 1) shifts per input row read."""
+    fmas = spec.kernel_h * spec.kernel_w * DW_ROWS
+    shifts = (spec.kernel_w - 1) * (DW_ROWS + spec.kernel_h - 1)
+    return fmas / (fmas + shifts)
+
+
+def _band_span(spec: ConvSpec, rows: int) -> int:
+    return (rows - 1) * spec.stride_h + (spec.kernel_h - 1) * spec.dilation_h + 1
+
+
+def _phase_width(spec: ConvSpec) -> int:
+    return spec.out_width + ((spec.kernel_w - 1) * spec.dilation_w) // spec.stride_w
+
+
+def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
+    """(seconds for one image on one thread, parallel units, bands) of a plan."""
+    from .plan import core_spec
+
+    g, cg, ocg = spec.groups, spec.group_in_channels, spec.group_out_channels
+    oh, ow = spec.out_height, spec.out_width
+    k = cg * spec.kernel_h * spec.kernel_w
+    in_bytes = 4.0 * spec.in_channels * spec.height * spec.width
+    out_bytes = 4.0 * spec.out_channels * oh * ow
+    stream = (in_bytes + out_bytes) / h.bandwidth(in_bytes + out_bytes)
+    algo = plan.algorithm
+    if algo == "depthwise":
+        span = _band_span(spec, oh)
+        plane = spec.stride_w * span * _phase_width(spec)
+        fill = _gather_seconds(h, spec.in_channels * plane, spec.in_channels * spec.stride_w * span,
+                               spec.stride_w, in_bytes, 4.0 * plane)
+        small = spec.kernel_h in (3, 5) and spec.kernel_w == spec.kernel_h
+        unit = (_shift_efficiency(spec) if small and spec.stride_h == spec.stride_w == 1
+                and spec.dilation_h == spec.dilation_w == 1 else DW_POINTER
+                if small and spec.stride_w <= 2 else DW_GENERIC)
+        lanes = ow / _round_up(ow, h.vector)
+        fmas = spec.out_channels * oh * ow * spec.kernel_h * spec.kernel_w
+        compute = 2.0 * fmas / (h.gemm_flops * unit * lanes)
+        return max(compute, stream) + fill, spec.groups, 1
+    if algo == "pointwise":
+        view = (spec.stride_h == spec.stride_w == 1 and not spec.has_padding)
+        b_bytes = 4.0 * cg * oh * ow
+        fill = 0.0 if view else _gather_seconds(h, cg * g * oh * ow, cg * g * oh,
+                                                spec.stride_w, in_bytes, b_bytes)
+        gemm = _gemm_seconds(h, ocg, oh * ow, cg, g, b_bytes)
+        return max(gemm, stream) + fill, g, 1
+    if algo == "classic":
+        patch = float(k * oh * ow)
+        fill = _gather_seconds(h, patch * g, k * oh * g, spec.stride_w, in_bytes, 4.0 * patch)
+        gemm = _gemm_seconds(h, ocg, oh * ow, k, g, 4.0 * patch)
+        return max(gemm, stream) + fill, g, 1
+    if algo == "rowwise":
+        rb = plan.row_block or oh
+        bands = -(-oh // rb)
+        span = _band_span(spec, min(rb, oh))
+        band_floats = cg * span * spec.stride_w * _phase_width(spec)
+        fill = _gather_seconds(h, band_floats * bands * g, cg * span * spec.stride_w * bands * g,
+                               spec.stride_w, in_bytes, 4.0 * band_floats)
+        pointers = 16.0 * k * oh * g / h.copy_l2
+        gemm = _gemm_seconds(h, ocg, ow, k, oh * g, 4.0 * band_floats)
+        return max(gemm, stream) + fill + pointers, g * bands, bands * g
+    # incremental
+    info = _core.schedule_info(core_spec(spec), max(plan.column_block, 1), plan.channel_block,
+                               plan.row_block, plan.gemm == "packed")
+    classes, windows, rb = info["classes"], info["windows"], info["rows_per_band"]
+    bands = -(-oh // rb)
+    passes = -(-ocg // info["channels_per_pass"])
+    n = rb * windows
+    calls = classes * bands * passes * g
+    span = _band_span(spec, oh)
+    written = cg * spec.kernel_w * windows * classes * span * g
+    buffer = 4.0 * k * windows * info["rows"]
+    fill = _gather_seconds(h, written, cg * spec.kernel_w * classes * span * g, spec.stride_w,
+                           in_bytes, buffer)
+    # Several classes writing the output directly interleave their columns (step = classes).
+    gemm = _gemm_seconds(h, info["channels_per_pass"], n, k, calls, buffer,
+                         strided=classes > 1 and info["direct"])
+    scatter = 0.0
+    if classes > 1 and not info["direct"]:
+        scatter = 2 * out_bytes / h.bandwidth(out_bytes)
+    units = classes * g
+    return max(gemm, stream) + fill + scatter, units, bands * classes * g
+
+
+def predict(spec: ConvSpec, plan, threads: int = 1, host_params: Host | None = None) -> float:
+    """Predicted seconds of one call of `plan` on `spec` (its batch) at `threads`."""
+    h = host_params or host(plan.isa if plan.isa != "auto" else None)
+    image = spec.with_batch(1)
+    one, units, bands = _image_seconds(image, plan, h)
+    batch = max(spec.batch, 1)
+    threads = max(int(threads), 1)
+    total = one * batch
+    if threads > 1:
+        if plan.parallel == "shared" and plan.algorithm == "incremental":
+            parallel = total / threads + batch * bands * BAND_SYNC_CALLS * h.call_s / 10
+        else:
+            split = batch * units if batch < threads else batch
+            parallel = total / min(threads, max(split, 1))
+        total = parallel
+    return total + h.call_s
+
+
+def best_plan(spec: ConvSpec, plans: list, threads: int = 1, isa: str | None = None,
+              host_params: Host | None = None):
+    """The plan with the lowest predicted time (the first on ties: candidates come in a
+    fixed order, so the choice is deterministic for a given host)."""
+    h = host_params or host(isa)
+    best, best_time = None, math.inf
+    for plan in plans:
+        t = predict(spec, plan, threads, h)
+        if t < best_time:
+            best, best_time = plan, t
+    return best
