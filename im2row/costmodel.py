@@ -54,7 +54,9 @@ GATHER_SEGMENT_FLOATS = 32
 DW_ROWS = 4        # output rows per block sharing each loaded input vector
 DW_POINTER = 0.5   # other stride 1/2 cases: bound by L2->L1 traffic (two fresh rows per row)
 DW_GENERIC = 0.25  # taps in a runtime loop
-BAND_SYNC_CALLS = 2   # a shared-buffer band costs about two calls' overhead in barriers
+# Threads sharing one buffer meet at a barrier per band; a woken thread's scheduling delay
+# (tens of microseconds, far more on a loaded machine) is about 20 calls' fixed overhead.
+BAND_SYNC_CALLS = 20
 
 
 @dataclass(frozen=True)
@@ -345,6 +347,8 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
 
 def predict(spec: ConvSpec, plan, threads: int = 1, host_params: Host | None = None) -> float:
     """Predicted seconds of one call of `plan` on `spec` (its batch) at `threads`."""
+    from .plan import core_spec
+
     h = host_params or host(plan.isa if plan.isa != "auto" else None)
     image = spec.with_batch(1)
     one, units, bands = _image_seconds(image, plan, h)
@@ -352,12 +356,19 @@ def predict(spec: ConvSpec, plan, threads: int = 1, host_params: Host | None = N
     threads = max(int(threads), 1)
     total = one * batch
     if threads > 1:
-        if plan.parallel == "shared" and plan.algorithm == "incremental":
-            parallel = total / threads + batch * bands * BAND_SYNC_CALLS * h.call_s / 10
+        # How the core splits the call (_core.parallel_mode): whole (image, group) tasks,
+        # column classes / row bands with a buffer each, or the output channels of a shared
+        # buffer (a barrier per band).
+        mode = _core.parallel_mode(core_spec(image), plan.algorithm, max(plan.column_block, 1),
+                                   batch, threads, plan.parallel == "shared")
+        if mode == "tasks":
+            units = batch * image.groups
+        elif mode == "classes":
+            units = batch * units
+        if mode == "channels":
+            total = total / threads + batch * bands * BAND_SYNC_CALLS * h.call_s
         else:
-            split = batch * units if batch < threads else batch
-            parallel = total / min(threads, max(split, 1))
-        total = parallel
+            total = total * (-(-units // threads)) / units
     return total + h.call_s
 
 
