@@ -266,17 +266,19 @@ def _shift_efficiency(spec: ConvSpec) -> float:
     return fmas / (fmas + shifts)
 
 
-def _band_span(spec: ConvSpec, rows: int) -> int:
-    return (rows - 1) * spec.stride_h + (spec.kernel_h - 1) * spec.dilation_h + 1
+def _band_span(spec: ConvSpec, rows: int, sh: int, dh: int) -> int:
+    return (rows - 1) * sh + (spec.kernel_h - 1) * dh + 1
 
 
-def _phase_width(spec: ConvSpec) -> int:
-    return spec.out_width + ((spec.kernel_w - 1) * spec.dilation_w) // spec.stride_w
+def _phase_width(spec: ConvSpec, sw: int, dw: int) -> int:
+    return spec.out_width + ((spec.kernel_w - 1) * dw) // sw
 
 
 def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     """(seconds for one image on one thread, parallel units, bands) of a plan."""
-    from .plan import core_spec
+    from .plan import core_spec, effective_axes
+
+    sh, sw, dh, dw = effective_axes(spec)
 
     g, cg, ocg = spec.groups, spec.group_in_channels, spec.group_out_channels
     oh, ow = spec.out_height, spec.out_width
@@ -286,37 +288,37 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     stream = (in_bytes + out_bytes) / h.bandwidth(in_bytes + out_bytes)
     algo = plan.algorithm
     if algo == "depthwise":
-        span = _band_span(spec, oh)
-        plane = spec.stride_w * span * _phase_width(spec)
-        fill = _gather_seconds(h, spec.in_channels * plane, spec.in_channels * spec.stride_w * span,
-                               spec.stride_w, in_bytes, 4.0 * plane)
+        span = _band_span(spec, oh, sh, dh)
+        plane = sw * span * _phase_width(spec, sw, dw)
+        fill = _gather_seconds(h, spec.in_channels * plane, spec.in_channels * sw * span,
+                               sw, in_bytes, 4.0 * plane)
         small = spec.kernel_h in (3, 5) and spec.kernel_w == spec.kernel_h
-        unit = (_shift_efficiency(spec) if small and spec.stride_h == spec.stride_w == 1
-                and spec.dilation_h == spec.dilation_w == 1 else DW_POINTER
-                if small and spec.stride_w <= 2 else DW_GENERIC)
+        unit = (_shift_efficiency(spec) if small and sh == sw == 1
+                and dh == dw == 1 else DW_POINTER
+                if small and sw <= 2 else DW_GENERIC)
         lanes = ow / _round_up(ow, h.vector)
         fmas = spec.out_channels * oh * ow * spec.kernel_h * spec.kernel_w
         compute = 2.0 * fmas / (h.gemm_flops * unit * lanes)
         return max(compute, stream) + fill, spec.groups, 1
     if algo == "pointwise":
-        view = (spec.stride_h == spec.stride_w == 1 and not spec.has_padding)
+        view = (sh == sw == 1 and not spec.has_padding)
         b_bytes = 4.0 * cg * oh * ow
         fill = 0.0 if view else _gather_seconds(h, cg * g * oh * ow, cg * g * oh,
-                                                spec.stride_w, in_bytes, b_bytes)
+                                                sw, in_bytes, b_bytes)
         gemm = _gemm_seconds(h, ocg, oh * ow, cg, g, b_bytes)
         return max(gemm, stream) + fill, g, 1
     if algo == "classic":
         patch = float(k * oh * ow)
-        fill = _gather_seconds(h, patch * g, k * oh * g, spec.stride_w, in_bytes, 4.0 * patch)
+        fill = _gather_seconds(h, patch * g, k * oh * g, sw, in_bytes, 4.0 * patch)
         gemm = _gemm_seconds(h, ocg, oh * ow, k, g, 4.0 * patch)
         return max(gemm, stream) + fill, g, 1
     if algo == "rowwise":
         rb = plan.row_block or oh
         bands = -(-oh // rb)
-        span = _band_span(spec, min(rb, oh))
-        band_floats = cg * span * spec.stride_w * _phase_width(spec)
-        fill = _gather_seconds(h, band_floats * bands * g, cg * span * spec.stride_w * bands * g,
-                               spec.stride_w, in_bytes, 4.0 * band_floats)
+        span = _band_span(spec, min(rb, oh), sh, dh)
+        band_floats = cg * span * sw * _phase_width(spec, sw, dw)
+        fill = _gather_seconds(h, band_floats * bands * g, cg * span * sw * bands * g,
+                               sw, in_bytes, 4.0 * band_floats)
         pointers = 16.0 * k * oh * g / h.copy_l2
         gemm = _gemm_seconds(h, ocg, ow, k, oh * g, 4.0 * band_floats)
         return max(gemm, stream) + fill + pointers, g * bands, bands * g
@@ -334,7 +336,7 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     written = cg * spec.kernel_w * windows * classes * filled_rows * g
     buffer = 4.0 * k * windows * info["rows"]
     fill = _gather_seconds(h, written, cg * spec.kernel_w * classes * filled_rows * g,
-                           spec.stride_w, in_bytes, buffer)
+                           sw, in_bytes, buffer)
     # Several classes writing the output directly interleave their columns (step = classes).
     gemm = _gemm_seconds(h, info["channels_per_pass"], n, k, calls, buffer,
                          strided=classes > 1 and info["direct"])

@@ -63,11 +63,23 @@ class Plan:
         return replace(self, isa=hwinfo.get_isa()) if self.isa == "auto" else self
 
 
+def effective_axes(spec: ConvSpec) -> tuple:
+    """(stride_h, stride_w, dilation_h, dilation_w) as the core runs them: a stride along an
+    axis with one output, or a dilation along a kernel axis of one tap, changes nothing and
+    is 1, so that strides far beyond the image (2**40 and up) neither reach the core's range
+    checks nor size stride-phase buffers by the stride itself."""
+    return (1 if spec.out_height == 1 else spec.stride_h,
+            1 if spec.out_width == 1 else spec.stride_w,
+            1 if spec.kernel_h == 1 else spec.dilation_h,
+            1 if spec.kernel_w == 1 else spec.dilation_w)
+
+
 def core_spec(spec: ConvSpec) -> tuple:
-    """The per-image geometry tuple the Cython core takes."""
+    """The per-image geometry tuple the Cython core takes (strides as effective_axes)."""
+    sh, sw, dh, dw = effective_axes(spec)
     return (spec.in_channels, spec.height, spec.width, spec.out_channels, spec.kernel_h,
-            spec.kernel_w, spec.stride_h, spec.stride_w, spec.pad_top, spec.pad_left,
-            spec.dilation_h, spec.dilation_w, spec.out_height, spec.out_width, spec.groups)
+            spec.kernel_w, sh, sw, spec.pad_top, spec.pad_left, dh, dw, spec.out_height,
+            spec.out_width, spec.groups)
 
 
 _MAX_BLOCK = 2**31 - 1  # the core takes C ssize_t; larger values mean "all" anyway
@@ -145,35 +157,13 @@ def validate_plan(spec: ConvSpec, plan: Plan) -> None:
         raise ValueError("incremental plans need column_block >= 1")
 
 
-# Algorithms whose buffer holds padded input rows split into the sw stride phases: their
-# workspace grows with the horizontal stride itself once it exceeds the padded row.
-PHASE_ALGORITHMS = ("rowwise", "depthwise")
-
-
-def _phase_floats_bound(spec: ConvSpec) -> int:
-    """A lower bound (Python ints, no overflow) on a phase buffer: sw phases of >= 1 float
-    for each of the rows one output row reads, per input channel of a group."""
-    span = spec.dilation_h * (spec.kernel_h - 1) + 1
-    return spec.stride_w * span * spec.group_in_channels
-
-
 def scratch_bytes(spec: ConvSpec, plan: Plan, threads: int = 1) -> int:
     """Scratch one call allocates (im2row buffer, a pass's output block, GEMM row pointers),
     per worker thread where threads work on separate buffers."""
     own_threads = 1 if (plan.parallel == "blas" and plan.gemm == "sgemm") else threads
-    if plan.algorithm in PHASE_ALGORITHMS and spec.stride_w > padded_width(spec):
-        # Strides beyond the row: the core's count is exact but may not fit its C integers;
-        # such a plan never fits a budget anyway, so a Python bound is enough.
-        bound = _phase_floats_bound(spec)
-        if bound > 2**40:
-            return 4 * bound * max(own_threads, 1)
     return 4 * _core.scratch_floats(core_spec(spec), plan.algorithm, max(plan.column_block, 1),
                                     plan.channel_block, plan.row_block, max(spec.batch, 1),
                                     own_threads, plan.gemm == "packed", plan.parallel == "shared")
-
-
-def padded_width(spec: ConvSpec) -> int:
-    return spec.width + spec.pad_left + spec.pad_right
 
 
 def image_input_bytes(spec: ConvSpec) -> int:
@@ -234,13 +224,12 @@ def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
     so a scalar-only machine plans sgemm."""
     gemm = "sgemm" if isa == "scalar" else "packed"
     algorithms = valid_algorithms(spec)
-    phase_ok = spec.stride_w <= padded_width(spec)
     out = []
-    if "depthwise" in algorithms and phase_ok:
+    if "depthwise" in algorithms:
         out.append(Plan("depthwise"))
     if "pointwise" in algorithms:
         out.append(Plan("pointwise", gemm=gemm))
-    if "rowwise" in algorithms and gemm == "packed" and phase_ok:
+    if "rowwise" in algorithms and gemm == "packed":
         bands = sorted({b if b < spec.out_height else 0 for b in ROWWISE_BANDS})
         out += [Plan("rowwise", 0, 0, band, gemm="packed") for band in bands]
     if "incremental" in algorithms and not spec.is_pointwise:
