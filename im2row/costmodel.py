@@ -42,6 +42,7 @@ from .spec import ConvSpec
 FMA_LATENCY_X_PORTS = 8   # accumulators needed to keep two FMA pipes of latency 4 busy
 N_TILE_ROWS = {"avx512": 8, "avx2": 4, "neon": 4, "scalar": 4}   # NV_ROWS of the n-tile
 M_TILE_MAX_COLS = {"avx512": 12, "avx2": 6, "neon": 6, "scalar": 4}
+N_TILE_VECTORS = 3        # vectors of columns of the widest n-vectorised tile
 GEMM_KC = 512             # k slice: the C tile is loaded and stored once per slice
 GEMM_MC = 256             # weight rows per block: the patch matrix streams once per block
 C_TILE_OPS = 2            # a load and a store per accumulator per k slice
@@ -188,11 +189,14 @@ def host(isa: str | None = None) -> Host:
     seconds, call = _measure_gemm_and_call(isa, gemm)
     vector = hwinfo.kernel_set(isa).gemm_mr
     probe = Host(isa, vector, 1.0, l2, l3, mem, sizes["l1"], sizes["l2"], sizes["l3"], 0.0)
-    # The calibration's own tile efficiency, so that gemm_flops is the full-tile rate.
-    unit = _gemm_seconds(probe, CALIBRATION.out_channels, 256, CALIBRATION.in_channels, 1,
-                         CALIBRATION.in_channels * 256 * 4)
-    made = Host(isa, vector, unit / max(seconds - call, seconds * 0.5), l2, l3, mem,
-                sizes["l1"], sizes["l2"], sizes["l3"], call)
+    # The calibration's own tile efficiency and operand streaming, so that gemm_flops is the
+    # full-tile arithmetic rate.
+    cal = CALIBRATION
+    unit, stream = _gemm_terms(probe, cal.out_channels, cal.height * cal.width,
+                               cal.in_channels, 1, 4.0 * cal.in_channels * cal.height * cal.width)
+    arithmetic = max(seconds - call - stream, seconds * 0.5)
+    made = Host(isa, vector, unit / arithmetic, l2, l3, mem, sizes["l1"], sizes["l2"],
+                sizes["l3"], call)
     with _hosts_lock:
         return _hosts.setdefault(isa, made)
 
@@ -228,24 +232,45 @@ def _column_time(h: Host, m: int, n: int, strided: bool = False) -> float:
     return t
 
 
-def _gemm_seconds(h: Host, m: int, n: int, k: int, calls: int, b_set: float,
-                  strided: bool = False) -> float:
-    """calls GEMMs of m x n x k: register tiles, C tile reloads per k slice, the packed
-    weights read once per call and the B operand once per MC block of rows."""
-    if m <= 0 or n <= 0 or k <= 0 or calls <= 0:
-        return 0.0
+def _strips(h: Host, n: int, strided: bool) -> int:
+    """Column strips of one GEMM call: n-vectorised strips of up to N_TILE_VECTORS vectors,
+    then m-vectorised strips of up to M_TILE_MAX_COLS columns (all of them when strided)."""
+    vw = h.vector
+    whole = 0 if strided else n // vw
+    tail = n - whole * vw
+    return -(-whole // N_TILE_VECTORS) + -(-tail // M_TILE_MAX_COLS.get(h.isa, 4))
+
+
+def _gemm_terms(h: Host, m: int, n: int, k: int, calls: int, b_set: float,
+                strided: bool = False) -> tuple:
+    """(arithmetic seconds, operand-streaming seconds) of calls GEMMs of m x n x k.
+
+    Arithmetic: register tiles with C tile reloads per k slice.  Streaming: B is not packed,
+    so the A block (up to MC x KC, kept in L2) is read again for every column strip: narrow
+    GEMMs (few columns per call) re-read the weights per few columns.  The patch rows are read
+    once per MC block of rows; both come from the level their working set fits in.  Out of
+    L2 the streaming adds to the arithmetic (_gemm_seconds), in L2 it overlaps."""
     slices = -(-k // GEMM_KC)
     k_eff = k + C_TILE_OPS * slices
     compute = 2.0 * _column_time(h, m, n, strided) * k_eff * calls / h.gemm_flops
     a_bytes = 4.0 * m * k
+    a_block = min(a_bytes, 4.0 * GEMM_MC * GEMM_KC)
     # Rates count bytes moved (a copy's read and write): a read-only operand moves its size.
-    weights = calls * a_bytes / h.bandwidth(a_bytes)
-    b_reads = calls * (-(-m // GEMM_MC)) * 4.0 * k * n / h.bandwidth(b_set)
-    if a_bytes > h.l2:
+    a_stream = calls * _strips(h, n, strided) * a_bytes / h.bandwidth(a_bytes)
+    b_reads = calls * (-(-m // GEMM_MC)) * 4.0 * k * n / h.bandwidth(b_set + a_block)
+    return compute, a_stream + b_reads
+
+
+def _gemm_seconds(h: Host, m: int, n: int, k: int, calls: int, b_set: float,
+                  strided: bool = False) -> float:
+    if m <= 0 or n <= 0 or k <= 0 or calls <= 0:
+        return 0.0
+    compute, stream = _gemm_terms(h, m, n, k, calls, b_set, strided)
+    if 4.0 * m * k > h.l2:
         # Blocks of packed weights come from L3 or memory on every call and nothing fetches
         # them ahead of the tiles that use them: the wait adds to the arithmetic.
-        return compute + weights + b_reads
-    return max(compute, weights + b_reads)
+        return compute + stream
+    return max(compute, stream)
 
 
 def _gather_seconds(h: Host, floats: float, segments: float, stride: int, source: float,
