@@ -393,7 +393,8 @@ def predict(spec: ConvSpec, plan, threads: int = 1, host_params: Host | None = N
         elif mode == "classes":
             units = batch * units
         if mode == "channels":
-            total = total / threads + batch * bands * BAND_SYNC_CALLS * h.call_s
+            # (the first band's barrier is the parallel region's own join, as in every mode)
+            total = total / threads + batch * (bands - 1) * BAND_SYNC_CALLS * h.call_s
         else:
             total = total * (-(-units // threads)) / units
     return total + h.call_s

@@ -311,8 +311,8 @@ def _tune_shape(spec: ConvSpec, *, n_trials: int = DEFAULT_TRIALS,
         winner = best
         decision = f"tuned: {best_gain:.1%} faster (noise {best_noise:.1%})"
     else:
-        decision = (f"default kept: best other {best_gain:+.1%} faster, within the noise "
-                    f"({best_noise:.1%}) or below min_gain {min_gain:.1%}")
+        decision = (f"default kept: the best other plan took {1 - best_gain:.3f}x its time "
+                    f"(noise {best_noise:.1%}, min_gain {min_gain:.1%})")
     return ShapeOutcome(plan=winner, time=stats[winner][1], default_plan=default,
                         default_time=d_med, trials=state["unique"], space_size=len(plans),
                         exhaustive=exhaustive, rejected=rejected, finalists=stats,
