@@ -226,6 +226,8 @@ def test_tune_budget_nothing_fits_is_reported(cache):
     report = tune(TINY_LAYERS[:1], max_workspace=0, **FAST)
     assert report.layers[0].status == "failed"
     assert "max_workspace" in report.layers[0].error
+    with pytest.raises(TypeError, match="max_workspace"):
+        tune(TINY_LAYERS[:1], max_workspace="1MB", **FAST)
 
 
 def test_wrong_results_never_win(monkeypatch, cache):

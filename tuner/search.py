@@ -42,7 +42,7 @@ import optuna
 
 from im2row import wisdom
 from im2row.layers import collect_layers, unique_specs
-from im2row.plan import INPUT_BUDGET, Plan, budget_bytes
+from im2row.plan import INPUT_BUDGET, Plan, budget_bytes, workspace_limit
 from im2row.spec import ConvSpec
 
 from .measure import Bench, PlanMismatch, resolve_clock, summarize
@@ -391,6 +391,8 @@ def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None 
     threads = int(threads) if threads is not None else wisdom.current_threads()
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    for shape in shapes[:1]:   # a budget of the wrong type fails here, not once per shape
+        workspace_limit(shape.spec, max_workspace)
     store = wisdom.store()
     if cache is False:
         cache_path = None
