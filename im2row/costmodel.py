@@ -138,12 +138,17 @@ def _copy_rate(nbytes: int, repeats: int) -> float:
     return 2 * src.nbytes / _best_of(lambda: np.copyto(dst, src), repeats, inner)
 
 
+MAX_PROBE_BYTES = 64 << 20
+
+
 @functools.lru_cache(maxsize=1)
 def _memory_host() -> tuple:
     sizes = cache_sizes()
-    # Memory: two arrays of the L3's size each (the pair cannot stay in it), copied twice.
-    return (sizes, _copy_rate(sizes["l2"] // 4, 5), _copy_rate(sizes["l3"] // 4, 3),
-            _copy_rate(sizes["l3"], 2))
+    # Memory: two arrays of the L3's size each (the pair cannot stay in it), copied twice;
+    # at most MAX_PROBE_BYTES each, so a server's 256 MB L3 costs no gigabyte of probing.
+    return (sizes, _copy_rate(sizes["l2"] // 4, 5),
+            _copy_rate(min(sizes["l3"] // 4, MAX_PROBE_BYTES // 4), 3),
+            _copy_rate(min(sizes["l3"], MAX_PROBE_BYTES), 2))
 
 
 CALIBRATION = ConvSpec(1, 256, 16, 16, 256, 1, 1)   # M = N = K = 256: in L2, whole vectors
