@@ -146,9 +146,10 @@ def _memory_host() -> tuple:
     sizes = cache_sizes()
     # Memory: two arrays of the L3's size each (the pair cannot stay in it), copied twice;
     # at most MAX_PROBE_BYTES each, so a server's 256 MB L3 costs no gigabyte of probing.
-    return (sizes, _copy_rate(sizes["l2"] // 4, 5),
-            _copy_rate(min(sizes["l3"] // 4, MAX_PROBE_BYTES // 4), 3),
-            _copy_rate(min(sizes["l3"], MAX_PROBE_BYTES), 2))
+    mem = _copy_rate(min(sizes["l3"], MAX_PROBE_BYTES), 2)
+    l3 = max(_copy_rate(min(sizes["l3"] // 4, MAX_PROBE_BYTES // 4), 3), mem)
+    l2 = max(_copy_rate(sizes["l2"] // 4, 5), l3)   # a nearer level is never slower: noise
+    return sizes, l2, l3, mem
 
 
 CALIBRATION = ConvSpec(1, 256, 16, 16, 256, 1, 1)   # M = N = K = 256: in L2, whole vectors
