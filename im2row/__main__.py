@@ -39,7 +39,8 @@ def info(argv=None) -> int:
     identity = wisdom.machine_identity()
     lines = [
         f"im2row        {im2row.__version__} (core build {identity['build']})",
-        f"CPU           {hwinfo.cpu_model()} ({identity['arch']})",
+        f"CPU           {hwinfo.cpu_model()} ({identity['arch']}; {_cpu_id_text(identity)})",
+        "caches        " + ", ".join(f"{k} {_bytes_text(v)}" for k, v in identity["caches"].items()),
         "CPU features  " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in features.items()),
         f"kernel ISAs   {', '.join(hwinfo.available_isas())} (in use: {hwinfo.get_isa()})",
         f"BLAS          {blas['name']} {blas['version'] or ''} ({blas['architecture'] or '?'}, "
@@ -58,6 +59,19 @@ def info(argv=None) -> int:
                          f"{summary['plans']} in all, {summary['machines']} machine(s)")
     print("\n".join(lines))
     return 0
+
+
+def _cpu_id_text(identity: dict) -> str:
+    cpu_id = identity.get("cpu_id") or {}
+    cores = cpu_id.get("cores", [cpu_id])
+    return " | ".join(" ".join(f"{k} {v}" for k, v in core.items()) for core in cores) or "?"
+
+
+def _bytes_text(value: int) -> str:
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size and value % size == 0:
+            return f"{value // size} {unit}"
+    return f"{value} B"
 
 
 def _find_benchmark() -> Path | None:

@@ -10,7 +10,10 @@ File (JSON, schema 1):
     {"format": "im2row-plans", "schema": 1,
      "machines": {
         "<machine id>": {
-            "identity": {"cpu": ..., "arch": ..., "cpu_features": [...], "isas": [...],
+            "identity": {"cpu": ..., "cpu_id": {"family", "model", "stepping", ...  (x86)
+                                                | "cores": [{"implementer", "part", ...}]},
+                         "caches": {"l1d", "l2", "l3", "line"}, "arch": ...,
+                         "cpu_features": [...], "isas": [...],
                          "blas": {"name", "version", "architecture", "threading"},
                          "im2row": "0.1.0", "build": "<hash of the compiled core>"},
             "plans": {
@@ -19,7 +22,8 @@ File (JSON, schema 1):
                                "time_s": ..., "default_time_s": ..., "default_plan": {...},
                                "trials": ..., "tuned_at": "2025-01-01T00:00:00Z"}}}}}
 
-The machine id hashes the identity: plans are used only on the same CPU model and ISA flags,
+The machine id hashes the identity: plans are used only on the same CPU (model string, x86
+family/model/stepping or aarch64 MIDR implementer/part/variant, cache sizes) and ISA flags,
 with the same BLAS build and the same im2row version and compiled core (FFTW's rule: wisdom is
 valid for the same hardware and binaries).  One file may hold several machines' plans (a file
 shipped with an application).  Within a machine, a plan key is the thread count, the active
@@ -129,6 +133,8 @@ def machine_identity() -> dict:
     blas = blas_info()
     return {
         "cpu": hwinfo.cpu_model(),
+        "cpu_id": hwinfo.cpu_identity(),
+        "caches": hwinfo.cache_sizes(),
         "arch": platform.machine(),
         "cpu_features": sorted(k for k, v in hwinfo.cpu_features().items() if v),
         "isas": list(hwinfo.available_isas()),
