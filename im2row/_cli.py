@@ -41,8 +41,12 @@ def seconds(text: str) -> float:
 def read_model(model: str, input_shape=None) -> list:
     """The model argument (built-in name, .json suite, .onnx file) -> its layers; UsageError
     naming the model and the reason when it cannot be read."""
+    import os
+
     from .layers import collect_layers
 
+    if model.lower().endswith((".onnx", ".json")) and not os.path.exists(model):
+        raise UsageError(f"model {model!r}: no such file")
     try:
         return collect_layers(model, input_shape)
     except FileNotFoundError:
