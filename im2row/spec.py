@@ -10,7 +10,7 @@ from typing import Iterable
 LAYOUTS = ("NCHW", "NHWC")
 # Largest stride, dilation or padding accepted: far beyond any image, and small enough that
 # every size derived from it (padded extent, dilated span, offsets) fits the core's ssize_t.
-MAX_GEOMETRY = 1 << 40
+MAX_GEOMETRY = (1 << 40) - 1  # the core checks every geometry value against 2**40 too
 # Largest padded input side: an output row longer than this is not an image (and plans walk
 # the output columns).
 MAX_EXTENT = (1 << 31) - 1
@@ -119,7 +119,7 @@ def _pair(value, name: str, *, minimum: int) -> tuple:
     if min(pair) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     if max(pair) > MAX_GEOMETRY:
-        raise ValueError(f"{name} must be <= 2**40, got {value!r}")
+        raise ValueError(f"{name} must be < 2**40, got {value!r}")
     return pair
 
 
@@ -154,7 +154,7 @@ def resolve_padding(padding, kernel: tuple, dilation: tuple, stride: tuple) -> t
         if min(values) < 0:
             raise ValueError(f"padding must be >= 0, got {padding!r}")
         if max(values) > MAX_GEOMETRY:
-            raise ValueError(f"padding must be <= 2**40, got {padding!r}")
+            raise ValueError(f"padding must be < 2**40, got {padding!r}")
         return tuple(int(v) for v in values)
     raise ValueError(f"padding must have 2 (h, w) or 4 (top, left, bottom, right) values, got {padding!r}")
 
