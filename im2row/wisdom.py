@@ -515,7 +515,10 @@ class PlanStore:
         for key, entry in (group or {}).get("plans", {}).items():
             if entry.get("dtype", DTYPE) != DTYPE:
                 continue
-            slot, batch, plan = checked_entry(key, entry)
+            try:
+                slot, batch, plan = checked_entry(key, entry)
+            except ValueError:  # read entries are checked already; never index a bad one
+                continue
             index.setdefault(slot, {})[batch] = plan
         self._index = index
 
