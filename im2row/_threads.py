@@ -151,10 +151,29 @@ def get_num_threads() -> int:
     """Threads conv2d uses by default: set_num_threads(), else IM2ROW_NUM_THREADS, else
     OMP_NUM_THREADS, else the CPUs available to this process (affinity mask capped by the
     cgroup CPU quota).  See the module docstring."""
-    with _lock:
-        if _num_threads is not None:
-            return _num_threads
-    return _env_threads() or _omp_threads() or available_cores()
+    global _default_memo
+    if _num_threads is not None:
+        return _num_threads
+    # Every call asks (Conv2d's default): the variables are re-read each time, the CPUs
+    # available once (a syscall and cgroup files cost microseconds; refresh_defaults() or
+    # set_num_threads(None) reads them again after the affinity mask changes).
+    key = (os.environ.get("IM2ROW_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS"))
+    memo = _default_memo
+    if memo is not None and memo[0] == key:
+        return memo[1]
+    threads = _env_threads() or _omp_threads() or available_cores()
+    _default_memo = (key, threads)
+    return threads
+
+
+_default_memo = None
+
+
+def refresh_defaults() -> None:
+    """Read the CPUs available (affinity mask, cgroup quota) again at the next call."""
+    global _default_memo
+    _default_memo = None
+    cgroup_cpu_limit.cache_clear()
 
 
 def set_num_threads(threads: int | None) -> None:
@@ -164,6 +183,8 @@ def set_num_threads(threads: int | None) -> None:
         threads = check_threads(threads)
     with _lock:
         _num_threads = threads
+    if threads is None:
+        refresh_defaults()
 
 
 def check_threads(threads) -> int:

@@ -30,7 +30,7 @@ def machine(monkeypatch, tmp_path):
     monkeypatch.setattr(_threads, "PROC_CGROUP", str(tmp_path / "proc-self-cgroup"))
     monkeypatch.setattr(_threads, "CGROUP_ROOT", str(tmp_path / "cgroup"))
     (tmp_path / "cgroup").mkdir()
-    _threads.cgroup_cpu_limit.cache_clear()
+    _threads.refresh_defaults()
     im2row.set_num_threads(None)
 
     def write(proc_cgroup: str, files: dict):
@@ -39,10 +39,10 @@ def machine(monkeypatch, tmp_path):
             path = tmp_path / "cgroup" / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        _threads.cgroup_cpu_limit.cache_clear()
+        _threads.refresh_defaults()
 
     yield write
-    _threads.cgroup_cpu_limit.cache_clear()
+    _threads.refresh_defaults()
     im2row.set_num_threads(None)
 
 
