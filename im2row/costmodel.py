@@ -85,37 +85,13 @@ class Host:
 
 
 def cache_sizes() -> dict:
-    """{'l1': bytes, 'l2': ..., 'l3': ...} of cpu0's data/unified caches (sysfs), with
-    conservative fallbacks where the OS does not say.  (hwinfo may take this over.)"""
-    if hasattr(hwinfo, "cache_sizes"):
-        try:
-            sizes = dict(hwinfo.cache_sizes())
-            if {"l1", "l2", "l3"} <= set(sizes):
-                return sizes
-        except Exception:  # noqa: BLE001 - fall back to sysfs
-            pass
-    sizes = {"l1": 32 << 10, "l2": 512 << 10, "l3": 8 << 20}
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    for index in range(8):
-        try:
-            with open(f"{base}/index{index}/type") as f:
-                kind = f.read().strip()
-            with open(f"{base}/index{index}/level") as f:
-                level = int(f.read())
-            with open(f"{base}/index{index}/size") as f:
-                text = f.read().strip().upper()
-        except (OSError, ValueError):
-            continue
-        if kind.upper() == "INSTRUCTION":
-            continue
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-        try:
-            value = int(text.rstrip("KMG")) * scale
-        except ValueError:
-            continue
-        if 1 <= level <= 3 and value > 0:
-            sizes[f"l{level}"] = value
-    return sizes
+    """{'l1', 'l2', 'l3'}: bytes of cpu0's L1 data cache, L2 and L3 (hwinfo.cache_sizes, the
+    one place that reads them).  A machine with no L3 known gets the L2 there: past it is
+    memory."""
+    sizes = hwinfo.cache_sizes()
+    l2 = int(sizes.get("l2") or 256 << 10)
+    return {"l1": int(sizes.get("l1d") or 32 << 10), "l2": l2,
+            "l3": max(int(sizes.get("l3") or 0), l2)}
 
 
 # -- measuring the host (once per process and ISA) ---------------------------------------------
