@@ -15,15 +15,15 @@ import im2row
 from im2row import Plan, wisdom
 from im2row.plan import choose_plan, default_plan
 
+from conftest import plan_other_than_default
+
 
 def spec_of(shape=(1, 8, 12, 12), weight=(16, 8, 3, 3)):
     return im2row.make_spec(shape, weight, padding=1)
 
 
 def other_plan(spec) -> Plan:
-    plan = Plan("classic", gemm="packed", isa=im2row.available_isas()[-1])
-    assert plan != default_plan(spec)
-    return plan
+    return plan_other_than_default(spec)
 
 
 def collect(func):

@@ -4,7 +4,6 @@ Every test runs against its own cache file (IM2ROW_PLAN_CACHE in a tmp dir) and 
 in-memory store as it found it at import (nothing loaded, default file read on first use)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -17,10 +16,9 @@ import pytest
 
 import im2row
 from im2row import Plan, wisdom
-from im2row.plan import (budget_bytes, choose_plan, default_candidates, default_plan,
-                         within_budget)
+from im2row.plan import choose_plan, default_plan
 
-from conftest import NO_SUBPROCESS, child_env  # noqa: E402
+from conftest import NO_SUBPROCESS, child_env, plan_other_than_default  # noqa: E402
 
 
 def spec_of(shape=(1, 8, 12, 12), weight=(16, 8, 3, 3), **conv):
@@ -29,17 +27,7 @@ def spec_of(shape=(1, 8, 12, 12), weight=(16, 8, 3, 3), **conv):
 
 
 def other_plan(spec, threads=None) -> Plan:
-    """A valid plan that differs from the default and fits the default workspace budget at
-    `threads` (default: the current count): a tuned plan over the caller's budget is not
-    used."""
-    isas = im2row.available_isas()
-    threads = threads or threads_now()
-    limit = budget_bytes(spec, threads)
-    for candidate in default_candidates(spec, isas[0], 1):
-        plan = dataclasses.replace(candidate, isa=isas[-1])
-        if plan != default_plan(spec) and within_budget(spec, plan, threads, limit):
-            return plan
-    raise AssertionError("no other plan fits the budget")
+    return plan_other_than_default(spec, threads)
 
 
 def threads_now() -> int:
