@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _core, hwinfo
 from ._threads import blas_threads, check_threads, get_num_threads
-from .plan import Plan, choose_plan, core_spec, useful_threads, validate_plan
+from .plan import INPUT_BUDGET, Plan, choose_plan, core_spec, useful_threads, validate_plan
 from .spec import ConvSpec, check_layer_args, make_spec
 
 _F32 = np.dtype(np.float32)
@@ -118,11 +118,13 @@ class Conv2d:
     (packed weights are shared between them).  plan=Plan(...) forces one.
     threads: threads per call (default: im2row.get_num_threads() at call time); a call uses
     fewer when its work is too small to gain from them.
+    max_workspace: the scratch a call may hold, in bytes; default im2row.INPUT_BUDGET (one input
+    image's bytes, the library's promise), None for no limit.  A forced plan= ignores it.
     A Conv2d may be called from several Python threads at once."""
 
     def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
                  layout="NCHW", input_shape=None, plan: Plan | None = None, threads=None,
-                 max_shapes: int = 8):
+                 max_workspace=INPUT_BUDGET, max_shapes: int = 8):
         self.threads = None if threads is None else check_threads(threads)
         self._forced_plan = _check_plan_arg(plan)
         weight = _as_float32("weight", weight)
@@ -138,6 +140,13 @@ class Conv2d:
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.layout = layout
         self.max_shapes = max_shapes
+        if max_workspace is not INPUT_BUDGET and max_workspace is not None:
+            if isinstance(max_workspace, bool) or not isinstance(max_workspace, int):
+                raise TypeError(f"max_workspace must be an int (bytes), None or "
+                                f"im2row.INPUT_BUDGET, got {max_workspace!r}")
+            if max_workspace < 0:
+                raise ValueError(f"max_workspace must be >= 0, got {max_workspace}")
+        self.max_workspace = max_workspace
         self._packs: dict = {}                  # _pack_format -> packed weights (shared)
         self._entries: OrderedDict = OrderedDict()   # (input shape, threads) -> _ShapeEntry
         self._last: _ShapeEntry | None = None
@@ -229,7 +238,8 @@ class Conv2d:
             # The plan is the one for the requested threads (what tune() measured and recorded
             # at that count); the call runs on as many of them as its work can use.
             run_threads = useful_threads(spec, threads)
-            plan = self._forced_plan or choose_plan(image, threads)
+            plan = self._forced_plan or choose_plan(image, threads,
+                                                    max_workspace=self.max_workspace)
             validate_plan(image, plan)
             plan = plan.resolved()
             kernels = hwinfo.kernel_set(plan.isa)
@@ -396,7 +406,7 @@ def _fingerprint(array: np.ndarray) -> bytes:
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCHW",
-           out=None, plan: Plan | None = None, threads=None):
+           out=None, plan: Plan | None = None, threads=None, max_workspace=INPUT_BUDGET):
     """torch.nn.functional.conv2d on float32 NumPy arrays, run with the tuned (or default)
     plan for the shape.  See Conv2d for the arguments.
 
@@ -410,10 +420,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
     _check_plan_arg(plan)
     if _oneshot_layers.max_layers == 0:
         return Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, plan=plan,
-                      threads=threads)(x, out=out)
+                      threads=threads, max_workspace=max_workspace)(x, out=out)
     key = (_array_key(weight), None if bias is None else _array_key(bias), _hashable(stride),
            _hashable(padding), _hashable(dilation), _hashable(groups), _hashable(layout), plan,
-           _hashable(threads))
+           _hashable(threads), _hashable(max_workspace))
     try:
         hash(key)
     except TypeError:           # an argument of an unusual type: let Conv2d judge it
@@ -425,7 +435,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, l
         layer = cached[1]
     else:
         layer = Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, plan=plan,
-                       threads=threads, max_shapes=2)
+                       threads=threads, max_workspace=max_workspace, max_shapes=2)
         if key is not None:
             _oneshot_layers.put(key, (content, layer))
     return layer(x, out=out)

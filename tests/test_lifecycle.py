@@ -405,3 +405,30 @@ def test_plan_must_be_a_plan(rng):
         im2row.conv2d(x, w, plan={"algorithm": "classic"})
     with pytest.raises(TypeError, match="Plan"):
         im2row.Conv2d(w, plan="classic")
+
+
+# -- the workspace budget through the API -----------------------------------------------------
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layer_and_conv2d_keep_the_workspace_budget(threads, rng):
+    x, w, b = uniform(rng, (1, 32, 28, 28)), uniform(rng, (64, 32, 3, 3)), uniform(rng, (64,))
+    input_bytes = x.nbytes
+    for budget in (input_bytes // 8, input_bytes // 2, im2row.INPUT_BUDGET):
+        layer = im2row.Conv2d(w, b, padding=1, threads=threads, max_workspace=budget)
+        assert_matches_reference(layer(x), x, w, b, padding=1)
+        limit = input_bytes if budget is im2row.INPUT_BUDGET else budget
+        assert layer.workspace_bytes <= limit
+        assert_matches_reference(im2row.conv2d(x, w, b, padding=1, threads=threads,
+                                               max_workspace=budget), x, w, b, padding=1)
+    free = im2row.Conv2d(w, b, padding=1, threads=threads, max_workspace=None)
+    assert_matches_reference(free(x), x, w, b, padding=1)
+
+
+def test_bad_workspace_budgets(rng):
+    w = uniform(rng, (4, 3, 3, 3))
+    with pytest.raises(TypeError, match="max_workspace"):
+        im2row.Conv2d(w, max_workspace=1.5)
+    with pytest.raises(ValueError, match="max_workspace"):
+        im2row.Conv2d(w, max_workspace=-1)
+    with pytest.raises(ValueError):            # nothing fits in 1 byte
+        im2row.conv2d(uniform(rng, (1, 3, 9, 9)), w, padding=1, max_workspace=1)
