@@ -43,6 +43,35 @@ IM2ROW_OPTIONAL void im2row_gemm__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const fl
 IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__neon;
 #endif
 
+/* f32-igemm-nhwc / f32-dwconv-nhwc (channels-last): a table whose ISA file lacks them gets
+ * the scalar ones. */
+#define IM2ROW_NHWC_DECLARE(isa)                                                                   \
+    IM2ROW_OPTIONAL void im2row_igemm_nhwc__##isa(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,       \
+                                                  const float *const *, ptrdiff_t, const float *,   \
+                                                  float *, ptrdiff_t);                              \
+    IM2ROW_OPTIONAL void im2row_dwconv_nhwc__##isa(ptrdiff_t, ptrdiff_t, ptrdiff_t,                 \
+                                                   const float *const *, const float *, float *,    \
+                                                   ptrdiff_t);                                      \
+    IM2ROW_OPTIONAL extern const ptrdiff_t im2row_igemm_nhwc_mr__##isa;                             \
+    IM2ROW_OPTIONAL extern const ptrdiff_t im2row_igemm_nhwc_nr__##isa;
+#define IM2ROW_NHWC_SET(t, isa)                                                                    \
+    do {                                                                                           \
+        int simd_ = im2row_igemm_nhwc__##isa && &im2row_igemm_nhwc_mr__##isa &&                    \
+                    &im2row_igemm_nhwc_nr__##isa;                                                  \
+        (t).igemm_nhwc = simd_ ? im2row_igemm_nhwc__##isa : im2row_igemm_nhwc__scalar;             \
+        (t).igemm_nhwc_mr = simd_ ? im2row_igemm_nhwc_mr__##isa : im2row_igemm_nhwc_mr__scalar;    \
+        (t).igemm_nhwc_nr = simd_ ? im2row_igemm_nhwc_nr__##isa : im2row_igemm_nhwc_nr__scalar;    \
+        (t).dwconv_nhwc = im2row_dwconv_nhwc__##isa ? im2row_dwconv_nhwc__##isa                    \
+                                                    : im2row_dwconv_nhwc__scalar;                  \
+    } while (0)
+#ifdef IM2ROW_X86
+IM2ROW_NHWC_DECLARE(avx2)
+IM2ROW_NHWC_DECLARE(avx512)
+#endif
+#ifdef IM2ROW_ARM64
+IM2ROW_NHWC_DECLARE(neon)
+#endif
+
 int im2row_cpu_has_avx2_fma(void) {
 #ifdef IM2ROW_X86
     /* libgcc's detection also checks that the OS saves the YMM state (XGETBV). */
@@ -84,6 +113,7 @@ static void detect_once(void) {
         im2row_kernels t = {"avx512", im2row_gather__avx2, im2row_scatter_bias__avx2,
                             im2row_dwconv__avx512, im2row_gemm__avx512, 0};
         t.gemm_mr = im2row_gemm_mr__avx512;
+        IM2ROW_NHWC_SET(t, avx512);
         tables[n++] = t;
     }
     if (im2row_cpu_has_avx2_fma() && im2row_gather__avx2 && im2row_scatter_bias__avx2 &&
@@ -91,6 +121,7 @@ static void detect_once(void) {
         im2row_kernels t = {"avx2", im2row_gather__avx2, im2row_scatter_bias__avx2,
                             im2row_dwconv__avx2, im2row_gemm__avx2, 0};
         t.gemm_mr = im2row_gemm_mr__avx2;
+        IM2ROW_NHWC_SET(t, avx2);
         tables[n++] = t;
     }
 #endif
@@ -100,6 +131,7 @@ static void detect_once(void) {
         im2row_kernels t = {"neon", im2row_gather__neon, im2row_scatter_bias__neon,
                             im2row_dwconv__neon, im2row_gemm__neon, 0};
         t.gemm_mr = im2row_gemm_mr__neon;
+        IM2ROW_NHWC_SET(t, neon);
         tables[n++] = t;
     }
 #endif
@@ -107,6 +139,10 @@ static void detect_once(void) {
         im2row_kernels t = {"scalar", im2row_gather__scalar, im2row_scatter_bias__scalar,
                             im2row_dwconv__scalar, im2row_gemm__scalar, 0};
         t.gemm_mr = im2row_gemm_mr__scalar;
+        t.igemm_nhwc = im2row_igemm_nhwc__scalar;
+        t.igemm_nhwc_mr = im2row_igemm_nhwc_mr__scalar;
+        t.igemm_nhwc_nr = im2row_igemm_nhwc_nr__scalar;
+        t.dwconv_nhwc = im2row_dwconv_nhwc__scalar;
         tables[n++] = t;
     }
     table_count = n;

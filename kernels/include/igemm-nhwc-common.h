@@ -1,0 +1,59 @@
+/* Pieces every f32-igemm-nhwc / f32-dwconv-nhwc file uses (scalar included): the contract's
+ * argument checks and the loop over column panels and pixel tiles around an ISA's register
+ * tile.  Header-only. */
+#ifndef IM2ROW_IGEMM_NHWC_COMMON_H
+#define IM2ROW_IGEMM_NHWC_COMMON_H
+
+#include <assert.h>
+#include <stddef.h>
+
+#define IGEMM_INLINE static inline __attribute__((always_inline))
+
+/* The preconditions of the contract in im2row_kernels.h (debug builds only). */
+IGEMM_INLINE void igemm_nhwc_check_args(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc,
+                                        const float *const *a, const float *w, const float *c,
+                                        ptrdiff_t ldc)
+{
+    assert(m >= 1);
+    assert(n >= 1);
+    assert(ks >= 1);
+    assert(kc >= 1);
+    assert(a != NULL);
+    assert(w != NULL);
+    assert(c != NULL);
+    assert(ldc >= n);
+    (void)m, (void)n, (void)ks, (void)kc, (void)a, (void)w, (void)c, (void)ldc;
+}
+
+IGEMM_INLINE void dwconv_nhwc_check_args(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks,
+                                         const float *const *a, const float *w, const float *out,
+                                         ptrdiff_t out_stride)
+{
+    assert(m >= 1);
+    assert(channels >= 1);
+    assert(ks >= 1);
+    assert(a != NULL);
+    assert(w != NULL);
+    assert(out != NULL);
+    assert(out_stride >= channels);
+    (void)m, (void)channels, (void)ks, (void)a, (void)w, (void)out, (void)out_stride;
+}
+
+/* The body of an igemm-nhwc variant: column panels outside (one panel of packed weights,
+ * ks*kc*NR floats, is reused by every pixel tile of the call while it sits in L1/L2), pixel
+ * tiles of MR inside.  The ISA file defines MR, NR and IGEMM_TILE(rows, cols, a, w, c): one
+ * tile of `rows` <= MR pixels x `cols` <= NR columns. */
+#define IGEMM_NHWC_BODY(m, n, ks, kc, a, w, c, ldc)                                              \
+    do {                                                                                         \
+        const ptrdiff_t panel_floats_ = NR * (1 + (ks) * (kc));                                  \
+        for (ptrdiff_t j0_ = 0; j0_ < (n); j0_ += NR) {                                          \
+            const ptrdiff_t cols_ = (n) - j0_ < NR ? (n) - j0_ : NR;                             \
+            const float *panel_ = (w) + (j0_ / NR) * panel_floats_;                              \
+            for (ptrdiff_t p0_ = 0; p0_ < (m); p0_ += MR) {                                      \
+                const ptrdiff_t rows_ = (m) - p0_ < MR ? (m) - p0_ : MR;                         \
+                IGEMM_TILE(rows_, cols_, (a) + p0_ * (ks), panel_, (c) + p0_ * (ldc) + j0_);     \
+            }                                                                                    \
+        }                                                                                        \
+    } while (0)
+
+#endif
