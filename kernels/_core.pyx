@@ -808,3 +808,6 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t channel_b
     finally:
         free(scratch)
     return out
+
+
+include "nhwc.pxi"
