@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _core, hwinfo
 from ._threads import blas_threads, check_threads, get_num_threads
-from .plan import Plan, choose_plan, core_spec, scratch_bytes, validate_plan
+from .plan import Plan, choose_plan, core_spec, nhwc_row_block, scratch_bytes, validate_plan
 from .spec import ConvSpec, check_layer_args, make_spec
 
 
@@ -31,13 +31,23 @@ def _check_bias(bias, out_channels: int):
 class _Prepared:
     """A plan, the weights packed for it, and the core's arguments, ready to run."""
 
-    __slots__ = ("plan", "packed", "spec", "_args", "_shared", "_uses_blas", "_blas_owns_threads")
+    __slots__ = ("plan", "packed", "spec", "_args", "_shared", "_uses_blas", "_blas_owns_threads",
+                 "nhwc")
 
-    def __init__(self, spec: ConvSpec, plan: Plan, weight: np.ndarray):
+    def __init__(self, spec: ConvSpec, plan: Plan, weight: np.ndarray, bias=None):
         validate_plan(spec, plan)
         self.plan = plan.resolved()
         self.spec = spec
         kernels = hwinfo.kernel_set(self.plan.isa)
+        self.nhwc = self.plan.layout == "NHWC"
+        if self.nhwc:
+            # channels-last core: the bias is packed into the weights
+            geometry = core_spec(spec)
+            self.packed = _core.pack_weights_nhwc(geometry, self.plan.algorithm, weight, bias,
+                                                  kernels)
+            self._args = (geometry, self.plan.algorithm, nhwc_row_block(spec, self.plan),
+                          kernels, self.packed)
+            return
         packed = self.plan.gemm == "packed"
         geometry = core_spec(spec)
         self.packed = _core.pack_weights(geometry, self.plan.algorithm, weight, kernels, packed)
@@ -48,6 +58,10 @@ class _Prepared:
         self._blas_owns_threads = self._uses_blas and self.plan.parallel == "blas"
 
     def run(self, x_nchw: np.ndarray, out_nchw: np.ndarray, bias, threads: int) -> None:
+        """Arrays in the plan's layout (NHWC arrays for an NHWC plan)."""
+        if self.nhwc:
+            _core.run_nhwc(*self._args, x_nchw, out_nchw, threads)
+            return
         if not self._uses_blas:
             _core.run(*self._args, bias, x_nchw, out_nchw, threads, self._shared)
             return
@@ -60,7 +74,8 @@ class _Prepared:
 class _ShapeEntry:
     """What a call with one exact input shape needs, so repeated calls skip all checks."""
 
-    __slots__ = ("prepared", "spec", "unbatched", "threads", "result_shape", "nchw_out_shape")
+    __slots__ = ("prepared", "spec", "unbatched", "threads", "result_shape", "nchw_out_shape",
+                 "nhwc_out_shape")
 
     def __init__(self, prepared: _Prepared, spec: ConvSpec, unbatched: bool, threads: int):
         self.prepared = prepared
@@ -69,6 +84,7 @@ class _ShapeEntry:
         self.unbatched = unbatched
         self.result_shape = spec.output_shape[1:] if unbatched else spec.output_shape
         self.nchw_out_shape = (spec.batch, spec.out_channels, spec.out_height, spec.out_width)
+        self.nhwc_out_shape = (spec.batch, spec.out_height, spec.out_width, spec.out_channels)
 
 
 class Conv2d:
@@ -135,7 +151,7 @@ class Conv2d:
             with self._lock:
                 prepared = self._prepared.get((key, plan))
                 if prepared is None:
-                    prepared = _Prepared(key, plan, self.weight)
+                    prepared = _Prepared(key, plan, self.weight, self.bias)
                     self._prepared[key, plan] = prepared
                 entry = _ShapeEntry(prepared, spec, unbatched, threads)
                 self._entries[shape, threads] = entry
@@ -151,16 +167,11 @@ class Conv2d:
     @property
     def workspace_bytes(self) -> int | None:
         """Scratch a call of the last input shape holds beyond inputs, weights, packed weights
-        and output, at this layer's thread count.  NHWC calls add the channels-first copies
-        of input and output."""
+        and output, at this layer's thread count; a plan whose layout is not the caller's
+        adds the transformed copies of input and output."""
         if self._last is None:
             return None
-        spec = self._last.spec
-        extra = 0
-        if spec.layout == "NHWC":
-            extra = 4 * spec.batch * (spec.in_channels * spec.height * spec.width
-                                      + spec.out_channels * spec.out_height * spec.out_width)
-        return scratch_bytes(spec, self._last.prepared.plan, self._last.threads) + extra
+        return scratch_bytes(self._last.spec, self._last.prepared.plan, self._last.threads)
 
     def planned_specs(self) -> list:
         """The per-image (batch 1) shapes this layer has planned so far, first seen first."""
@@ -186,6 +197,8 @@ class Conv2d:
                 raise ValueError("out is read-only")
         x4 = x[None] if entry.unbatched else x
         nhwc = entry.spec.layout == "NHWC"
+        if entry.prepared.nhwc:
+            return self._call_nhwc(entry, x4, out, nhwc, threads)
         x_nchw = np.ascontiguousarray(x4.transpose(0, 3, 1, 2) if nhwc else x4)
         # Write straight into `out` unless it needs a layout change or aliases the input
         # (the GEMM would read what it already overwrote).
@@ -205,6 +218,27 @@ class Conv2d:
                 out[...] = result
             return out
         return np.ascontiguousarray(result) if nhwc else result
+
+    def _call_nhwc(self, entry: _ShapeEntry, x4: np.ndarray, out, nhwc: bool, threads: int):
+        """A channels-last plan: NHWC data in and out of the core, transformed only for an
+        NCHW caller."""
+        x_nhwc = np.ascontiguousarray(x4 if nhwc else x4.transpose(0, 2, 3, 1))
+        if (out is not None and nhwc and out.flags.c_contiguous
+                and not np.may_share_memory(out, x_nhwc)):
+            out_nhwc = out.reshape(entry.nhwc_out_shape)
+            direct = True
+        else:
+            out_nhwc = np.empty(entry.nhwc_out_shape, dtype=np.float32)
+            direct = False
+        entry.prepared.run(x_nhwc, out_nhwc, None, threads)
+        result = out_nhwc if nhwc else out_nhwc.transpose(0, 3, 1, 2)
+        if entry.unbatched:
+            result = result[0]
+        if out is not None:
+            if not direct:
+                out[...] = result
+            return out
+        return result if nhwc else np.ascontiguousarray(result)
 
     def __repr__(self) -> str:
         oc, cg, kh, kw = self.weight.shape

@@ -73,3 +73,26 @@ def set_isa(isa: str) -> None:
 
 def kernel_set(isa: str):
     return _core.kernel_set(isa)
+
+
+_l2_bytes: int | None = None
+
+
+def l2_cache_bytes() -> int:
+    """Per-core L2 size (bytes), read once from the OS; 512 KB when it does not say."""
+    global _l2_bytes
+    if _l2_bytes is None:
+        size = 0
+        try:
+            size = int(os.sysconf("SC_LEVEL2_CACHE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            pass
+        if size <= 0:
+            try:
+                with open("/sys/devices/system/cpu/cpu0/cache/index2/size", encoding="ascii") as f:
+                    text = f.read().strip().upper()
+                size = int(text.rstrip("KM")) * (1 << 20 if text.endswith("M") else 1024)
+            except (OSError, ValueError):
+                size = 0
+        _l2_bytes = size if size > 0 else 512 * 1024
+    return _l2_bytes

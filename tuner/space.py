@@ -27,7 +27,7 @@ RELEVANT = {
     # Output channels per pass over the columns: a loop of the improved im2row only.
     "channel_block": lambda p, ctx: p.get("algorithm") == "incremental",
     # Output rows per band: a loop of the improved im2row only.
-    "row_block": lambda p, ctx: p.get("algorithm") in ("incremental", "rowwise"),
+    "row_block": lambda p, ctx: p.get("algorithm") in ("incremental", "rowwise", "indirect"),
     # The depthwise kernel is direct: no GEMM; row-wise im2row runs the packed GEMM only.
     "gemm": lambda p, ctx: p.get("algorithm") not in ("depthwise", "rowwise"),
     # With one thread there is nothing to split; the direct depthwise kernel splits by image.
@@ -188,6 +188,9 @@ def canonical(plan: Plan, spec: ConvSpec, threads: int, space: SearchSpace | Non
             partial[f.name] = values[f.name]
     if partial.get("parallel") == "shared" and partial.get("algorithm") != "incremental":
         partial["parallel"] = "split"   # only the improved im2row has private buffers to share
+    if partial.get("layout") == "NHWC":
+        # the channels-last core runs our kernels and splits its bands itself
+        partial["gemm"], partial["parallel"] = "packed", "split"
     if partial.get("algorithm") == "incremental" and partial.get("column_block", 1) < 1:
         choices = (space.choices if space else plan_space(spec)).get("column_block") or [1]
         partial["column_block"] = max(choices)
