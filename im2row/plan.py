@@ -211,8 +211,10 @@ def layout_transform_bytes(spec: ConvSpec, plan: Plan) -> int:
 
 
 # A worker's band of output rows reads about (rows * sh + kh) input rows of W*C floats, and
-# the kernel streams them once per panel of output channels: keep them in half the L2.  At
-# least four bands where the output has the rows, so that threads have work to share.
+# the kernel streams them once per panel of output channels: keep them in half the L2.  The
+# band's output is written once per panel too (a panel covers part of each output row), so
+# it must stay in L2 between panels: a quarter of it.  At least four bands where the output
+# has the rows, so that threads have work to share.
 NHWC_MIN_BANDS = 4
 
 
@@ -220,10 +222,11 @@ def nhwc_row_block(spec: ConvSpec, plan: Plan) -> int:
     """The band height an NHWC plan runs with (its row_block, or one sized to the L2 cache)."""
     if plan.row_block > 0:
         return min(plan.row_block, spec.out_height)
+    l2 = hwinfo.l2_cache_bytes()
     row_bytes = 4 * spec.width * spec.in_channels
-    fit = max(1, (hwinfo.l2_cache_bytes() // 2 // max(row_bytes, 1) - spec.kernel_h)
-              // spec.stride_h + 1)
-    return max(1, min(fit, -(-spec.out_height // NHWC_MIN_BANDS)))
+    fit_input = (l2 // 2 // max(row_bytes, 1) - spec.kernel_h) // spec.stride_h + 1
+    fit_output = l2 // 4 // (4 * spec.out_width * spec.out_channels)
+    return max(1, min(fit_input, fit_output, -(-spec.out_height // NHWC_MIN_BANDS)))
 
 
 def _default_nhwc(spec: ConvSpec) -> Plan:

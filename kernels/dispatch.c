@@ -50,8 +50,8 @@ IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__neon;
                                                   const float *const *, ptrdiff_t, const float *,   \
                                                   float *, ptrdiff_t);                              \
     IM2ROW_OPTIONAL void im2row_dwconv_nhwc__##isa(ptrdiff_t, ptrdiff_t, ptrdiff_t,                 \
-                                                   const float *const *, const float *, float *,    \
-                                                   ptrdiff_t);                                      \
+                                                   const float *const *, ptrdiff_t, ptrdiff_t,      \
+                                                   const float *, float *, ptrdiff_t);              \
     IM2ROW_OPTIONAL extern const ptrdiff_t im2row_igemm_nhwc_mr__##isa;                             \
     IM2ROW_OPTIONAL extern const ptrdiff_t im2row_igemm_nhwc_nr__##isa;
 #define IM2ROW_NHWC_SET(t, isa)                                                                    \

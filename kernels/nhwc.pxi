@@ -9,8 +9,9 @@
 #              offset replaces kw tap pointers and the GEMM depth per pointer is kw*C.  Only
 #              windows that cross the left/right edge are copied, into small zero-padded
 #              vectors; vertical padding points at the zero vector.
-#   depthwise  (groups == C == OC) f32-dwconv-nhwc, vectorised across channels, taps as in
-#              indirect.
+#   depthwise  (groups == C == OC) f32-dwconv-nhwc, vectorised across channels.  Per output
+#              row, the columns whose windows lie inside the input row are one run at a
+#              constant step (kh*kw pointers, no table); only the edge columns get a table.
 # Work is split into bands of output rows (the plan's row_block) x chunks of output-channel
 # panels; a band builds its pointer table, then the GEMM of every group reads it (groups
 # differ only in a channel offset).  Weights are packed once with the bias interleaved.
@@ -21,7 +22,8 @@ cdef extern from "im2row_kernels.h" nogil:
                                           Py_ssize_t a_offset, const float *w_packed, float *c,
                                           Py_ssize_t ldc)
     ctypedef void (*im2row_dwconv_nhwc_fn)(Py_ssize_t m, Py_ssize_t channels, Py_ssize_t ks,
-                                           const float *const *a, const float *w, float *out,
+                                           const float *const *a, Py_ssize_t a_stride,
+                                           Py_ssize_t a_step, const float *w, float *out,
                                            Py_ssize_t out_stride)
     # The fields of im2row_kernels this driver reads (the same C struct as the core's).
     ctypedef struct nhwc_kernels "im2row_kernels":
@@ -103,6 +105,10 @@ cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhw
     w.nchunks = (w.panels + w.chunk - 1) // w.chunk
     w.zero_floats = w.kc if code == NHWC_ROWWISE else g.C
     w.thread_floats = 2 * w.RB * g.OW * w.ks + w.RB * w.border * g.kh * w.kc
+    if code == NHWC_DEPTHWISE:
+        # a zero row (a run of padding taps moves along it) and one output row's pointers
+        w.zero_floats = g.OW * g.sw * g.C + g.C
+        w.thread_floats = 2 * g.OW * w.ks
     w.thread_floats += w.thread_floats & 1    # the next worker's pointers stay 8-byte aligned
     return 0
 
@@ -150,11 +156,13 @@ def pack_weights_nhwc(tuple spec, str algorithm, cnp.ndarray weight, object bias
 
 
 cdef void _nhwc_taps(const Geometry *g, const float *x, const float *zero, Py_ssize_t oh0,
-                     Py_ssize_t nrows, const float **a) noexcept nogil:
-    """One pointer per (output pixel, tap) of output rows [oh0, oh0 + nrows), pixel-major."""
+                     Py_ssize_t nrows, Py_ssize_t ow0, Py_ssize_t ow1,
+                     const float **a) noexcept nogil:
+    """One pointer per (output pixel, tap) of output rows [oh0, oh0 + nrows), columns
+    [ow0, ow1), pixel-major."""
     cdef Py_ssize_t oh, ow, i, j, ih, iw
     for oh in range(oh0, oh0 + nrows):
-        for ow in range(g.OW):
+        for ow in range(ow0, ow1):
             for i in range(g.kh):
                 ih = oh * g.sh - g.pt + i * g.dh
                 for j in range(g.kw):
@@ -164,6 +172,38 @@ cdef void _nhwc_taps(const Geometry *g, const float *x, const float *zero, Py_ss
                     else:
                         a[0] = zero
                     a += 1
+
+
+cdef inline bint _taps_inside(const Geometry *g, Py_ssize_t ow) noexcept nogil:
+    """Every horizontal tap of output column ow lies inside the input row."""
+    cdef Py_ssize_t iw0 = ow * g.sw - g.pl
+    return iw0 >= 0 and iw0 + (g.kw - 1) * g.dw < g.W
+
+
+cdef void _depthwise_row(const Geometry *g, const nhwc_kernels *kern, const float *x,
+                         const float *wp, float *out, const float *zero, const float **a,
+                         Py_ssize_t oh) noexcept nogil:
+    """Output row oh: its edge columns through a table, the columns between as one run."""
+    cdef Py_ssize_t lo = 0, hi = g.OW, i, j, ih, iw0, ks = g.kh * g.kw
+    cdef float *row = out + oh * g.OW * g.OC
+    while lo < hi and not _taps_inside(g, lo):
+        lo += 1
+    while hi > lo and not _taps_inside(g, hi - 1):
+        hi -= 1
+    if lo < hi:
+        iw0 = lo * g.sw - g.pl
+        for i in range(g.kh):
+            ih = oh * g.sh - g.pt + i * g.dh
+            for j in range(g.kw):
+                a[i * g.kw + j] = (x + (ih * g.W + iw0 + j * g.dw) * g.C if 0 <= ih < g.H
+                                   else zero)
+        kern.dwconv_nhwc(hi - lo, g.C, ks, a, 0, g.sw * g.C, wp, row + lo * g.OC, g.OC)
+    if lo > 0:
+        _nhwc_taps(g, x, zero, oh, 1, 0, lo, a)
+        kern.dwconv_nhwc(lo, g.C, ks, a, ks, 0, wp, row, g.OC)
+    if hi < g.OW:
+        _nhwc_taps(g, x, zero, oh, 1, hi, g.OW, a)
+        kern.dwconv_nhwc(g.OW - hi, g.C, ks, a, ks, 0, wp, row + hi * g.OC, g.OC)
 
 
 cdef void _nhwc_rows(const Geometry *g, const float *x, const float *zero, float *border,
@@ -201,17 +241,18 @@ cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *k
     """Band `band` of one image (x, out: that image's NHWC arrays), panels of chunk `chunk`,
     every group."""
     cdef const float **a = <const float **>mine
-    cdef Py_ssize_t oh0 = band * w.RB, grp, col0, cols, m
+    cdef Py_ssize_t oh0 = band * w.RB, grp, col0, cols, m, oh
     cdef Py_ssize_t nrows = w.RB if oh0 + w.RB <= g.OH else g.OH - oh0
     cdef float *c = out + oh0 * g.OW * g.OC
     m = nrows * g.OW
+    if w.code == NHWC_DEPTHWISE:
+        for oh in range(oh0, oh0 + nrows):
+            _depthwise_row(g, kern, x, wp, out, zero, a, oh)
+        return
     if w.code == NHWC_ROWWISE:
         _nhwc_rows(g, x, zero, mine + 2 * w.RB * g.OW * w.ks, oh0, nrows, a)
     else:
-        _nhwc_taps(g, x, zero, oh0, nrows, a)
-    if w.code == NHWC_DEPTHWISE:
-        kern.dwconv_nhwc(m, g.C, w.ks, a, wp, c, g.OC)
-        return
+        _nhwc_taps(g, x, zero, oh0, nrows, 0, g.OW, a)
     col0 = chunk * w.chunk * w.nr
     cols = w.chunk * w.nr if col0 + w.chunk * w.nr <= g.OCg else g.OCg - col0
     for grp in range(g.groups):

@@ -1,9 +1,12 @@
 /* f32-dwconv-nhwc, AArch64 ASIMD + FMA.
  * Contract (im2row_kernels.h):
- *   out[p*out_stride + ch] = w[ch] + sum_{t<ks} a[p*ks + t][ch] * w[(1 + t)*channels + ch]
- * Vectorised across channels: blocks of 16 channels (4 accumulators) for two pixels at once,
- * so each weight vector loaded serves both, then 4-channel vectors, then a scalar tail (no
- * read or write past `channels`). */
+ *   out[p*out_stride + ch] = w[ch] + sum_{t<ks} in(p, t)[ch] * w[(1 + t)*channels + ch],
+ *   in(p, t) = a[p*a_stride + t] + p*a_step
+ * Vectorised across channels.  3x3 (ks = 9): per 8 channels the 9 x 2 weight vectors stay in
+ * registers while the block runs over every pixel, so each FMA needs one load.  Other ks:
+ * blocks of 16 channels (4 accumulators) for two pixels at once, each weight vector loaded
+ * serving both.  Then 4-channel vectors, then a scalar tail (no read or write past
+ * `channels`). */
 #if defined(__aarch64__)
 #include <math.h>
 #include <stddef.h>
@@ -12,10 +15,11 @@
 #include "im2row_kernels.h"
 #include "igemm-nhwc-common.h"
 
-/* P pixels x V vectors of 4 channels starting at channel ch. */
+/* P pixels x V vectors of 4 channels starting at channel ch; pixel p reads
+ * a[p*a_stride + t] + off0 + p*a_step. */
 IGEMM_INLINE void block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, const float *const *restrict a,
-                        const float *restrict w, float *restrict out, ptrdiff_t out_stride, const int P,
-                        const int V)
+                        ptrdiff_t a_stride, ptrdiff_t a_step, ptrdiff_t off0, const float *restrict w,
+                        float *restrict out, ptrdiff_t out_stride, const int P, const int V)
 {
     float32x4_t acc[2][4];
 #pragma GCC unroll 4
@@ -31,7 +35,7 @@ IGEMM_INLINE void block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, const fl
             const float32x4_t wv = vld1q_f32(wt + 4 * v);
 #pragma GCC unroll 2
             for (int p = 0; p < P; p++)
-                acc[p][v] = vfmaq_f32(acc[p][v], vld1q_f32(a[p * ks + t] + ch + 4 * v), wv);
+                acc[p][v] = vfmaq_f32(acc[p][v], vld1q_f32(a[p * a_stride + t] + off0 + p * a_step + ch + 4 * v), wv);
         }
     }
 #pragma GCC unroll 2
@@ -40,26 +44,70 @@ IGEMM_INLINE void block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, const fl
         for (int v = 0; v < V; v++) vst1q_f32(out + p * out_stride + ch + 4 * v, acc[p][v]);
 }
 
-IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a, const float *w, float *out,
-                         ptrdiff_t out_stride, const int P)
+/* The channels past the last whole vector, one at a time. */
+static void channel_tail(ptrdiff_t ch, ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, const float *const *a,
+                         ptrdiff_t a_stride, ptrdiff_t a_step, const float *w, float *out, ptrdiff_t out_stride)
 {
-    ptrdiff_t ch = 0;
-    for (; ch + 16 <= channels; ch += 16) block(ch, channels, ks, a, w, out, out_stride, P, 4);
-    for (; ch + 4 <= channels; ch += 4) block(ch, channels, ks, a, w, out, out_stride, P, 1);
-    for (; ch < channels; ch++)
-        for (int p = 0; p < P; p++) {
-            float acc = w[ch];
-            for (ptrdiff_t t = 0; t < ks; t++) acc = fmaf(a[p * ks + t][ch], w[(1 + t) * channels + ch], acc);
-            out[p * out_stride + ch] = acc;
+    for (ptrdiff_t p = 0; p < m; p++)
+        for (ptrdiff_t c = ch; c < channels; c++) {
+            float acc = w[c];
+            for (ptrdiff_t t = 0; t < ks; t++)
+                acc = fmaf(a[p * a_stride + t][p * a_step + c], w[(1 + t) * channels + c], acc);
+            out[p * out_stride + c] = acc;
         }
 }
 
-void im2row_dwconv_nhwc__neon(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, const float *const *a,
-                              const float *w, float *out, ptrdiff_t out_stride)
+/* ks = 9: channels [ch, ch + 4*V) of every pixel, the weights held in registers. */
+IGEMM_INLINE void taps9_block(ptrdiff_t m, ptrdiff_t ch, ptrdiff_t channels, const float *const *restrict a,
+                              ptrdiff_t a_stride, ptrdiff_t a_step, const float *restrict w, float *restrict out,
+                              ptrdiff_t out_stride, const int V)
 {
-    dwconv_nhwc_check_args(m, channels, ks, a, w, out, out_stride);
-    ptrdiff_t p = 0;
-    for (; p + 2 <= m; p += 2) pixels(channels, ks, a + p * ks, w, out + p * out_stride, out_stride, 2);
-    if (p < m) pixels(channels, ks, a + p * ks, w, out + p * out_stride, out_stride, 1);
+    float32x4_t wv[9][2], bias[2];
+#pragma GCC unroll 2
+    for (int v = 0; v < V; v++) {
+        bias[v] = vld1q_f32(w + ch + 4 * v);
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; t++) wv[t][v] = vld1q_f32(w + (1 + t) * channels + ch + 4 * v);
+    }
+    for (ptrdiff_t p = 0; p < m; p++, a += a_stride, out += out_stride) {
+        const ptrdiff_t off = p * a_step + ch;
+#pragma GCC unroll 2
+        for (int v = 0; v < V; v++) {
+            float32x4_t acc = bias[v];
+#pragma GCC unroll 9
+            for (int t = 0; t < 9; t++) acc = vfmaq_f32(acc, vld1q_f32(a[t] + off + 4 * v), wv[t][v]);
+            vst1q_f32(out + ch + 4 * v, acc);
+        }
+    }
+}
+
+void im2row_dwconv_nhwc__neon(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, const float *const *a,
+                              ptrdiff_t a_stride, ptrdiff_t a_step, const float *w, float *out,
+                              ptrdiff_t out_stride)
+{
+    dwconv_nhwc_check_args(m, channels, ks, a, a_stride, a_step, w, out, out_stride);
+    ptrdiff_t ch = 0;
+    if (ks == 9) {
+        for (; ch + 8 <= channels; ch += 8) taps9_block(m, ch, channels, a, a_stride, a_step, w, out, out_stride, 2);
+        for (; ch + 4 <= channels; ch += 4) taps9_block(m, ch, channels, a, a_stride, a_step, w, out, out_stride, 1);
+    } else {
+        const ptrdiff_t whole = channels - channels % 4;
+        ptrdiff_t p = 0;
+        for (; p < m; p += 2) {
+            const int P = m - p >= 2 ? 2 : 1;
+            const float *const *ap = a + p * a_stride;
+            float *op = out + p * out_stride;
+            for (ch = 0; ch + 16 <= whole; ch += 16) {
+                if (P == 2) block(ch, channels, ks, ap, a_stride, a_step, p * a_step, w, op, out_stride, 2, 4);
+                else block(ch, channels, ks, ap, a_stride, a_step, p * a_step, w, op, out_stride, 1, 4);
+            }
+            for (; ch < whole; ch += 4) {
+                if (P == 2) block(ch, channels, ks, ap, a_stride, a_step, p * a_step, w, op, out_stride, 2, 1);
+                else block(ch, channels, ks, ap, a_stride, a_step, p * a_step, w, op, out_stride, 1, 1);
+            }
+        }
+        ch = whole;
+    }
+    if (ch < channels) channel_tail(ch, m, channels, ks, a, a_stride, a_step, w, out, out_stride);
 }
 #endif

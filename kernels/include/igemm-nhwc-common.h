@@ -26,9 +26,12 @@ IGEMM_INLINE void igemm_nhwc_check_args(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, 
 }
 
 IGEMM_INLINE void dwconv_nhwc_check_args(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks,
-                                         const float *const *a, const float *w, const float *out,
-                                         ptrdiff_t out_stride)
+                                         const float *const *a, ptrdiff_t a_stride, ptrdiff_t a_step,
+                                         const float *w, const float *out, ptrdiff_t out_stride)
 {
+    assert(a_stride >= 0);
+    assert(a_step >= 0);
+    (void)a_stride, (void)a_step;
     assert(m >= 1);
     assert(channels >= 1);
     assert(ks >= 1);

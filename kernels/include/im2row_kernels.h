@@ -76,13 +76,19 @@ typedef void (*im2row_igemm_nhwc_fn)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptr
                                      const float *w_packed, float *c, ptrdiff_t ldc);
 
 /* ---- f32-dwconv-nhwc: depthwise (channel multiplier 1), channels-last -------------------
- * out[p*out_stride + ch] = w[ch] + sum_{t<ks} a[p*ks + t][ch] * w[(1 + t)*channels + ch]
- * for p in [0, m), ch in [0, channels): vectorised across channels.  a as for igemm-nhwc
- * (pixel-major, one pointer per (output pixel, tap), zero vector for padding, each to
- * `channels` readable floats); w: a bias row then ks tap rows of `channels` floats.
- * Requires m, channels, ks >= 1, out_stride >= channels.  Never allocates. */
+ * out[p*out_stride + ch] = w[ch] + sum_{t<ks} in(p, t)[ch] * w[(1 + t)*channels + ch],
+ *     in(p, t) = a[p*a_stride + t] + p*a_step,
+ * for p in [0, m), ch in [0, channels): vectorised across channels.  Two ways to address:
+ * a table (a_stride = ks, a_step = 0: one pointer per (output pixel, tap), as for igemm-nhwc),
+ * or a run of output pixels whose windows all move by the same step (a_stride = 0: ks
+ * pointers for the first pixel, a_step = sw*C floats), which needs no table at all; padding
+ * taps point at zeros, which must then hold (m-1)*a_step + channels floats.
+ * w: a bias row then ks tap rows of `channels` floats.
+ * Requires m, channels, ks >= 1, a_stride, a_step >= 0, out_stride >= channels.  Never
+ * allocates. */
 typedef void (*im2row_dwconv_nhwc_fn)(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks,
-                                      const float *const *a, const float *w, float *out,
+                                      const float *const *a, ptrdiff_t a_stride,
+                                      ptrdiff_t a_step, const float *w, float *out,
                                       ptrdiff_t out_stride);
 
 typedef struct im2row_kernels {
@@ -128,8 +134,8 @@ void im2row_gemm__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const f
 
 void im2row_igemm_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *,
                                ptrdiff_t, const float *, float *, ptrdiff_t);
-void im2row_dwconv_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, const float *,
-                                float *, ptrdiff_t);
+void im2row_dwconv_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t,
+                                ptrdiff_t, const float *, float *, ptrdiff_t);
 extern const ptrdiff_t im2row_igemm_nhwc_mr__scalar, im2row_igemm_nhwc_nr__scalar;
 
 #ifdef __cplusplus

@@ -29,18 +29,18 @@ void im2row_igemm_nhwc__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const f
                              const float *, float *, ptrdiff_t);
 void im2row_igemm_nhwc__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t,
                                const float *, float *, ptrdiff_t);
-void im2row_dwconv_nhwc__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, const float *, float *,
-                              ptrdiff_t);
-void im2row_dwconv_nhwc__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, const float *, float *,
-                                ptrdiff_t);
+void im2row_dwconv_nhwc__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t, ptrdiff_t,
+                              const float *, float *, ptrdiff_t);
+void im2row_dwconv_nhwc__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t, ptrdiff_t,
+                                const float *, float *, ptrdiff_t);
 extern const ptrdiff_t im2row_igemm_nhwc_mr__avx2, im2row_igemm_nhwc_nr__avx2;
 extern const ptrdiff_t im2row_igemm_nhwc_mr__avx512, im2row_igemm_nhwc_nr__avx512;
 #endif
 #if defined(__aarch64__)
 void im2row_igemm_nhwc__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t,
                              const float *, float *, ptrdiff_t);
-void im2row_dwconv_nhwc__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, const float *, float *,
-                              ptrdiff_t);
+void im2row_dwconv_nhwc__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t, ptrdiff_t,
+                              const float *, float *, ptrdiff_t);
 extern const ptrdiff_t im2row_igemm_nhwc_mr__neon, im2row_igemm_nhwc_nr__neon;
 #endif
 
@@ -197,6 +197,7 @@ static int random_conv(conv *g, int depthwise)
     g->C = depthwise ? rint_in(1, 80) : g->groups * rint_in(1, (rnd() & 1) ? 6 : 24);
     g->OC = depthwise ? g->C : g->groups * rint_in(1, (rnd() & 1) ? 20 : 70);
     g->kh = rint_in(1, 4), g->kw = rint_in(1, 4);
+    if (depthwise && rnd() % 3 == 0) g->kh = g->kw = 3;   /* the 3x3 paths */
     g->sh = rint_in(1, 3), g->sw = rint_in(1, 3);
     g->dh = rint_in(1, 2), g->dw = rint_in(1, 2);
     g->pt = rint_in(0, 2), g->pl = rint_in(0, 2), g->pb = rint_in(0, 2), g->pr = rint_in(0, 2);
@@ -227,40 +228,77 @@ static void check_igemm(void)
 
 /* ---- f32-dwconv-nhwc ---------------------------------------------------------------- */
 
+/* The reference of output pixel (oh, ow), channel c, and the magnitude bound of its error. */
+static double dwconv_ref(const conv *g, const float *x, const float *w, ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t c,
+                         double *mag)
+{
+    const ptrdiff_t C = g->C;
+    double s = w[c], s_abs = fabs(w[c]);
+    for (ptrdiff_t i = 0; i < g->kh; i++)
+        for (ptrdiff_t j = 0; j < g->kw; j++) {
+            ptrdiff_t ih = oh * g->sh - g->pt + i * g->dh, iw = ow * g->sw - g->pl + j * g->dw;
+            if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
+            double v = (double)x[(ih * g->W + iw) * C + c] * w[(1 + i * g->kw + j) * C + c];
+            s += v, s_abs += fabs(v);
+        }
+    *mag = s_abs;
+    return s;
+}
+
 static void dwconv_case(const conv *g)
 {
     const ptrdiff_t C = g->C, ks = g->kh * g->kw, M = g->OH * g->OW, stride = C + rint_in(0, 5);
-    guarded gx = galloc((size_t)(g->H * g->W * C)), gz = galloc((size_t)C), gw = galloc((size_t)((1 + ks) * C));
+    const ptrdiff_t zero_len = g->OW * g->sw * C + C;   /* a zero row: room for a run's step */
+    guarded gx = galloc((size_t)(g->H * g->W * C)), gz = galloc((size_t)zero_len), gw = galloc((size_t)((1 + ks) * C));
     for (ptrdiff_t i = 0; i < g->H * g->W * C; i++) gx.p[i] = rfloat();
-    for (ptrdiff_t i = 0; i < C; i++) gz.p[i] = 0.0f;
+    for (ptrdiff_t i = 0; i < zero_len; i++) gz.p[i] = 0.0f;
     for (ptrdiff_t i = 0; i < (1 + ks) * C; i++) gw.p[i] = rfloat();
     const float **a = malloc(sizeof(*a) * (size_t)(M * ks));
     build_indirection(g, gx.p, gz.p, a);
-    guarded gout = galloc((size_t)((M - 1) * stride + C));
+    const size_t out_len = (size_t)((M - 1) * stride + C);
+    guarded gout = galloc(out_len);
     for (int v = 0; v < g_nvar; v++) {
         if (!g_var[v].usable) continue;
-        for (ptrdiff_t i = 0; i < (M - 1) * stride + C; i++) gout.p[i] = SENTINEL;
-        for (ptrdiff_t p0 = 0, m; p0 < M; p0 += m) {
-            m = rint_in(1, 5);
-            if (m > M - p0) m = M - p0;
-            g_var[v].dwconv(m, C, ks, a + p0 * ks, gw.p, gout.p + p0 * stride, stride);
-        }
-        for (ptrdiff_t p = 0; p < M; p++)
-            for (ptrdiff_t c = 0; c < stride && p * stride + c < (M - 1) * stride + C; c++) {
-                float got = gout.p[p * stride + c];
-                if (c >= C) {
-                    if (got != SENTINEL) FAIL("dwconv[%s] wrote between output rows", g_var[v].isa);
-                    continue;
+        for (int mode = 0; mode < 2; mode++) {
+            for (size_t i = 0; i < out_len; i++) gout.p[i] = SENTINEL;
+            if (mode == 0) {          /* a table, pixels in random chunks */
+                for (ptrdiff_t p0 = 0, m; p0 < M; p0 += m) {
+                    m = rint_in(1, 5);
+                    if (m > M - p0) m = M - p0;
+                    g_var[v].dwconv(m, C, ks, a + p0 * ks, ks, 0, gw.p, gout.p + p0 * stride, stride);
                 }
-                double s = gw.p[c], s_abs = fabs(gw.p[c]);
-                for (ptrdiff_t t = 0; t < ks; t++) {
-                    double x = (double)a[p * ks + t][c] * gw.p[(1 + t) * C + c];
-                    s += x, s_abs += fabs(x);
+            } else {                  /* per output row, the run of columns whose taps are all in the row */
+                for (ptrdiff_t oh = 0; oh < g->OH; oh++) {
+                    ptrdiff_t lo = 0, hi = g->OW;
+                    while (lo < hi && lo * g->sw - g->pl < 0) lo++;
+                    while (hi > lo && (hi - 1) * g->sw - g->pl + (g->kw - 1) * g->dw >= g->W) hi--;
+                    if (lo == hi) continue;
+                    const float *run[64];
+                    for (ptrdiff_t i = 0; i < g->kh; i++)
+                        for (ptrdiff_t j = 0; j < g->kw; j++) {
+                            ptrdiff_t ih = oh * g->sh - g->pt + i * g->dh, iw = lo * g->sw - g->pl + j * g->dw;
+                            run[i * g->kw + j] = (ih >= 0 && ih < g->H) ? gx.p + (ih * g->W + iw) * C : gz.p;
+                        }
+                    g_var[v].dwconv(hi - lo, C, ks, run, 0, g->sw * C, gw.p, gout.p + (oh * g->OW + lo) * stride,
+                                    stride);
                 }
-                if (!(fabs(got - s) <= 4e-7 * (double)(ks + 2) * s_abs + 1e-30))
-                    FAIL("dwconv[%s] C=%td k=%tdx%td s=%td,%td: out[%td][%td]=%.8g want %.8g", g_var[v].isa, C,
-                         g->kh, g->kw, g->sh, g->sw, p, c, got, s);
             }
+            for (ptrdiff_t p = 0; p < M; p++)
+                for (ptrdiff_t c = 0; c < stride && p * stride + c < (ptrdiff_t)out_len; c++) {
+                    float got = gout.p[p * stride + c];
+                    ptrdiff_t oh = p / g->OW, ow = p % g->OW;
+                    int covered = mode == 0 || (ow * g->sw - g->pl >= 0 &&
+                                                ow * g->sw - g->pl + (g->kw - 1) * g->dw < g->W);
+                    if (c >= C || !covered) {
+                        if (got != SENTINEL) FAIL("dwconv[%s] mode %d wrote outside its pixels", g_var[v].isa, mode);
+                        continue;
+                    }
+                    double mag, want = dwconv_ref(g, gx.p, gw.p, oh, ow, c, &mag);
+                    if (!(fabs(got - want) <= 4e-7 * (double)(ks + 2) * mag + 1e-30))
+                        FAIL("dwconv[%s] mode %d C=%td k=%tdx%td s=%td,%td: out[%td][%td]=%.8g want %.8g",
+                             g_var[v].isa, mode, C, g->kh, g->kw, g->sh, g->sw, p, c, got, want);
+                }
+        }
     }
     gfree(gout), gfree(gx), gfree(gz), gfree(gw);
     free(a);
@@ -309,7 +347,7 @@ static void bench(void)
             double best = 1e30;
             for (int rep = 0; rep < 5; rep++) {
                 double t0 = now();
-                if (dw) g_var[v].dwconv(M, g->C, ks, a, w, out, g->C);
+                if (dw) g_var[v].dwconv(M, g->C, ks, a, ks, 0, w, out, g->C);
                 else g_var[v].igemm(M, g->OC, ks, Cg, a, 0, w, out, g->OC);
                 double t = now() - t0;
                 if (t < best) best = t;
