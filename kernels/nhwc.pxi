@@ -12,6 +12,7 @@
 #   depthwise  (groups == C == OC) f32-dwconv-nhwc, vectorised across channels.  Per output
 #              row, the columns whose windows lie inside the input row are one run at a
 #              constant step (kh*kw pointers, no table); only the edge columns get a table.
+# Prepared as NhwcConvolution (the counterpart of the core's Convolution).
 # Work is split into bands of output rows (the plan's row_block) x chunks of output-channel
 # panels; a band builds its pointer table, then the GEMM of every group reads it (groups
 # differ only in a channel offset).  Weights are packed once with the bias interleaved.
@@ -115,14 +116,16 @@ cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhw
 
 def nhwc_scratch_floats(tuple spec, str algorithm, Py_ssize_t row_block, KernelSet kernels,
                         Py_ssize_t batch=1, int threads=1):
-    """Floats of scratch one NHWC call allocates: the zero vector and, per worker thread, the
-    band's pointer table and (rowwise) its edge windows."""
+    """Floats of scratch an NHWC plan uses per call (NhwcConvolution.workspace_floats, without
+    preparing one): the zero vector and, per worker thread, the band's pointer table and
+    (rowwise) its edge windows."""
     cdef Geometry g
     cdef NhwcWork w
+    cdef int nthreads = threads if threads > 0 else 1
     _geometry(spec, &g)
     _nhwc_work(&g, _nhwc_code(algorithm), row_block, <const nhwc_kernels *>kernels.kern,
-               batch, threads, &w)
-    return w.zero_floats + w.thread_floats * (threads if threads > 1 else 1)
+               batch if batch > 0 else 1, nthreads, &w)
+    return w.zero_floats + w.thread_floats * nthreads
 
 
 def pack_weights_nhwc(tuple spec, str algorithm, cnp.ndarray weight, object bias,
@@ -261,60 +264,107 @@ cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *k
                         c + grp * g.OCg + col0, g.OC)
 
 
-def run_nhwc(tuple spec, str algorithm, Py_ssize_t row_block, KernelSet kernels,
-             cnp.ndarray weights, cnp.ndarray x, cnp.ndarray out, int threads=1):
-    """Convolve x (N, H, W, C) into out (N, OH, OW, OC), both C-contiguous float32, with
-    weights from pack_weights_nhwc (same spec, algorithm, kernels; bias inside).  Runs
-    without the GIL on up to `threads` OpenMP threads, over (image, band, channel chunk)
-    units; scratch is allocated per call."""
+cdef class NhwcConvolution:
+    """One convolution shape prepared for an NHWC plan (the counterpart of Convolution):
+    geometry and band split checked once; the packed weights (pack_weights_nhwc, bias inside)
+    are referenced, not copied.  Workspaces come from a pool, reused and never zeroed; the
+    zero vector padding taps read is the object's own.
+
+    run(x, out, threads) convolves x (N, H, W, C) into out (N, OH, OW, OC), both C-contiguous
+    float32, without the GIL on up to `threads` OpenMP threads over (image, band, channel
+    chunk) units.  Safe to call from several Python threads at once."""
     cdef Geometry g
-    cdef NhwcWork w
-    cdef const nhwc_kernels *kern = <const nhwc_kernels *>kernels.kern
-    cdef Py_ssize_t N, units, u, n, rest, per_image, total
-    cdef int tid, nthreads = threads if threads > 0 else 1
-    cdef const float *xp
-    cdef const float *wp
-    cdef float *op
-    cdef float *scratch = NULL
-    cdef float *zero
-    _geometry(spec, &g)
-    if x.dtype != np.float32 or out.dtype != np.float32 or weights.dtype != np.float32:
-        raise TypeError("core expects float32 arrays")
-    if not (x.flags.c_contiguous and out.flags.c_contiguous and weights.flags.c_contiguous):
-        raise ValueError("core expects C-contiguous arrays")
-    if not out.flags.writeable:
-        raise ValueError("core: out is read-only")
-    if (x.ndim != 4 or out.ndim != 4 or x.shape[3] != g.C or x.shape[1] != g.H
-            or x.shape[2] != g.W or out.shape[0] != x.shape[0] or out.shape[3] != g.OC
-            or out.shape[1] != g.OH or out.shape[2] != g.OW):
-        raise ValueError("core: NHWC array shapes do not match the spec")
-    N = x.shape[0]
-    _nhwc_work(&g, _nhwc_code(algorithm), row_block, kern, N, nthreads, &w)
-    if weights.size != g.groups * w.group_floats and not (
-            w.code == NHWC_DEPTHWISE and weights.size == w.group_floats):
-        raise ValueError("core: packed weights do not match the plan")
-    if N == 0:
+    cdef int code
+    cdef Py_ssize_t row_block
+    cdef const nhwc_kernels *kern
+    cdef readonly cnp.ndarray weights
+    cdef readonly str algorithm
+    cdef readonly KernelSet kernels
+    cdef cnp.ndarray _zero
+    cdef list _idle
+
+    def __init__(self, tuple spec, str algorithm, Py_ssize_t row_block, KernelSet kernels,
+                 cnp.ndarray weights):
+        cdef NhwcWork w
+        _geometry(spec, &self.g)
+        self.code = _nhwc_code(algorithm)
+        self.algorithm = algorithm
+        self.kernels = kernels
+        self.kern = <const nhwc_kernels *>kernels.kern
+        if row_block < 0:
+            raise ValueError("core: row_block must be >= 0")
+        self.row_block = row_block
+        _nhwc_work(&self.g, self.code, row_block, self.kern, 1, 1, &w)
+        if (weights.dtype != np.float32 or weights.ndim != 1 or not weights.flags.c_contiguous
+                or weights.shape[0] != w.group_floats * (1 if self.code == NHWC_DEPTHWISE
+                                                         else self.g.groups)):
+            raise ValueError("core: packed weights do not match the plan (pack_weights_nhwc)")
+        self.weights = weights
+        self._zero = np.zeros(w.zero_floats, dtype=np.float32)
+        self._idle = []
+
+    def workspace_floats(self, Py_ssize_t batch=1, int threads=1):
+        """Floats one call of `batch` images on `threads` threads uses: the workers' pointer
+        tables and edge windows, and the zero vector."""
+        cdef NhwcWork w
+        cdef int nthreads = threads if threads > 0 else 1
+        _nhwc_work(&self.g, self.code, self.row_block, self.kern, batch if batch > 0 else 1,
+                   nthreads, &w)
+        return w.thread_floats * nthreads + w.zero_floats
+
+    def run(self, cnp.ndarray x not None, cnp.ndarray out not None, int threads=1):
+        cdef NhwcWork w
+        cdef const Geometry *g = &self.g
+        cdef Py_ssize_t N, units, u, n, rest, per_image, total
+        cdef int tid, nthreads = threads if threads > 0 else 1
+        cdef cnp.ndarray work = None
+        cdef const float *xp
+        cdef const float *wp
+        cdef const float *zero
+        cdef float *op
+        cdef float *scratch
+        if x.dtype != np.float32 or out.dtype != np.float32:
+            raise TypeError("core expects float32 arrays")
+        if not (x.flags.c_contiguous and out.flags.c_contiguous):
+            raise ValueError("core expects C-contiguous arrays")
+        if not out.flags.writeable:
+            raise ValueError("core: out is read-only")
+        if (x.ndim != 4 or out.ndim != 4 or x.shape[3] != g.C or x.shape[1] != g.H
+                or x.shape[2] != g.W or out.shape[0] != x.shape[0] or out.shape[3] != g.OC
+                or out.shape[1] != g.OH or out.shape[2] != g.OW):
+            raise ValueError("core: NHWC array shapes do not match the spec")
+        N = x.shape[0]
+        if N == 0:
+            return out
+        _nhwc_work(g, self.code, self.row_block, self.kern, N, nthreads, &w)
+        total = w.thread_floats * nthreads
+        while self._idle:
+            work = self._idle.pop()
+            if work.shape[0] >= total:
+                break
+            work = None
+        if work is None:
+            work = np.empty(total, dtype=np.float32)
+        if _poison_workspace:
+            work.fill(np.nan)
+        xp = <const float *>cnp.PyArray_DATA(x)
+        wp = <const float *>cnp.PyArray_DATA(self.weights)
+        op = <float *>cnp.PyArray_DATA(out)
+        zero = <const float *>cnp.PyArray_DATA(self._zero)
+        scratch = <float *>cnp.PyArray_DATA(work)
+        per_image = w.nbands * w.nchunks
+        units = N * per_image
+        try:
+            with nogil, parallel(num_threads=nthreads):
+                tid = threadid()
+                for u in prange(units, schedule='static'):
+                    n = u // per_image
+                    rest = u % per_image
+                    _nhwc_unit(g, &w, self.kern, xp + n * g.H * g.W * g.C, wp,
+                               op + n * g.OH * g.OW * g.OC, zero,
+                               scratch + tid * w.thread_floats, rest // w.nchunks,
+                               rest % w.nchunks)
+        finally:
+            if len(self._idle) < IDLE_WORKSPACES:
+                self._idle.append(work)
         return out
-    xp = <const float *>cnp.PyArray_DATA(x)
-    wp = <const float *>cnp.PyArray_DATA(weights)
-    op = <float *>cnp.PyArray_DATA(out)
-    total = w.thread_floats * nthreads + w.zero_floats
-    with nogil:
-        scratch = <float *>calloc(total, sizeof(float))
-    if scratch == NULL:
-        raise MemoryError(f"im2row: cannot allocate {total * 4} bytes of scratch")
-    zero = scratch + w.thread_floats * nthreads    # after the pointer tables: 8-byte aligned
-    per_image = w.nbands * w.nchunks
-    units = N * per_image
-    try:
-        with nogil, parallel(num_threads=nthreads):
-            tid = threadid()
-            for u in prange(units, schedule='static'):
-                n = u // per_image
-                rest = u % per_image
-                _nhwc_unit(&g, &w, kern, xp + n * g.H * g.W * g.C, wp,
-                           op + n * g.OH * g.OW * g.OC, zero, scratch + tid * w.thread_floats,
-                           rest // w.nchunks, rest % w.nchunks)
-    finally:
-        free(scratch)
-    return out
