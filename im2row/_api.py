@@ -24,6 +24,7 @@ from .plan import (Plan, choose_plan, core_spec, layout_transform_bytes, nhwc_ro
 from .spec import ConvSpec, check_layer_args, make_spec
 
 _F32 = np.dtype(np.float32)
+_TO_NHWC, _TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)     # axis orders of 4-D transposes
 _TooHardError = getattr(np, "exceptions", np).TooHardError
 
 
@@ -318,49 +319,30 @@ class Conv2d:
             if not out.flags.writeable:
                 raise ValueError("out is read-only")
         x4 = x[None] if entry.unbatched else x
-        nhwc = entry.spec.layout == "NHWC"
-        if entry.nhwc:
-            return self._call_nhwc(entry, x4, out, nhwc)
-        x_nchw = np.ascontiguousarray(x4.transpose(0, 3, 1, 2) if nhwc else x4)
+        # The core runs in the plan's layout; a caller in the other one pays a transform of the
+        # input and of the output.
+        same = (entry.spec.layout == "NHWC") == entry.nhwc
+        to_core, from_core = _TO_NHWC if entry.nhwc else _TO_NCHW, _TO_NCHW if entry.nhwc else _TO_NHWC
+        x_core = np.ascontiguousarray(x4 if same else x4.transpose(to_core))
+        core_shape = entry.nhwc_out_shape if entry.nhwc else entry.nchw_out_shape
         # Write straight into `out` unless it needs a layout change or overlaps the input the
         # core reads (the GEMM would read what it already overwrote).  Weight and bias are the
         # layer's own copies, so no `out` can overlap them.
-        if (out is not None and not nhwc and out.flags.c_contiguous
-                and not _overlaps(out, x_nchw)):
-            out_nchw = out.reshape(entry.nchw_out_shape)
+        if out is not None and same and out.flags.c_contiguous and not _overlaps(out, x_core):
+            out_core = out.reshape(core_shape)
             direct = True
         else:
-            out_nchw = np.empty(entry.nchw_out_shape, dtype=_F32)
+            out_core = np.empty(core_shape, dtype=_F32)
             direct = False
-        entry.run(x_nchw, out_nchw)
-        result = out_nchw.transpose(0, 2, 3, 1) if nhwc else out_nchw
+        entry.run(x_core, out_core)
+        result = out_core if same else out_core.transpose(from_core)
         if entry.unbatched:
             result = result[0]
         if out is not None:
             if not direct:
                 out[...] = result
             return out
-        return np.ascontiguousarray(result) if nhwc else result
-
-    def _call_nhwc(self, entry: _ShapeEntry, x4: np.ndarray, out, nhwc: bool):
-        """A channels-last plan: NHWC data in and out of the core, transformed only for an
-        NCHW caller."""
-        x_nhwc = np.ascontiguousarray(x4 if nhwc else x4.transpose(0, 2, 3, 1))
-        if out is not None and nhwc and out.flags.c_contiguous and not _overlaps(out, x_nhwc):
-            out_nhwc = out.reshape(entry.nhwc_out_shape)
-            direct = True
-        else:
-            out_nhwc = np.empty(entry.nhwc_out_shape, dtype=_F32)
-            direct = False
-        entry.run(x_nhwc, out_nhwc)
-        result = out_nhwc if nhwc else out_nhwc.transpose(0, 3, 1, 2)
-        if entry.unbatched:
-            result = result[0]
-        if out is not None:
-            if not direct:
-                out[...] = result
-            return out
-        return result if nhwc else np.ascontiguousarray(result)
+        return result if same else np.ascontiguousarray(result)
 
     def __repr__(self) -> str:
         oc, cg, kh, kw = self._weight.shape

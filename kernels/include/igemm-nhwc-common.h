@@ -44,8 +44,9 @@ IGEMM_INLINE void dwconv_nhwc_check_args(ptrdiff_t m, ptrdiff_t channels, ptrdif
 
 /* The body of an igemm-nhwc variant: column panels outside (one panel of packed weights,
  * ks*kc*NR floats, is reused by every pixel tile of the call while it sits in L1/L2), pixel
- * tiles of MR inside.  The ISA file defines MR, NR and IGEMM_TILE(rows, cols, a, w, c): one
- * tile of `rows` <= MR pixels x `cols` <= NR columns. */
+ * tiles of MR inside.  The caller has MR, NR, a_offset in scope and a function tile_any(rows,
+ * cols, ks, kc, a, a_offset, w, c, ldc): one tile of `rows` <= MR pixels x `cols` <= NR
+ * columns. */
 #define IGEMM_NHWC_BODY(m, n, ks, kc, a, w, c, ldc)                                              \
     do {                                                                                         \
         const ptrdiff_t panel_floats_ = NR * (1 + (ks) * (kc));                                  \
@@ -54,9 +55,37 @@ IGEMM_INLINE void dwconv_nhwc_check_args(ptrdiff_t m, ptrdiff_t channels, ptrdif
             const float *panel_ = (w) + (j0_ / NR) * panel_floats_;                              \
             for (ptrdiff_t p0_ = 0; p0_ < (m); p0_ += MR) {                                      \
                 const ptrdiff_t rows_ = (m) - p0_ < MR ? (m) - p0_ : MR;                         \
-                IGEMM_TILE(rows_, cols_, (a) + p0_ * (ks), panel_, (c) + p0_ * (ldc) + j0_);     \
+                tile_any(rows_, cols_, ks, kc, (a) + p0_ * (ks), a_offset, panel_,               \
+                         (c) + p0_ * (ldc) + j0_, ldc);                                          \
             }                                                                                    \
         }                                                                                        \
     } while (0)
+
+/* The tile dispatch and the entry point of a SIMD variant: `rows` (1..MR, MR <= 8) picks the
+ * pixel count of tile() at compile time, `cols` one vector (<= VW columns) or two.  The ISA
+ * file defines MR, NR, VW and tile(ks, kc, a, a_offset, w, c, ldc, cols, R, NV). */
+#define IGEMM_NHWC_ROWS_CASE(R)                                                                  \
+    case R:                                                                                      \
+        if (cols > VW) tile(ks, kc, ap, a_offset, wp, cp, ldc, cols, (R) <= MR ? (R) : MR, 2);   \
+        else tile(ks, kc, ap, a_offset, wp, cp, ldc, cols, (R) <= MR ? (R) : MR, 1);             \
+        break;
+#define IGEMM_NHWC_ENTRY(FN)                                                                     \
+    static void tile_any(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ks, ptrdiff_t kc,             \
+                         const float *const *ap, ptrdiff_t a_offset, const float *wp, float *cp, \
+                         ptrdiff_t ldc)                                                          \
+    {                                                                                            \
+        switch (rows) {                                                                          \
+            IGEMM_NHWC_ROWS_CASE(1) IGEMM_NHWC_ROWS_CASE(2) IGEMM_NHWC_ROWS_CASE(3)              \
+            IGEMM_NHWC_ROWS_CASE(4) IGEMM_NHWC_ROWS_CASE(5) IGEMM_NHWC_ROWS_CASE(6)              \
+            IGEMM_NHWC_ROWS_CASE(7)                                                              \
+            default: IGEMM_NHWC_ROWS_CASE(8)                                                     \
+        }                                                                                        \
+    }                                                                                            \
+    void FN(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc, const float *const *a,         \
+            ptrdiff_t a_offset, const float *w, float *c, ptrdiff_t ldc)                         \
+    {                                                                                            \
+        igemm_nhwc_check_args(m, n, ks, kc, a, w, c, ldc);                                       \
+        IGEMM_NHWC_BODY(m, n, ks, kc, a, w, c, ldc);                                             \
+    }
 
 #endif

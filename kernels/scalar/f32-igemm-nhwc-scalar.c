@@ -36,7 +36,7 @@ void im2row_pack_igemm_nhwc(float *dst, const float *w, ptrdiff_t lda, const flo
 }
 
 /* Plain loops: one pixel at a time, taps and channels in order, float accumulation. */
-static void tile(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ks, ptrdiff_t kc, const float *const *a,
+static void tile_any(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ks, ptrdiff_t kc, const float *const *a,
                  ptrdiff_t a_offset, const float *w, float *c, ptrdiff_t ldc)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
@@ -57,7 +57,5 @@ void im2row_igemm_nhwc__scalar(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t
                                ptrdiff_t ldc)
 {
     igemm_nhwc_check_args(m, n, ks, kc, a, w, c, ldc);
-#define IGEMM_TILE(rows, cols, ap, wp, cp) tile(rows, cols, ks, kc, ap, a_offset, wp, cp, ldc)
     IGEMM_NHWC_BODY(m, n, ks, kc, a, w, c, ldc);
-#undef IGEMM_TILE
 }

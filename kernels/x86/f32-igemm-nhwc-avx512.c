@@ -17,7 +17,7 @@
 #include "im2row_kernels.h"
 #include "igemm-nhwc-common.h"
 
-enum { MR = 8, NR = 32 };
+enum { VW = 16, MR = 8, NR = 32 };
 const ptrdiff_t im2row_igemm_nhwc_mr__avx512 = MR;
 const ptrdiff_t im2row_igemm_nhwc_nr__avx512 = NR;
 
@@ -58,29 +58,5 @@ IGEMM_INLINE void tile(ptrdiff_t ks, ptrdiff_t kc, const float *const *restrict 
     }
 }
 
-#define ROWS_CASE(R)                                                                  \
-    case R:                                                                           \
-        if (cols > 16) tile(ks, kc, ap, a_offset, wp, cp, ldc, cols, R, 2);           \
-        else tile(ks, kc, ap, a_offset, wp, cp, ldc, cols, R, 1);                     \
-        break;
-
-static void tile_any(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ks, ptrdiff_t kc, const float *const *ap,
-                     ptrdiff_t a_offset, const float *wp, float *cp, ptrdiff_t ldc)
-{
-    switch (rows) {
-    ROWS_CASE(1) ROWS_CASE(2) ROWS_CASE(3) ROWS_CASE(4)
-    ROWS_CASE(5) ROWS_CASE(6) ROWS_CASE(7)
-    default: ROWS_CASE(8)
-    }
-}
-
-void im2row_igemm_nhwc__avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc,
-                               const float *const *a, ptrdiff_t a_offset, const float *w, float *c,
-                               ptrdiff_t ldc)
-{
-    igemm_nhwc_check_args(m, n, ks, kc, a, w, c, ldc);
-#define IGEMM_TILE(rows, cols, ap, wp, cp) tile_any(rows, cols, ks, kc, ap, a_offset, wp, cp, ldc)
-    IGEMM_NHWC_BODY(m, n, ks, kc, a, w, c, ldc);
-#undef IGEMM_TILE
-}
+IGEMM_NHWC_ENTRY(im2row_igemm_nhwc__avx512)
 #endif
