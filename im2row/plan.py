@@ -229,13 +229,21 @@ def nhwc_row_block(spec: ConvSpec, plan: Plan) -> int:
     return max(1, min(fit_input, fit_output, -(-spec.out_height // NHWC_MIN_BANDS)))
 
 
+# Kernel-row pointers (rowwise) measured 1.2-1.3x faster than tap pointers on the 3-channel
+# stems (a tap's pointer feeds only C multiply-adds per pixel) and the same from 64 channels on
+# (benchmarks/README.md), where their copied edge windows (kw*C floats each) only add workspace.
+NHWC_ROWWISE_MAX_CHANNELS = 16
+
+
 def _default_nhwc(spec: ConvSpec) -> Plan:
-    """Channels-last plan: depthwise kernel, else kernel-row pointers where they apply (a
-    kw times deeper GEMM per pointer), else one pointer per tap."""
+    """Channels-last plan: the depthwise kernel, else kernel-row pointers for few input
+    channels, else one pointer per tap."""
     algos = nhwc_algorithms(spec)
-    for algorithm in ("depthwise", "rowwise", "indirect"):
-        if algorithm in algos:
-            return Plan(algorithm, gemm="packed", layout="NHWC")
+    if "depthwise" in algos:
+        return Plan("depthwise", gemm="packed", layout="NHWC")
+    if "rowwise" in algos and spec.in_channels <= NHWC_ROWWISE_MAX_CHANNELS:
+        return Plan("rowwise", gemm="packed", layout="NHWC")
+    return Plan("indirect", gemm="packed", layout="NHWC")
 
 
 def _default_incremental(spec: ConvSpec, gemm: str, threads: int) -> Plan:
