@@ -57,10 +57,12 @@ static void channel_tail(ptrdiff_t ch, ptrdiff_t m, ptrdiff_t channels, ptrdiff_
         }
 }
 
-/* ks = 9: channels [ch, ch + 4*V) of every pixel, the weights held in registers. */
+/* ks = 9: channels [ch, ch + 4*V) of m pixels (pixel p at a[p*a_stride + t] + off0 +
+ * p*a_step), the weights held in registers. */
+enum { TAPS9_PIXELS = 16 };
 IGEMM_INLINE void taps9_block(ptrdiff_t m, ptrdiff_t ch, ptrdiff_t channels, const float *const *restrict a,
-                              ptrdiff_t a_stride, ptrdiff_t a_step, const float *restrict w, float *restrict out,
-                              ptrdiff_t out_stride, const int V)
+                              ptrdiff_t a_stride, ptrdiff_t a_step, ptrdiff_t off0, const float *restrict w,
+                              float *restrict out, ptrdiff_t out_stride, const int V)
 {
     float32x4_t wv[9][2], bias[2];
 #pragma GCC unroll 2
@@ -70,7 +72,7 @@ IGEMM_INLINE void taps9_block(ptrdiff_t m, ptrdiff_t ch, ptrdiff_t channels, con
         for (int t = 0; t < 9; t++) wv[t][v] = vld1q_f32(w + (1 + t) * channels + ch + 4 * v);
     }
     for (ptrdiff_t p = 0; p < m; p++, a += a_stride, out += out_stride) {
-        const ptrdiff_t off = p * a_step + ch;
+        const ptrdiff_t off = off0 + p * a_step + ch;
 #pragma GCC unroll 2
         for (int v = 0; v < V; v++) {
             float32x4_t acc = bias[v];
@@ -88,8 +90,17 @@ void im2row_dwconv_nhwc__neon(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, con
     dwconv_nhwc_check_args(m, channels, ks, a, a_stride, a_step, w, out, out_stride);
     ptrdiff_t ch = 0;
     if (ks == 9) {
-        for (; ch + 8 <= channels; ch += 8) taps9_block(m, ch, channels, a, a_stride, a_step, w, out, out_stride, 2);
-        for (; ch + 4 <= channels; ch += 4) taps9_block(m, ch, channels, a, a_stride, a_step, w, out, out_stride, 1);
+        /* chunks of pixels through every channel block, so the input is read in whole pixels */
+        for (ptrdiff_t p0 = 0; p0 < m; p0 += TAPS9_PIXELS) {
+            const ptrdiff_t mc = m - p0 < TAPS9_PIXELS ? m - p0 : TAPS9_PIXELS;
+            const float *const *ap = a + p0 * a_stride;
+            float *op = out + p0 * out_stride;
+            for (ch = 0; ch + 8 <= channels; ch += 8)
+                taps9_block(mc, ch, channels, ap, a_stride, a_step, p0 * a_step, w, op, out_stride, 2);
+            for (; ch + 4 <= channels; ch += 4)
+                taps9_block(mc, ch, channels, ap, a_stride, a_step, p0 * a_step, w, op, out_stride, 1);
+        }
+        ch = channels - channels % 4;
     } else {
         const ptrdiff_t whole = channels - channels % 4;
         ptrdiff_t p = 0;

@@ -75,10 +75,12 @@ IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a
         block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, lanes_below(channels - ch), P, 1, 1);
 }
 
-/* ks = 9: channels [ch, ch + 8) of every pixel, two pixels per step, weights in registers. */
+/* ks = 9: channels [ch, ch + 8) of m pixels (pixel p at a[p*a_stride + t] + off0 +
+ * p*a_step), two pixels per step, weights in registers. */
+enum { TAPS9_PIXELS = 16 };
 IGEMM_INLINE void taps9_block(ptrdiff_t m, ptrdiff_t ch, ptrdiff_t channels, const float *const *restrict a,
-                              ptrdiff_t a_stride, ptrdiff_t a_step, const float *restrict w, float *restrict out,
-                              ptrdiff_t out_stride, __m256i mask, const int MASKED)
+                              ptrdiff_t a_stride, ptrdiff_t a_step, ptrdiff_t off0, const float *restrict w,
+                              float *restrict out, ptrdiff_t out_stride, __m256i mask, const int MASKED)
 {
     __m256 wv[9];
     const __m256 bias = load(w + ch, mask, MASKED);
@@ -87,7 +89,7 @@ IGEMM_INLINE void taps9_block(ptrdiff_t m, ptrdiff_t ch, ptrdiff_t channels, con
     ptrdiff_t p = 0;
     for (; p + 2 <= m; p += 2, out += 2 * out_stride) {
         const float *const *a0 = a + p * a_stride, *const *a1 = a0 + a_stride;
-        const ptrdiff_t off = p * a_step + ch;
+        const ptrdiff_t off = off0 + p * a_step + ch;
         __m256 acc0 = bias, acc1 = bias;
 #pragma GCC unroll 9
         for (int t = 0; t < 9; t++) {
@@ -99,7 +101,7 @@ IGEMM_INLINE void taps9_block(ptrdiff_t m, ptrdiff_t ch, ptrdiff_t channels, con
     }
     if (p < m) {
         const float *const *a0 = a + p * a_stride;
-        const ptrdiff_t off = p * a_step + ch;
+        const ptrdiff_t off = off0 + p * a_step + ch;
         __m256 acc = bias;
 #pragma GCC unroll 9
         for (int t = 0; t < 9; t++) acc = _mm256_fmadd_ps(load(a0[t] + off, mask, MASKED), wv[t], acc);
@@ -113,11 +115,19 @@ void im2row_dwconv_nhwc__avx2(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, con
 {
     dwconv_nhwc_check_args(m, channels, ks, a, a_stride, a_step, w, out, out_stride);
     if (ks == 9) {
+        /* chunks of pixels through every channel block, so the input is read in whole pixels */
         const __m256i all = _mm256_set1_epi32(-1);
-        ptrdiff_t ch = 0;
-        for (; ch + 8 <= channels; ch += 8) taps9_block(m, ch, channels, a, a_stride, a_step, w, out, out_stride, all, 0);
-        if (ch < channels)
-            taps9_block(m, ch, channels, a, a_stride, a_step, w, out, out_stride, lanes_below(channels - ch), 1);
+        for (ptrdiff_t p0 = 0; p0 < m; p0 += TAPS9_PIXELS) {
+            const ptrdiff_t mc = m - p0 < TAPS9_PIXELS ? m - p0 : TAPS9_PIXELS;
+            const float *const *ap = a + p0 * a_stride;
+            float *op = out + p0 * out_stride;
+            ptrdiff_t ch = 0;
+            for (; ch + 8 <= channels; ch += 8)
+                taps9_block(mc, ch, channels, ap, a_stride, a_step, p0 * a_step, w, op, out_stride, all, 0);
+            if (ch < channels)
+                taps9_block(mc, ch, channels, ap, a_stride, a_step, p0 * a_step, w, op, out_stride,
+                            lanes_below(channels - ch), 1);
+        }
         return;
     }
     ptrdiff_t p = 0;

@@ -61,10 +61,12 @@ IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a
               (__mmask16)((1u << (channels - ch)) - 1u), P, 1);
 }
 
-/* ks = 9: channels [ch, ch + 16*V) of every pixel, the weights held in registers. */
+/* ks = 9: channels [ch, ch + 16*V) of m pixels (pixel p at a[p*a_stride + t] + off0 +
+ * p*a_step), the weights held in registers. */
+enum { TAPS9_PIXELS = 16 };
 IGEMM_INLINE void taps9_block(ptrdiff_t m, ptrdiff_t ch, ptrdiff_t channels, const float *const *restrict a,
-                              ptrdiff_t a_stride, ptrdiff_t a_step, const float *restrict w, float *restrict out,
-                              ptrdiff_t out_stride, __mmask16 mask, const int V)
+                              ptrdiff_t a_stride, ptrdiff_t a_step, ptrdiff_t off0, const float *restrict w,
+                              float *restrict out, ptrdiff_t out_stride, __mmask16 mask, const int V)
 {
     __m512 wv[9][2], bias[2];
 #pragma GCC unroll 2
@@ -75,7 +77,7 @@ IGEMM_INLINE void taps9_block(ptrdiff_t m, ptrdiff_t ch, ptrdiff_t channels, con
         for (int t = 0; t < 9; t++) wv[t][v] = _mm512_maskz_loadu_ps(mv, w + (1 + t) * channels + ch + 16 * v);
     }
     for (ptrdiff_t p = 0; p < m; p++, a += a_stride, out += out_stride) {
-        const ptrdiff_t off = p * a_step + ch;
+        const ptrdiff_t off = off0 + p * a_step + ch;
         __m512 acc[2];
 #pragma GCC unroll 2
         for (int v = 0; v < V; v++) {
@@ -95,14 +97,23 @@ void im2row_dwconv_nhwc__avx512(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, c
 {
     dwconv_nhwc_check_args(m, channels, ks, a, a_stride, a_step, w, out, out_stride);
     if (ks == 9) {
-        ptrdiff_t ch = 0;
-        for (; ch + 32 <= channels; ch += 32)
-            taps9_block(m, ch, channels, a, a_stride, a_step, w, out, out_stride, 0xFFFF, 2);
-        for (; ch + 16 <= channels; ch += 16)
-            taps9_block(m, ch, channels, a, a_stride, a_step, w, out, out_stride, 0xFFFF, 1);
-        if (ch < channels)
-            taps9_block(m, ch, channels, a, a_stride, a_step, w, out, out_stride,
-                        (__mmask16)((1u << (channels - ch)) - 1u), 1);
+        /* chunks of TAPS9_PIXELS pixels go through every channel block before the next chunk,
+         * so the input is read in runs of whole pixels (C floats) rather than 32-channel
+         * slices strided C apart; the weight registers are reloaded per chunk */
+        for (ptrdiff_t p0 = 0; p0 < m; p0 += TAPS9_PIXELS) {
+            const ptrdiff_t mc = m - p0 < TAPS9_PIXELS ? m - p0 : TAPS9_PIXELS;
+            const float *const *ap = a + p0 * a_stride;
+            float *op = out + p0 * out_stride;
+            const ptrdiff_t off0 = p0 * a_step;
+            ptrdiff_t ch = 0;
+            for (; ch + 32 <= channels; ch += 32)
+                taps9_block(mc, ch, channels, ap, a_stride, a_step, off0, w, op, out_stride, 0xFFFF, 2);
+            for (; ch + 16 <= channels; ch += 16)
+                taps9_block(mc, ch, channels, ap, a_stride, a_step, off0, w, op, out_stride, 0xFFFF, 1);
+            if (ch < channels)
+                taps9_block(mc, ch, channels, ap, a_stride, a_step, off0, w, op, out_stride,
+                            (__mmask16)((1u << (channels - ch)) - 1u), 1);
+        }
         return;
     }
     ptrdiff_t p = 0;
