@@ -77,35 +77,10 @@ static void init_variants(void)
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-static uint64_t rnd(void)
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
-static ptrdiff_t rint_in(ptrdiff_t lo, ptrdiff_t hi) { return lo + (ptrdiff_t)(rnd() % (uint64_t)(hi - lo + 1)); }
-static float rfloat(void) { return (float)((double)(rnd() >> 11) / 9007199254740992.0 * 2.0 - 1.0); }
+#include "check-util.h"
 
-/* n floats flush against a PROT_NONE page that follows them (and one before the mapping). */
-typedef struct { void *base; size_t len; float *p; } guarded;
-static size_t g_page;
-static guarded galloc(size_t n)
-{
-    size_t bytes = n * sizeof(float), data_pages = (bytes + g_page - 1) / g_page;
-    if (data_pages == 0) data_pages = 1;
-    guarded g;
-    g.len = (data_pages + 2) * g_page;
-    g.base = mmap(NULL, g.len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (g.base == MAP_FAILED) { perror("mmap"); exit(2); }
-    char *b = (char *)g.base;
-    mprotect(b, g_page, PROT_NONE);
-    mprotect(b + (data_pages + 1) * g_page, g_page, PROT_NONE);
-    g.p = (float *)(b + (data_pages + 1) * g_page - bytes);
-    return g;
-}
-static void gfree(guarded g) { munmap(g.base, g.len); }
+/* every buffer here sits flush against the guard page after it */
+static guarded galloc1(size_t n) { return galloc(n, 1); }
 
 static int g_fail;
 #define FAIL(...) do { if (g_fail++ < 20) { fprintf(stderr, "FAIL: " __VA_ARGS__); fputc('\n', stderr); } } while (0)
@@ -134,7 +109,7 @@ static void igemm_case(const conv *g)
 {
     const ptrdiff_t Cg = g->C / g->groups, OCg = g->OC / g->groups, ks = g->kh * g->kw, K = ks * Cg;
     const ptrdiff_t M = g->OH * g->OW;
-    guarded gx = galloc((size_t)(g->H * g->W * g->C)), gz = galloc((size_t)g->C);
+    guarded gx = galloc1((size_t)(g->H * g->W * g->C)), gz = galloc1((size_t)g->C);
     for (ptrdiff_t i = 0; i < g->H * g->W * g->C; i++) gx.p[i] = rfloat();
     for (ptrdiff_t i = 0; i < g->C; i++) gz.p[i] = 0.0f;
     const float **a = malloc(sizeof(*a) * (size_t)(M * ks));
@@ -155,12 +130,12 @@ static void igemm_case(const conv *g)
                 }
             ref[p * g->OC + oc] = s, mag[p * g->OC + oc] = s_abs;
         }
-    guarded gout = galloc((size_t)(M * g->OC));
+    guarded gout = galloc1((size_t)(M * g->OC));
     for (int v = 0; v < g_nvar; v++) {
         if (!g_var[v].usable) continue;
         const ptrdiff_t nr = g_var[v].nr, panels = (OCg + nr - 1) / nr;
         for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
-            guarded gw = galloc((size_t)(panels * nr * (1 + K)));
+            guarded gw = galloc1((size_t)(panels * nr * (1 + K)));
             im2row_pack_igemm_nhwc(gw.p, w + grp * OCg * K, K, bias + grp * OCg, OCg, K, nr);
             for (ptrdiff_t i = 0; i < M * g->OC; i++) gout.p[i] = SENTINEL;
             /* pixels in random chunks, so every tail length of the pixel tile occurs */
@@ -249,14 +224,14 @@ static void dwconv_case(const conv *g)
 {
     const ptrdiff_t C = g->C, ks = g->kh * g->kw, M = g->OH * g->OW, stride = C + rint_in(0, 5);
     const ptrdiff_t zero_len = g->OW * g->sw * C + C;   /* a zero row: room for a run's step */
-    guarded gx = galloc((size_t)(g->H * g->W * C)), gz = galloc((size_t)zero_len), gw = galloc((size_t)((1 + ks) * C));
+    guarded gx = galloc1((size_t)(g->H * g->W * C)), gz = galloc1((size_t)zero_len), gw = galloc1((size_t)((1 + ks) * C));
     for (ptrdiff_t i = 0; i < g->H * g->W * C; i++) gx.p[i] = rfloat();
     for (ptrdiff_t i = 0; i < zero_len; i++) gz.p[i] = 0.0f;
     for (ptrdiff_t i = 0; i < (1 + ks) * C; i++) gw.p[i] = rfloat();
     const float **a = malloc(sizeof(*a) * (size_t)(M * ks));
     build_indirection(g, gx.p, gz.p, a);
     const size_t out_len = (size_t)((M - 1) * stride + C);
-    guarded gout = galloc(out_len);
+    guarded gout = galloc1(out_len);
     for (int v = 0; v < g_nvar; v++) {
         if (!g_var[v].usable) continue;
         for (int mode = 0; mode < 2; mode++) {
