@@ -54,6 +54,13 @@ LABELS = {IM2ROW: "im2row", IM2ROW_DEFAULT: "i2r-dflt", NUMPY: "np-im2col", TORC
           TORCH_CL: "torch-CL", ORT: "ORT"}
 # 'all' = the four distinct networks; vgg16 ships too but has exactly vgg19's layer shapes.
 ALL_SUITES = ("resnet50", "vgg19", "mobilenet_v2", "shufflenet")
+# 'public' = the ten suites of ../shared/layers; 'classes' = networks and shape classes
+# beyond them (1-D, dilated, depthwise with multipliers, grouped, first layers, batch > 1).
+PUBLIC_SUITES = ALL_SUITES + ("googlenet_v3", "yolov2", "ssd_mobilenet", "resnext_101",
+                              "dilated", "deepbench_inference_device")
+CLASS_SUITES = ("wavenet", "deeplab_v3", "efficientnet_b0", "convnext_tiny", "unet", "yolov3",
+                "alexnet", "shape_classes")
+SUITE_GROUPS = {"all": ALL_SUITES, "public": PUBLIC_SUITES, "classes": CLASS_SUITES}
 ERROR_LIMIT = 1e-3
 MIB = float(1 << 20)
 MIN_ROUNDS = 3
@@ -151,8 +158,24 @@ def _make_im2row(x, w, b, geo, threads, forced_default: bool, layout: str = "NCH
     info = {"plan": layer.plan.to_dict() if layer.plan else None, "plan_str": plan_str(layer.plan),
             "workspace_bytes": layer.workspace_bytes,
             "packed_weight_bytes": layer.packed_weight_bytes, "prepare_ms": prepare_ms,
-            "layout": layout}
+            "layout": layout,
+            "predicted_ms": _predicted_ms(im2row, x.shape, w.shape, geo, padding, layer.plan,
+                                          threads, layout)}
     return (lambda: layer(x)), info
+
+
+def _predicted_ms(im2row, x_shape, w_shape, geo, padding, plan, threads, layout="NCHW"):
+    """The cost model's time for the plan that runs (im2row.costmodel), or None (also for
+    channels-last plans, which the model does not cover)."""
+    try:
+        from im2row import costmodel
+    except ImportError:
+        return None
+    if getattr(plan, "layout", "NCHW") != "NCHW":
+        return None
+    spec = im2row.make_spec(x_shape, w_shape, stride=geo.stride, padding=padding,
+                            dilation=geo.dilation, groups=geo.groups, layout=layout)
+    return 1e3 * costmodel.predict(spec, plan, threads)
 
 
 def _make(name, x, w, b, geo, threads, layout="NCHW"):
@@ -323,6 +346,10 @@ def _derive(r: dict) -> None:
         r["pick_vs_default"] = times[IM2ROW_DEFAULT]["min_ms"] / im
     err = r["errors"].get(IM2ROW)
     r["im2row_error_ok"] = (err is not None and err <= ERROR_LIMIT)
+    predicted = info.get("predicted_ms")
+    r["predicted_ms"] = predicted
+    # The cost model's error against the measured time of the same plan (> 0: too slow).
+    r["model_error"] = (predicted - im) / im if (predicted and im) else None
 
 
 def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02,
@@ -478,6 +505,9 @@ def summarize(results: list) -> list:
             "failed_layers": [r["name"] for r in rs if IM2ROW in r["failures"]],
             "peer_set": "/".join(sorted(peer_sets)),
         }
+        model = [abs(r["model_error"]) for r in rs if r.get("model_error") is not None]
+        summary["model_median_abs_error"] = statistics.median(model) if model else None
+        summary["min_speedup"] = min((r["speedup"] for r in scored), default=None)
         picks = [r["pick_vs_default"] for r in rs if r.get("pick_vs_default")]
         if picks:
             summary["geomean_pick_vs_default"] = _geomean(picks)
@@ -589,7 +619,7 @@ def layer_tables(results: list, markdown: bool = False) -> str:
     numpy_only = any(r["peer_set"] == "numpy-im2col" for r in results)
 
     head = ["layer", "conv", "n", "MFLOP"] + [f"{LABELS[c]} ms" for c in contenders] + [
-        "im2row GF/s", "best peer", "peer GF/s", "vs best"]
+        "pred ms", "im2row GF/s", "best peer", "peer GF/s", "vs best"]
     rows = []
     for r in results:
         row = [r["name"], r["conv"], str(r["count"]), f"{r['flops'] / 1e6:.0f}"]
@@ -597,7 +627,7 @@ def layer_tables(results: list, markdown: bool = False) -> str:
             row.append(_f(r["times"].get(c, {}).get("min_ms"), ".3f",
                           "FAIL" if c in r["failures"] else "-"))
         best = r["best_peer"]
-        row += [_f(r["gflops"].get(IM2ROW), ".1f"),
+        row += [_f(r.get("predicted_ms"), ".3f"), _f(r["gflops"].get(IM2ROW), ".1f"),
                 LABELS.get(best, "-") if best else "-",
                 _f(r["gflops"].get(best) if best else None, ".1f"),
                 _f(r["speedup"], ".2f") + ("x" if r["speedup"] else "")]
@@ -632,19 +662,21 @@ def summary_table(summaries: list, markdown: bool = False) -> str:
     contenders = []
     for s in summaries:
         contenders += [n for n in ALL_CONTENDERS if n in s["total_ms"] and n not in contenders]
-    head = (["suite", "layers", "im2row wins", "geomean vs best", "weighted vs best"]
+    head = (["suite", "layers", "im2row wins", "geomean vs best", "min vs best",
+             "weighted vs best"]
             + [f"{LABELS[c]} total ms" for c in contenders]
-            + ["best-peer total ms", "max ws/input (k>1)", "max err"])
+            + ["best-peer total ms", "max ws/input (k>1)", "max err", "model err"])
     if any("geomean_pick_vs_default" in s for s in summaries):
         head.append("pick/default")
     rows = []
     for s in summaries:
         row = [s["suite"], str(s["layers"]), f"{s['wins']}/{s['scored']}",
                _f(s["geomean_speedup"], ".2f") + ("x" if s["geomean_speedup"] else ""),
+               _f(s.get("min_speedup"), ".2f"),
                _f(s["weighted_speedup"], ".2f") + ("x" if s["weighted_speedup"] else "")]
         row += [_f(s["total_ms"].get(c), ".2f") for c in contenders]
         row += [_f(s["best_peer_total_ms"], ".2f"), _f(s["max_workspace_ratio_k_gt_1"], ".2f"),
-                _f(s["max_im2row_error"], ".1e")]
+                _f(s["max_im2row_error"], ".1e"), _f(s.get("model_median_abs_error"), ".0%")]
         if "pick/default" in head:
             row.append(_f(s.get("geomean_pick_vs_default"), ".2f"))
         rows.append(row)
@@ -717,7 +749,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", nargs="+", default=["resnet50"],
                    help=f"suite names ({', '.join(suite_names())}), 'all' "
-                        f"(= {' '.join(ALL_SUITES)}), or paths to suite JSON files")
+                        f"(= {' '.join(ALL_SUITES)}), 'public' (the ten of ../shared/layers), "
+                        f"'classes' (= {' '.join(CLASS_SUITES)}), or paths to suite JSON files")
     p.add_argument("--layers", default=None,
                    help="comma-separated layer names or glob patterns to keep (e.g. resnet50.1*)")
     p.add_argument("--threads", type=int, default=1, help="threads for every contender (default 1)")
@@ -759,7 +792,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     suites = []
     for s in args.suite:
-        suites += list(ALL_SUITES) if s == "all" else [s]
+        suites += list(SUITE_GROUPS.get(s, [s]))
     patterns = [p.strip() for p in args.layers.split(",")] if args.layers else None
     entries = []
     for s in dict.fromkeys(suites):

@@ -1,5 +1,6 @@
-"""Plans: how one convolution shape is executed, the choices valid for a shape, and the
-heuristic default.  The tuner searches the same space (plan_space) and stores Plans."""
+"""Plans: how one convolution shape is executed, the choices valid for a shape, the workspace
+budget, and the default (the cost model's pick among a few candidates per algorithm, within
+the budget).  The tuner searches the same space (plan_space) and stores Plans."""
 from __future__ import annotations
 
 import functools
@@ -75,11 +76,23 @@ class Plan:
         return replace(self, isa=hwinfo.get_isa()) if self.isa == "auto" else self
 
 
+def effective_axes(spec: ConvSpec) -> tuple:
+    """(stride_h, stride_w, dilation_h, dilation_w) as the core runs them: a stride along an
+    axis with one output, or a dilation along a kernel axis of one tap, changes nothing and
+    is 1, so that strides far beyond the image (2**40 and up) neither reach the core's range
+    checks nor size stride-phase buffers by the stride itself."""
+    return (1 if spec.out_height == 1 else spec.stride_h,
+            1 if spec.out_width == 1 else spec.stride_w,
+            1 if spec.kernel_h == 1 else spec.dilation_h,
+            1 if spec.kernel_w == 1 else spec.dilation_w)
+
+
 def core_spec(spec: ConvSpec) -> tuple:
-    """The per-image geometry tuple the Cython core takes."""
+    """The per-image geometry tuple the Cython core takes (strides as effective_axes)."""
+    sh, sw, dh, dw = effective_axes(spec)
     return (spec.in_channels, spec.height, spec.width, spec.out_channels, spec.kernel_h,
-            spec.kernel_w, spec.stride_h, spec.stride_w, spec.pad_top, spec.pad_left,
-            spec.dilation_h, spec.dilation_w, spec.out_height, spec.out_width, spec.groups)
+            spec.kernel_w, sh, sw, spec.pad_top, spec.pad_left, dh, dw, spec.out_height,
+            spec.out_width, spec.groups)
 
 
 _MAX_BLOCK = 2**31 - 1  # the core takes C ssize_t; larger values mean "all" anyway
@@ -222,7 +235,7 @@ def nhwc_row_block(spec: ConvSpec, plan: Plan) -> int:
     """The band height an NHWC plan runs with (its row_block, or one sized to the L2 cache)."""
     if plan.row_block > 0:
         return min(plan.row_block, spec.out_height)
-    l2 = hwinfo.l2_cache_bytes()
+    l2 = hwinfo.cache_sizes()["l2"]
     row_bytes = 4 * spec.width * spec.in_channels
     fit_input = (l2 // 2 // max(row_bytes, 1) - spec.kernel_h) // spec.stride_h + 1
     fit_output = l2 // 4 // (4 * spec.out_width * spec.out_channels)
@@ -246,87 +259,144 @@ def _default_nhwc(spec: ConvSpec) -> Plan:
     return Plan("indirect", gemm="packed", layout="NHWC")
 
 
-def _default_incremental(spec: ConvSpec, gemm: str, threads: int) -> Plan:
-    """Incremental plan whose workspace at `threads` stays within one image's input bytes,
-    scored by what measured best on the built-in suites (benchmarks/README.md): a GEMM of
-    ~1024 output positions per call, then wider column blocks (fewer, longer gathers), then
-    the smaller buffer.  With the packed GEMM only blocks whose classes write the output
-    directly (or one class) are considered: they need no output block and no scatter."""
-    budget = image_input_bytes(spec)
+# -- the workspace budget -----------------------------------------------------------------------
+
+class _InputBudget:
+    """The default max_workspace: one input image's bytes (im2row's memory promise)."""
+
+    def __repr__(self) -> str:
+        return "INPUT_BUDGET"
+
+    def __reduce__(self):
+        return "INPUT_BUDGET"
+
+
+INPUT_BUDGET = _InputBudget()
+
+
+def workspace_limit(spec: ConvSpec, max_workspace=INPUT_BUDGET) -> int | None:
+    """max_workspace -> bytes (None: no limit).  INPUT_BUDGET is one image's input bytes."""
+    if max_workspace is INPUT_BUDGET:
+        return image_input_bytes(spec)
+    if max_workspace is None:
+        return None
+    if isinstance(max_workspace, bool):
+        raise TypeError(f"max_workspace must be an int (bytes), None or INPUT_BUDGET, got "
+                        f"{max_workspace!r}")
+    try:
+        limit = operator.index(max_workspace)
+    except TypeError:
+        raise TypeError(f"max_workspace must be an int (bytes), None or INPUT_BUDGET, got "
+                        f"{type(max_workspace).__name__} {max_workspace!r}") from None
+    if limit < 0:
+        raise ValueError(f"max_workspace must be >= 0 bytes, got {limit}")
+    return int(limit)
+
+
+class WorkspaceError(ValueError):
+    """No plan for the shape fits the caller's max_workspace."""
+
+
+def within_budget(spec: ConvSpec, plan: Plan, threads: int, limit: int | None) -> bool:
+    return limit is None or scratch_bytes(spec, plan, threads) <= limit
+
+
+# -- candidates for the default -----------------------------------------------------------------
+
+ROWWISE_BANDS = (1, 2, 4, 8, 16, 32)
+
+
+def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
+    """The plans the default chooses among (the cost model ranks them): every algorithm the
+    shape allows, with the blockings that matter for it.  Our packed GEMM beats OpenBLAS
+    sgemm by 2-6x where SIMD kernels exist (benchmarks/); the scalar one is only an oracle,
+    so a scalar-only machine plans sgemm."""
+    gemm = "sgemm" if isa == "scalar" else "packed"
+    algorithms = valid_algorithms(spec)
+    out = []
+    if "depthwise" in algorithms:
+        out.append(Plan("depthwise"))
+    if "pointwise" in algorithms:
+        out.append(Plan("pointwise", gemm=gemm))
+    if "rowwise" in algorithms and gemm == "packed":
+        bands = sorted({b if b < spec.out_height else 0 for b in ROWWISE_BANDS})
+        out += [Plan("rowwise", 0, 0, band, gemm="packed") for band in bands]
+    if "incremental" in algorithms and not spec.is_pointwise:
+        out += _incremental_candidates(spec, gemm, threads)
+    out.append(Plan("classic", gemm=gemm))
+    return out
+
+
+def _incremental_candidates(spec: ConvSpec, gemm: str, threads: int) -> list:
+    """Incremental plans per column block and band height.  With the packed GEMM only
+    blocks whose classes write the output directly (or one class) are kept: they need no
+    output block and no scatter."""
     geometry = core_spec(spec)
     splits = ("split", "shared") if threads > 1 else ("split",)
-    best, best_score, smallest = None, None, None
+    out = []
     for block in column_blocks(spec):
         for band in row_blocks(spec):
             info = _core.schedule_info(geometry, block, 0, band, gemm == "packed")
             if gemm == "packed" and info["classes"] > 1 and not info["direct"]:
                 continue
-            for parallel in splits:
-                plan = Plan("incremental", block, 0, band, gemm=gemm, parallel=parallel)
-                workspace = scratch_bytes(spec, plan, threads)
-                if smallest is None or workspace < smallest[0]:
-                    smallest = (workspace, plan)
-                if workspace > budget:
-                    continue
-                positions = info["rows_per_band"] * info["windows"]
-                score = (min(positions, 1024), info["windows"], -workspace)
-                if best_score is None or score > best_score:
-                    best, best_score = plan, score
-    # Nothing within budget (tiny maps where padding outweighs the input): the leanest plan.
-    return best or smallest[1]
+            out += [Plan("incremental", block, 0, band, gemm=gemm, parallel=parallel)
+                    for parallel in splits]
+    return out
 
 
-# Row-wise im2row runs one GEMM per output row (N = output width): from 56 columns on it
-# measured 1-10% faster than the incremental default on the built-in suites (one copy of the
-# input instead of kw, a buffer of a few input rows); narrower rows starve the GEMM.
-ROWWISE_MIN_WIDTH = 56
-ROWWISE_BAND_BYTES = 256 * 1024   # the band of padded rows stays in L2 while its GEMMs run
-
-
-def _default_rowwise(spec: ConvSpec, threads: int):
-    """Row-wise plan with the tallest band (up to 16 rows) within ROWWISE_BAND_BYTES, if its
-    workspace fits one image's input at `threads`."""
-    best = None
-    for band in (1, 2, 4, 8, 16):
-        plan = Plan("rowwise", 0, 0, band if band < spec.out_height else 0, gemm="packed")
-        per_thread = scratch_bytes(spec, plan, 1)
-        if best is not None and per_thread > ROWWISE_BAND_BYTES:
-            break
-        if scratch_bytes(spec, plan, threads) <= image_input_bytes(spec):
-            best = plan
-    return best
+def budget_bytes(spec: ConvSpec, threads: int, max_workspace=INPUT_BUDGET) -> int | None:
+    """The workspace limit in bytes for one image of `spec` at `threads` (None: no limit).
+    INPUT_BUDGET is one input image's bytes, or, on maps so small that their padding
+    outweighs them and no plan fits in that, the leanest default candidate's workspace."""
+    image = spec.with_batch(1)
+    limit = workspace_limit(image, max_workspace)
+    if max_workspace is INPUT_BUDGET:
+        leanest = min(ws for ws, _ in _sized(image, hwinfo.get_isa(), int(threads)))
+        limit = max(limit, leanest)
+    return limit
 
 
 @functools.lru_cache(maxsize=1024)
-def _default_plan(spec: ConvSpec, isa: str, threads: int) -> Plan:
+def _sized(spec: ConvSpec, isa: str, threads: int) -> tuple:
+    """(workspace bytes at `threads`, plan) of every default candidate."""
+    return tuple((scratch_bytes(spec, plan, threads), plan)
+                 for plan in default_candidates(spec, isa, threads))
+
+
+@functools.lru_cache(maxsize=1024)
+def _default_plan(spec: ConvSpec, isa: str, threads: int, limit: int | None) -> Plan:
+    from . import costmodel  # the model measures the host once, on first use
+
     if spec.layout == "NHWC" and isa != "scalar":
-        # (the scalar NHWC kernels are only an oracle: a scalar machine transposes to sgemm)
-        return _default_nhwc(spec)
-    if "depthwise" in valid_algorithms(spec):
-        return Plan("depthwise")
-    # Our packed GEMM beats OpenBLAS sgemm by 2-6x where SIMD kernels exist (benchmarks/);
-    # the scalar one is only an oracle, so a scalar-only machine keeps sgemm.
-    gemm = "sgemm" if isa == "scalar" else "packed"
-    if spec.is_pointwise:
-        return Plan("pointwise", gemm=gemm)
-    if gemm == "packed" and spec.out_width >= ROWWISE_MIN_WIDTH:
-        plan = _default_rowwise(spec, threads)
-        if plan is not None:
+        # NHWC callers run channels-last, no transposes, when it fits the budget (the scalar
+        # NHWC kernels are only an oracle: a scalar machine transposes to sgemm)
+        plan = _default_nhwc(spec)
+        if limit is None or scratch_bytes(spec, plan, threads) <= limit:
             return plan
-    if "incremental" not in valid_algorithms(spec):
-        return Plan("classic", gemm=gemm)
-    return _default_incremental(spec, gemm, threads)
+
+    sized = _sized(spec, isa, threads)
+    fitting = [plan for ws, plan in sized if limit is None or ws <= limit]
+    if not fitting:
+        leanest_ws, leanest = min(sized, key=lambda item: item[0])
+        raise WorkspaceError(
+            f"no plan fits max_workspace={limit} bytes for this shape; the leanest "
+            f"({leanest.algorithm}) needs {leanest_ws} bytes at {threads} thread(s)")
+    return costmodel.best_plan(spec, fitting, threads, isa)
 
 
-def default_plan(spec: ConvSpec, threads: int | None = None) -> Plan:
-    """Heuristic plan for an untuned shape run with `threads` (default: im2row's current
-    count), cached per shape, ISA and thread count.
-
-    Depthwise and 1x1 have dedicated paths.  Everything else runs the improved im2row with a
-    workspace smaller than one image's input (see _default_incremental)."""
+def default_plan(spec: ConvSpec, threads: int | None = None, *,
+                 max_workspace=INPUT_BUDGET) -> Plan:
+    """The cost model's plan (im2row.costmodel) for an untuned shape run with `threads`
+    (default: im2row's current count), among the candidates whose workspace at that thread
+    count fits max_workspace: INPUT_BUDGET (default, see budget_bytes) = one input image's
+    bytes, an int = bytes, None = no limit.  Cached per shape, ISA, thread count and budget;
+    raises WorkspaceError when an explicit budget is below every candidate's workspace."""
     if threads is None:
         threads = get_num_threads()
-    return _default_plan(spec.with_batch(1), hwinfo.get_isa(), int(threads))
+    threads = int(threads)
+    image = spec.with_batch(1)
+    return _default_plan(image, hwinfo.get_isa(), threads,
+                         budget_bytes(image, threads, max_workspace))
 
 
 # The plan cache (im2row.wisdom) registers a lookup here; the runtime stays tuner-free.
@@ -338,20 +408,25 @@ def set_tuned_lookup(lookup) -> None:
     _tuned_lookup = lookup
 
 
-def choose_plan(spec: ConvSpec, threads: int | None = None) -> Plan:
+def choose_plan(spec: ConvSpec, threads: int | None = None, *,
+                max_workspace=INPUT_BUDGET) -> Plan:
     """The tuned plan for this shape and thread count (default: im2row's current count) if
-    one is cached and still valid, else the default."""
+    one is cached, still valid and within max_workspace (see default_plan), else the
+    default."""
     if threads is None:
         threads = get_num_threads()
+    limit = budget_bytes(spec, int(threads), max_workspace)
     if _tuned_lookup is not None:
         plan = _tuned_lookup(spec, threads)
         if plan is not None:
             try:
                 validate_plan(spec, plan)
-                return plan
+                fits = within_budget(spec.with_batch(1), plan, threads, limit)
             except (TypeError, ValueError):
-                pass
-    return default_plan(spec, threads)
+                fits = False
+            if fits:
+                return plan
+    return default_plan(spec, threads, max_workspace=max_workspace)
 
 
 # Work below which one more thread costs more than it saves: starting a parallel region and

@@ -136,3 +136,22 @@ def child_env(**extra) -> dict:
 
 NO_SUBPROCESS = pytest.mark.skipif(bool(os.environ.get("IM2ROW_NO_SUBPROCESS")),
                                    reason="IM2ROW_NO_SUBPROCESS is set")
+
+
+def plan_other_than_default(spec, threads=None):
+    """A valid plan that differs from the default and fits the default workspace budget at
+    one thread and at `threads` (default: the plan cache's current count): choose_plan does
+    not use a cached plan over the caller's budget, so a test of the cache stores one
+    within it."""
+    import dataclasses
+    from im2row import wisdom
+    from im2row.plan import budget_bytes, default_candidates, default_plan, within_budget
+
+    isas = im2row.available_isas()
+    counts = {1, threads or wisdom.current_threads()}
+    for candidate in default_candidates(spec, isas[0], 1):
+        plan = dataclasses.replace(candidate, isa=isas[-1])
+        if plan != default_plan(spec) and all(
+                within_budget(spec, plan, t, budget_bytes(spec, t)) for t in counts):
+            return plan
+    raise AssertionError("no plan other than the default fits the budget")

@@ -18,7 +18,7 @@ import im2row
 from im2row import Plan, wisdom
 from im2row.plan import choose_plan, default_plan
 
-from conftest import NO_SUBPROCESS, child_env  # noqa: E402
+from conftest import NO_SUBPROCESS, child_env, plan_other_than_default  # noqa: E402
 
 
 def spec_of(shape=(1, 8, 12, 12), weight=(16, 8, 3, 3), **conv):
@@ -26,12 +26,8 @@ def spec_of(shape=(1, 8, 12, 12), weight=(16, 8, 3, 3), **conv):
     return im2row.make_spec(shape, weight, **conv)
 
 
-def other_plan(spec) -> Plan:
-    """A valid plan that differs from the default."""
-    isas = im2row.available_isas()
-    plan = Plan("classic", gemm="packed", isa=isas[-1])
-    assert plan != default_plan(spec)
-    return plan
+def other_plan(spec, threads=None) -> Plan:
+    return plan_other_than_default(spec, threads)
 
 
 def threads_now() -> int:
@@ -173,7 +169,7 @@ def test_foreign_machine_or_version_ignored_with_one_warning(cache, field, value
 
 def test_other_thread_count_or_isa_not_used(cache):
     spec = spec_of()
-    plan = other_plan(spec)
+    plan = other_plan(spec, threads_now() + 5)
     record(spec, plan, threads=threads_now() + 5)
     wisdom.store().reset()
     assert choose_plan(spec) == default_plan(spec)

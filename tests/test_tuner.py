@@ -16,7 +16,8 @@ optuna = pytest.importorskip("optuna")
 
 import im2row  # noqa: E402
 from im2row import Plan, wisdom  # noqa: E402
-from im2row.plan import choose_plan, default_plan, plan_space, validate_plan  # noqa: E402
+from im2row.plan import (choose_plan, default_plan, plan_space, scratch_bytes,  # noqa: E402
+                         validate_plan)
 from im2row.tuner import SearchSpace, canonical, tune, tune_shape  # noqa: E402
 from im2row.tuner import measure  # noqa: E402
 from reference import conv2d_reference  # noqa: E402  (tests/ is on sys.path via conftest)
@@ -64,12 +65,13 @@ def assert_close_to_reference(y, x, w, b, spec):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_space_covers_every_plan_field_generically(shape, weight, conv, threads):
     spec = spec_of(shape, weight, **conv)
-    space = SearchSpace(spec, threads)
+    space = SearchSpace(spec, threads, max_workspace=None)  # no budget: every plan
     raw = plan_space(spec)
     plan_fields = [f.name for f in fields(Plan)]
     assert set(space.choices) == set(raw) & set(plan_fields)
     plans = space.plans()
-    assert plans[0] == space.default == canonical(default_plan(spec, threads).resolved(), spec, threads)
+    assert plans[0] == space.default == canonical(
+        default_plan(spec, threads, max_workspace=None).resolved(), spec, threads)
     assert len(set(plans)) == len(plans)
     for plan in plans:
         validate_plan(spec, plan)
@@ -95,7 +97,7 @@ def test_space_covers_every_plan_field_generically(shape, weight, conv, threads)
 
 def test_column_block_only_for_incremental():
     spec = spec_of((1, 4, 12, 12), (4, 4, 3, 3), padding=1)
-    space = SearchSpace(spec, 1)
+    space = SearchSpace(spec, 1, max_workspace=None)
     blocks = {p.column_block for p in space.plans() if p.algorithm == "incremental"}
     assert blocks == set(space.choices["column_block"])
     assert {p.column_block for p in space.plans() if p.algorithm != "incremental"} == {0}
@@ -118,7 +120,7 @@ def test_default_kept_on_a_tie(monkeypatch, cache):
 def test_faster_plan_wins_and_slow_ones_are_pruned(monkeypatch, cache):
     spec = spec_of((1, 4, 8, 8), (4, 4, 3, 3), padding=1)
     space = SearchSpace(spec, 1)
-    target = next(p for p in space.plans() if p.algorithm == "classic")
+    target = space.plans()[-1]  # some plan other than the default, within the budget
     fake_clock(monkeypatch, lambda plan: 0.5e-3 if plan == target
                else (1e-3 if plan == space.default else 5e-3))
     storage = optuna.storages.InMemoryStorage()
@@ -129,6 +131,103 @@ def test_faster_plan_wins_and_slow_ones_are_pruned(monkeypatch, cache):
     study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.PRUNED) >= len(space) - 3
+
+
+def _paired_clock(monkeypatch, times):
+    """Bench.sample returns times(plan, round) with round = how often that plan was sampled
+    (every plan gets one sample per round of the head-to-head)."""
+    seen = {}
+
+    def sample(self, run):
+        seen[run.plan] = seen.get(run.plan, -1) + 1
+        return times(run.plan, seen[run.plan])
+    monkeypatch.setattr(measure.Bench, "sample", sample)
+
+
+def _challenger(spec):
+    space = SearchSpace(spec, 1)
+    return space, next(p for p in space.plans() if p != space.default)
+
+
+@pytest.mark.parametrize("case", ["tie", "noisy win", "inside noise", "real win"])
+def test_final_retiming_keeps_the_default_unless_beaten_beyond_noise(monkeypatch, cache, case):
+    """Paired ratios of the interleaved final rounds decide: a tie, a 'win' that is as often
+    a loss, or a gain smaller than the ratios' spread keeps the default; a consistent win
+    replaces it.  The default is stored either way, with the decision."""
+    spec = spec_of((1, 4, 8, 8), (4, 4, 3, 3), padding=1)
+    space, other = _challenger(spec)
+    noisy = [0.55, 1.5, 0.6, 1.45, 0.5, 1.4, 0.6, 1.5, 0.55, 1.45, 0.6]   # median 0.6, wild
+    spread = [0.9, 1.05, 0.93, 1.04, 0.92, 1.06, 0.9, 1.05, 0.91, 1.06, 0.95]  # ~4% gain, +-7%
+    ratio = {"tie": lambda r: 1.0, "noisy win": lambda r: noisy[r % len(noisy)],
+             "inside noise": lambda r: spread[r % len(spread)], "real win": lambda r: 0.8}[case]
+
+    def times(plan, r):
+        if plan == space.default:
+            return 1e-3
+        return 1e-3 * ratio(r) if plan == other else 5e-3
+    _paired_clock(monkeypatch, times)
+    out = tune_shape(spec, n_trials=len(space), timeout=None, threads=1, repeats=1)
+    if case == "real win":
+        assert out.plan == other and out.decision.startswith("tuned")
+    else:
+        assert out.plan == out.default_plan and out.decision.startswith("default kept"), (
+            out.decision)
+    report = tune([im2row.layers.LayerSpec.from_spec(spec, "x")], n_trials=len(space),
+                  timeout=None, threads=1, progress=False, repeats=1, retune=True)
+    entry = wisdom.store().entry(spec, 1)
+    assert entry["decision"] == report.layers[0].decision
+    assert Plan.from_dict(entry["plan"]) == (other if case == "real win" else space.default)
+    assert report.layers[0].status == ("tuned" if case == "real win" else "default")
+
+
+def test_paired_gain_and_noise():
+    from im2row.tuner.search import paired_gain
+    gain, noise = paired_gain([0.8] * 5, [1.0] * 5)
+    assert gain == pytest.approx(0.2) and noise == 0
+    gain, noise = paired_gain([1.0, 2.0, 1.0, 2.0], [1.0, 1.0, 2.0, 2.0])
+    assert gain == 0 and noise > 0.2
+    assert paired_gain([1.0], [1.0])[1] == float("inf")   # one round: no noise estimate
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_space_and_tune_within_every_budget(cache, threads):
+    spec = spec_of((1, 8, 12, 12), (8, 8, 3, 3), padding=1)
+    unlimited = SearchSpace(spec, threads, max_workspace=None).plans()
+    sizes = sorted({SearchSpace(spec, threads).workspace(p) for p in unlimited})
+    for budget in (sizes[0], sizes[len(sizes) // 2], spec.input_bytes, None):
+        space = SearchSpace(spec, threads, max_workspace=budget)
+        assert space.plans() and space.plans()[0] == space.default
+        assert all(space.workspace(p) <= (budget if budget is not None else float("inf"))
+                   for p in space.plans())
+        assert {p for p in unlimited if budget is None or space.workspace(p) <= budget} == \
+            set(space.plans())
+    budget = sizes[len(sizes) // 2]
+    report = tune([im2row.layers.LayerSpec.from_spec(spec, "c")], max_workspace=budget,
+                  **{**FAST, "threads": threads})
+    result = report.layers[0]
+    assert result.status in ("tuned", "default"), result.error
+    assert result.workspace <= budget and result.default_workspace <= budget
+    assert result.max_workspace == budget
+    assert "ws KB" in str(report) and "budget KB" in str(report)
+    entry = wisdom.store().entry(spec, threads)
+    assert entry["max_workspace_bytes"] == budget
+    assert scratch_bytes(spec, Plan.from_dict(entry["plan"]), threads) <= budget
+    # Cached under that budget: reused for it, tuned again for another.
+    again = tune([im2row.layers.LayerSpec.from_spec(spec, "c")], max_workspace=budget,
+                 **{**FAST, "threads": threads})
+    assert again.layers[0].status == "cached"
+    other = tune([im2row.layers.LayerSpec.from_spec(spec, "c")], max_workspace=None,
+                 **{**FAST, "threads": threads})
+    assert other.layers[0].status in ("tuned", "default")
+    assert wisdom.store().entry(spec, threads)["max_workspace_bytes"] is None
+
+
+def test_tune_budget_nothing_fits_is_reported(cache):
+    report = tune(TINY_LAYERS[:1], max_workspace=0, **FAST)
+    assert report.layers[0].status == "failed"
+    assert "max_workspace" in report.layers[0].error
+    with pytest.raises(TypeError, match="max_workspace"):
+        tune(TINY_LAYERS[:1], max_workspace="1MB", **FAST)
 
 
 def test_wrong_results_never_win(monkeypatch, cache):

@@ -1,6 +1,7 @@
 """What tune() returns: per distinct shape, the default plan's time, the tuned time, the speedup
-and the chosen plan; printing a TuneReport gives a table.  Times are seconds per call, the
-median of the final head-to-head re-timing (default and finalists in interleaved rounds)."""
+and the chosen plan, each with its workspace; printing a TuneReport gives a table.  Times are
+seconds per call, the median of the final head-to-head re-timing (default and finalists in
+interleaved rounds); workspace is bytes of scratch per call at the tuned thread count."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -72,6 +73,10 @@ class LayerResult:
     seconds: float = 0.0
     error: str | None = None
     rejected: list = field(default_factory=list)
+    workspace: int | None = None          # bytes, chosen plan
+    default_workspace: int | None = None  # bytes, default plan
+    max_workspace: int | None = None      # the budget in bytes it was tuned under (None: none)
+    decision: str = ""
 
     @property
     def speedup(self) -> float | None:
@@ -85,7 +90,9 @@ class LayerResult:
                    status=status, plan=outcome.plan, time=outcome.time,
                    default_plan=outcome.default_plan, default_time=outcome.default_time,
                    trials=outcome.trials, space_size=outcome.space_size, seconds=seconds,
-                   rejected=[(p.to_dict(), why) for p, why in outcome.rejected])
+                   rejected=[(p.to_dict(), why) for p, why in outcome.rejected],
+                   workspace=outcome.workspace, default_workspace=outcome.default_workspace,
+                   max_workspace=outcome.max_workspace, decision=outcome.decision)
 
     @classmethod
     def from_entry(cls, shape, entry: dict) -> "LayerResult":
@@ -95,7 +102,10 @@ class LayerResult:
                    time=entry.get("time_s"),
                    default_plan=Plan.from_dict(default) if default else None,
                    default_time=entry.get("default_time_s"), trials=entry.get("trials", 0),
-                   space_size=entry.get("space", 0))
+                   space_size=entry.get("space", 0), workspace=entry.get("workspace_bytes"),
+                   default_workspace=entry.get("default_workspace_bytes"),
+                   max_workspace=entry.get("max_workspace_bytes"),
+                   decision=entry.get("decision", ""))
 
     @classmethod
     def failed(cls, shape, error: str, seconds: float) -> "LayerResult":
@@ -109,11 +119,17 @@ class LayerResult:
                 "default_plan": self.default_plan.to_dict() if self.default_plan else None,
                 "default_time_s": self.default_time, "speedup": self.speedup,
                 "trials": self.trials, "space": self.space_size, "tuning_s": self.seconds,
-                "error": self.error, "rejected": self.rejected}
+                "error": self.error, "rejected": self.rejected,
+                "workspace_bytes": self.workspace, "default_workspace_bytes": self.default_workspace,
+                "max_workspace_bytes": self.max_workspace, "decision": self.decision}
 
 
 def _ms(value) -> str:
     return "-" if value is None else f"{value * 1e3:.3f}"
+
+
+def _kb(value) -> str:
+    return "-" if value is None else f"{value / 1024:.0f}"
 
 
 @dataclass
@@ -122,6 +138,7 @@ class TuneReport:
     threads: int = 1
     cache: str | None = None
     settings: dict = field(default_factory=dict)
+    cache_error: str | None = None  # why the plans could not be written to `cache`
 
     def __iter__(self):
         return iter(self.layers)
@@ -146,25 +163,29 @@ class TuneReport:
 
     def to_dict(self) -> dict:
         d, t = self.totals()
-        return {"threads": self.threads, "cache": self.cache, "settings": self.settings,
+        return {"threads": self.threads, "cache": self.cache, "cache_error": self.cache_error,
+                "settings": self.settings,
                 "layers": [r.to_dict() for r in self.layers],
                 "total_default_s": d, "total_tuned_s": t}
 
     def table(self) -> str:
-        headers = ["layer", "shape", "n", "default plan", "default ms", "tuned plan", "tuned ms",
-                   "speedup", "trials", "status"]
+        headers = ["layer", "shape", "n", "default plan", "default ms", "ws KB", "tuned plan",
+                   "tuned ms", "ws KB", "budget KB", "speedup", "trials", "status"]
         rows = []
         for r in self.layers:
             rows.append([r.name, shape_str(r.spec), str(r.count), plan_str(r.default_plan),
-                         _ms(r.default_time), plan_str(r.plan), _ms(r.time),
+                         _ms(r.default_time), _kb(r.default_workspace), plan_str(r.plan),
+                         _ms(r.time), _kb(r.workspace),
+                         "none" if r.max_workspace is None and r.status in ("tuned", "default")
+                         else _kb(r.max_workspace),
                          "-" if r.speedup is None else f"{r.speedup:.2f}x",
                          f"{r.trials}/{r.space_size}" if r.space_size else str(r.trials or "-"),
                          r.status if not r.error else f"failed: {r.error[:60]}"])
         d, t = self.totals()
         rows.append(["total (x n)", "", str(sum(r.count for r in self.layers)), "", _ms(d or None),
-                     "", _ms(t or None), f"{d / t:.2f}x" if t else "-", "", ""])
+                     "", "", _ms(t or None), "", "", f"{d / t:.2f}x" if t else "-", "", ""])
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-        right = {2, 4, 6, 7, 8}
+        right = {2, 4, 5, 7, 8, 9, 10, 11}
 
         def line(cells):
             return "  ".join(c.rjust(w) if i in right else c.ljust(w)
@@ -174,9 +195,11 @@ class TuneReport:
         out += [line(row) for row in rows[:-1]]
         out += [line(["-" * w for w in widths]), line(rows[-1])]
         head = (f"im2row tuning: {len(self.layers)} distinct shape(s), {self.threads} thread(s); "
-                f"ms = median of the final interleaved re-timing"
+                f"ms = median of the final interleaved re-timing, ws = workspace per call"
                 + (f" ({self.settings['clock']} clock)" if self.settings.get("clock") else ""))
-        if self.cache:
+        if self.cache and self.cache_error:
+            head += f"\nplans NOT saved to {self.cache}: {self.cache_error} (kept in memory)"
+        elif self.cache:
             head += f", plans in {self.cache}"
         return head + "\n" + "\n".join(out)
 

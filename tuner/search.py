@@ -12,9 +12,14 @@ Per shape:
    measured again: it gets its earlier value, and an unmeasured plan next to it is queued.
 3. Finalists (the best few distinct plans by minimum, and by median, so that a plan that is
    fast only now and then cannot slip through) and the default are re-timed head-to-head in
-   5-11 interleaved rounds (order rotated each round); the winner is the lowest median, and it
-   replaces the default only if faster by min_gain.
-4. The plan is stored in the plan cache (im2row.wisdom) under the machine/threads/shape key.
+   5-11 interleaved rounds (order rotated each round).  Each round gives a paired ratio
+   (candidate / default, both timed back to back); a candidate replaces the default only if
+   its median ratio is below 1 by more than min_gain and by more than the noise of those
+   ratios (NOISE_SIGMAS robust standard deviations): a tie or a win inside the noise keeps
+   the default, and the cache records that it did.
+4. The plan is stored in the plan cache (im2row.wisdom) under the machine/threads/shape key,
+   with the workspace budget it was tuned under (max_workspace: every candidate's workspace
+   fits it) and the workspace of the chosen and the default plan.
 
 With `storage` (an Optuna RDB URL or storage object, e.g. JournalStorage), studies are named
 from the cache key and the layer key, so several hosts of the same kind tuning one model share
@@ -37,7 +42,7 @@ import optuna
 
 from im2row import wisdom
 from im2row.layers import collect_layers, unique_specs
-from im2row.plan import Plan
+from im2row.plan import INPUT_BUDGET, Plan, budget_bytes, workspace_limit
 from im2row.spec import ConvSpec
 
 from .measure import Bench, PlanMismatch, resolve_clock, summarize
@@ -53,6 +58,8 @@ MIN_GAIN = 0.01
 PRUNE_RATIOS = (1.5, 1.25, 1.1)
 MAX_DUPLICATE_STREAK = 12
 FINAL_ROUNDS = (5, 11)       # interleaved rounds of the head-to-head: at least, at most
+NOISE_SIGMAS = 2.0           # a win must exceed this many robust sigmas of the paired ratios
+IQR_TO_SIGMA = 1 / 1.349     # interquartile range -> standard deviation (normal data)
 
 
 class RelativePruner(optuna.pruners.BasePruner):
@@ -86,6 +93,24 @@ class ShapeOutcome:
     rejected: list = field(default_factory=list)   # (plan, reason) of failing candidates
     finalists: dict = field(default_factory=dict)  # plan -> (min, median) in the head-to-head
     rounds: int = 0
+    max_workspace: int | None = None   # the budget in bytes (None: no limit)
+    workspace: int = 0                 # bytes of the chosen plan
+    default_workspace: int = 0
+    gain: float = 0.0                  # 1 - median paired ratio of the best contender
+    noise: float = 0.0                 # robust sigma of those ratios
+    decision: str = ""
+
+
+def paired_gain(candidate: list, default: list) -> tuple:
+    """(gain, noise) of a candidate against the default from interleaved rounds: gain is
+    1 - the median of the per-round ratios candidate/default, noise their robust sigma
+    (interquartile range / 1.349: a candidate that is much faster in half the rounds and
+    much slower in the others has a large one)."""
+    ratios = [c / d for c, d in zip(candidate, default) if d > 0]
+    if len(ratios) < 2:
+        return 0.0, math.inf
+    quartiles = statistics.quantiles(ratios, n=4, method="inclusive")
+    return 1.0 - statistics.median(ratios), (quartiles[2] - quartiles[0]) * IQR_TO_SIGMA
 
 
 def study_name(spec: ConvSpec, threads: int) -> str:
@@ -124,11 +149,11 @@ def _tune_shape(spec: ConvSpec, *, n_trials: int = DEFAULT_TRIALS,
                timeout: float | None = DEFAULT_TIMEOUT, threads: int = 1, storage=None,
                seed: int = 0, repeats: int = DEFAULT_REPEATS, clock: str = "auto",
                finalists: int = FINALISTS, min_gain: float = MIN_GAIN,
-               min_time: float = 2e-3) -> ShapeOutcome:
+               min_time: float = 2e-3, max_workspace=INPUT_BUDGET) -> ShapeOutcome:
     started = time.perf_counter()
     n_trials = max(1, int(n_trials))
     repeats = max(1, int(repeats))
-    space = SearchSpace(spec, threads)
+    space = SearchSpace(spec, threads, max_workspace=max_workspace)
     plans = space.plans()
     bench = Bench(spec, threads=threads, seed=seed, clock=clock, min_time=min_time)
     default = space.default
@@ -250,7 +275,7 @@ def _tune_shape(spec: ConvSpec, *, n_trials: int = DEFAULT_TRIALS,
     contenders = []
     runs = {}
     for plan in dict.fromkeys(ranked):
-        if plan == default:
+        if plan == default or not space.fits(plan):  # plans from shared storage may not fit
             continue
         try:
             run = bench.runner(plan)
@@ -271,17 +296,31 @@ def _tune_shape(spec: ConvSpec, *, n_trials: int = DEFAULT_TRIALS,
     rounds = max(FINAL_ROUNDS[0], min(rounds, FINAL_ROUNDS[1]))
     samples = bench.head_to_head(runs, rounds)
     stats = {plan: summarize(s) for plan, s in samples.items()}
-    # The decision is on the median of interleaved rounds (every contender saw the same
-    # drift); the default stays unless beaten by min_gain.
-    d_min, d_med = stats[default]
-    winner = default
+    # The decision is on the paired ratios of interleaved rounds (every contender saw the
+    # same drift): the default stays unless beaten by min_gain and by more than the noise.
+    d_med = stats[default][1]
+    best_gain, best_noise, best = -math.inf, 0.0, None
     for plan in contenders:
-        if stats[plan][1] < stats[winner][1] and stats[plan][1] <= d_med * (1.0 - min_gain):
-            winner = plan
+        gain, noise = paired_gain(samples[plan], samples[default])
+        if gain > best_gain:
+            best_gain, best_noise, best = gain, noise, plan
+    winner = default
+    if best is None:
+        decision = "default: no other plan reached the final"
+    elif best_gain > min_gain and best_gain > NOISE_SIGMAS * best_noise:
+        winner = best
+        decision = f"tuned: {best_gain:.1%} faster (noise {best_noise:.1%})"
+    else:
+        decision = (f"default kept: the best other plan took {1 - best_gain:.3f}x its time "
+                    f"(noise {best_noise:.1%}, min_gain {min_gain:.1%})")
     return ShapeOutcome(plan=winner, time=stats[winner][1], default_plan=default,
                         default_time=d_med, trials=state["unique"], space_size=len(plans),
                         exhaustive=exhaustive, rejected=rejected, finalists=stats,
-                        rounds=rounds)
+                        rounds=rounds, max_workspace=space.limit,
+                        workspace=space.workspace(winner),
+                        default_workspace=space.workspace(default),
+                        gain=0.0 if best is None else best_gain, noise=best_noise,
+                        decision=decision)
 
 
 class _Progress:
@@ -323,7 +362,8 @@ class _Progress:
 def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None = DEFAULT_TIMEOUT,
          threads: int | None = None, cache=None, storage=None, progress: bool = True,
          input_shape=None, seed: int = 0, retune: bool = False, repeats: int = DEFAULT_REPEATS,
-         clock: str = "auto", finalists: int = FINALISTS, min_gain: float = MIN_GAIN) -> TuneReport:
+         clock: str = "auto", finalists: int = FINALISTS, min_gain: float = MIN_GAIN,
+         max_workspace=INPUT_BUDGET) -> TuneReport:
     """Tune every distinct convolution shape of a model and store the plans in the plan cache.
 
     model_layers: a built-in model name ('resnet50', see im2row.layers.builtin_models()), a
@@ -341,12 +381,18 @@ def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None 
     retune: measure shapes again even if the cache already holds a plan for them.
     clock: 'auto' (default: 'cpu' with one thread, else 'wall'), 'wall', or 'cpu' (the calling
         thread's CPU time: robust on a loaded machine, threads=1 only).
+    max_workspace: workspace budget per call (INPUT_BUDGET, default: one input image's
+        bytes; an int: bytes; None: no limit).  Only plans within it are measured; the cache
+        records it, a cached plan tuned under another budget is tuned again, and the runtime
+        uses a tuned plan only where it fits the caller's budget.
     Returns a TuneReport (print it for a table)."""
     layers = collect_layers(model_layers, input_shape)
     shapes = unique_specs(layers)
     threads = int(threads) if threads is not None else wisdom.current_threads()
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    for shape in shapes[:1]:   # a budget of the wrong type fails here, not once per shape
+        workspace_limit(shape.spec, max_workspace)
     store = wisdom.store()
     if cache is False:
         cache_path = None
@@ -362,6 +408,8 @@ def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None 
             bar.start(shape.name)
             t0 = time.perf_counter()
             entry = None if retune else store.entry(shape.spec, threads)
+            if entry is not None and not _same_budget(entry, shape.spec, threads, max_workspace):
+                entry = None
             if entry is not None:
                 result = LayerResult.from_entry(shape, entry)
             else:
@@ -369,7 +417,7 @@ def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None 
                     outcome = tune_shape(shape.spec, n_trials=n_trials, timeout=timeout,
                                          threads=threads, storage=storage, seed=seed,
                                          repeats=repeats, clock=clock, finalists=finalists,
-                                         min_gain=min_gain)
+                                         min_gain=min_gain, max_workspace=max_workspace)
                 except Exception as exc:  # a layer we cannot run: report it, go on
                     result = LayerResult.failed(shape, f"{type(exc).__name__}: {exc}",
                                                 time.perf_counter() - t0)
@@ -391,11 +439,33 @@ def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None 
         bar.close()
     return TuneReport(results, threads=threads,
                       cache=None if cache_path is None else str(cache_path),
+                      cache_error=store.write_failure(cache_path),
                       settings={"n_trials": n_trials, "timeout": timeout, "repeats": repeats,
-                                "clock": resolve_clock(clock, threads), "seed": seed})
+                                "clock": resolve_clock(clock, threads), "seed": seed,
+                                "max_workspace": _budget_text(max_workspace)})
+
+
+def _budget_text(max_workspace) -> str | int | None:
+    return "input" if max_workspace is INPUT_BUDGET else max_workspace
+
+
+def _same_budget(entry: dict, spec: ConvSpec, threads: int, max_workspace) -> bool:
+    """Was the cached entry tuned under this budget (bytes for this shape)?  Entries from
+    before budgets were recorded count as tuned under the default one."""
+    recorded = entry.get("max_workspace_bytes", "unrecorded")
+    if recorded == "unrecorded":
+        return max_workspace is INPUT_BUDGET
+    try:
+        return recorded == budget_bytes(spec, threads, max_workspace)
+    except (TypeError, ValueError):
+        return False
 
 
 def _meta(outcome: ShapeOutcome, seconds: float) -> dict:
     return {"time_s": outcome.time, "default_time_s": outcome.default_time,
             "default_plan": outcome.default_plan.to_dict(), "trials": outcome.trials,
-            "space": outcome.space_size, "tuning_s": round(seconds, 3)}
+            "space": outcome.space_size, "tuning_s": round(seconds, 3),
+            "max_workspace_bytes": outcome.max_workspace,
+            "workspace_bytes": outcome.workspace,
+            "default_workspace_bytes": outcome.default_workspace,
+            "decision": outcome.decision}

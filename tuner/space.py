@@ -6,6 +6,10 @@ with no change here.  What this module knows beyond plan_space is only which fie
 algorithm ignores (RELEVANT below): an ignored field is pinned to the Plan default, so plans
 that run the same code are not measured twice.  Fields not named there are always searched.
 
+The workspace budget (max_workspace, as for im2row.plan.default_plan: INPUT_BUDGET = one input
+image's bytes, an int = bytes, None = no limit) is a property of whole plans, not of a field:
+plans() keeps only the plans whose workspace at the space's thread count fits it.
+
 Ordered integer fields (column_block) are searched through their index in the sorted list of
 choices (Optuna's TPE then models them as ordinal); everything else is categorical.
 """
@@ -14,7 +18,8 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass, fields
 
-from im2row.plan import Plan, default_plan, plan_space, validate_plan
+from im2row.plan import (INPUT_BUDGET, Plan, budget_bytes, default_plan, plan_space,
+                         scratch_bytes, valid_algorithms, validate_plan)
 from im2row.spec import ConvSpec
 
 _PLAN_DEFAULTS = {f.name: f.default for f in fields(Plan)}
@@ -33,11 +38,15 @@ RELEVANT = {
     # With one thread there is nothing to split; the direct depthwise kernel splits by image.
     # (validate_plan keeps 'blas' to sgemm plans.)
     "parallel": lambda p, ctx: ctx.threads > 1 and p.get("algorithm") != "depthwise",
+    # The core's layout: a choice only for algorithms both layouts run for this shape; the
+    # others are pinned to the one layout that has them (PINNED: indirect is NHWC only).
+    "layout": lambda p, ctx: (p.get("algorithm") in ctx.nchw_algorithms
+                              and p.get("algorithm") in ctx.nhwc_algorithms),
 }
 
 
 # Where an ignored field must still take one value other than the Plan default.
-PINNED = {("gemm", "rowwise"): "packed"}
+PINNED = {("gemm", "rowwise"): "packed", ("layout", "indirect"): "NHWC"}
 
 
 def _pinned(name: str, partial: dict):
@@ -47,6 +56,13 @@ def _pinned(name: str, partial: dict):
 @dataclass(frozen=True)
 class Context:
     threads: int = 1
+    nchw_algorithms: tuple = ()     # the shape's algorithms per core layout
+    nhwc_algorithms: tuple = ()
+
+
+def _context(spec: ConvSpec, threads: int) -> Context:
+    return Context(threads=int(threads), nchw_algorithms=tuple(valid_algorithms(spec, "NCHW")),
+                   nhwc_algorithms=tuple(valid_algorithms(spec, "NHWC")))
 
 
 def _is_ordinal(choices: list) -> bool:
@@ -55,11 +71,14 @@ def _is_ordinal(choices: list) -> bool:
 
 
 class SearchSpace:
-    """The plans worth measuring for one shape at one thread count."""
+    """The plans worth measuring for one shape at one thread count, within a workspace
+    budget."""
 
-    def __init__(self, spec: ConvSpec, threads: int = 1):
+    def __init__(self, spec: ConvSpec, threads: int = 1, *, max_workspace=INPUT_BUDGET):
         self.spec = spec
-        self.context = Context(threads=int(threads))
+        self.context = _context(spec, threads)
+        self.max_workspace = max_workspace
+        self.limit = budget_bytes(spec, int(threads), max_workspace)  # bytes or None
         raw = plan_space(spec)
         names = [f.name for f in fields(Plan)]
         self.choices = {}
@@ -70,7 +89,8 @@ class SearchSpace:
                     values = sorted(values)
                 self.choices[name] = values
         self.ignored_fields = sorted(set(raw) - set(names))  # in plan_space but not in Plan
-        self.default = canonical(default_plan(spec, threads).resolved(), spec, threads)
+        self.default = canonical(default_plan(spec, threads, max_workspace=max_workspace)
+                                 .resolved(), spec, threads)
         self._plans = None
 
     # -- canonical plans ------------------------------------------------------------------
@@ -87,11 +107,14 @@ class SearchSpace:
             def walk(i: int, partial: dict):
                 if i == len(names):
                     plan = canonical(Plan(**partial), self.spec, self.context.threads, self)
+                    if plan in found:
+                        return
                     try:
                         validate_plan(self.spec, plan)
                     except ValueError:
                         return
-                    found.setdefault(plan, None)
+                    if self.fits(plan):
+                        found[plan] = None
                     return
                 name = names[i]
                 if self.relevant(name, partial):
@@ -109,6 +132,13 @@ class SearchSpace:
 
     def __len__(self) -> int:
         return len(self.plans())
+
+    def workspace(self, plan: Plan) -> int:
+        """Bytes of scratch one image's call of the plan holds at the space's threads."""
+        return scratch_bytes(self.spec.with_batch(1), plan, self.context.threads)
+
+    def fits(self, plan: Plan) -> bool:
+        return self.limit is None or self.workspace(plan) <= self.limit
 
     # -- Optuna ---------------------------------------------------------------------------
     def param_name(self, name: str) -> str:
@@ -177,7 +207,7 @@ def canonical(plan: Plan, spec: ConvSpec, threads: int, space: SearchSpace | Non
     """The plan with ignored fields pinned to their defaults and 'auto' ISA resolved; an
     incremental plan that lost its column block gets the default's."""
     plan = plan.resolved()
-    ctx = Context(threads=int(threads))
+    ctx = _context(spec, threads)
     values = plan.to_dict()
     partial = {}
     for f in fields(Plan):

@@ -1,0 +1,395 @@
+"""Predicted run time of a plan: FFTW's ESTIMATE beside the tuner's MEASURE.
+
+default_plan ranks its candidates (within the workspace budget) by predict().  A prediction
+is built from the host's parameters and the shape, never from tables of measured layers:
+
+- the host (Host, measured once per process and kernel ISA, a few tens of ms): our GEMM's
+  sustained flop rate on a cache-resident problem (the peak the tile model scales), copy
+  bandwidth with both ends in L2, in L3 and in memory, the cache sizes, and the fixed cost of
+  one call through the Python layer;
+- the GEMM's register tiles (kernels/x86/f32-gemm-packed-*.c): whole vectors of columns run
+  the n-vectorised tile at full rate; the n % VW tail and maps narrower than a vector run the
+  m-vectorised tile, whose rate is bound by FMA latency (too few accumulators) or by loads
+  (one broadcast per column) as its header describes; rows pad to the tile height; each k
+  slice reloads the C tile;
+- operands re-read per GEMM call (the packed weights: once per call, from the level their
+  size fits in; the patch matrix: once per block of MC weight rows);
+- the buffer fill: floats written by the algorithm's gather (whole patch matrix, only the new
+  taps, padded rows once, stride phases), at the copy rate, slower for strided gathers (only
+  strides 1 and 2 have division-free bounds and vector paths);
+- the direct depthwise kernel: vectorised along output width, at a fraction of the FMA rate
+  that its path's loads allow (kernels/x86/f32-dwconv-*.c);
+- threads: the work divided over the units the core splits (images, column classes, output
+  channels), plus a synchronisation per band for shared buffers.
+
+The prediction is one image's time times the batch.  Its error against measurement is
+reported by benchmarks/bench_layers.py (column "pred ms", summary "model err").
+"""
+from __future__ import annotations
+
+import functools
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _core, hwinfo
+from .spec import ConvSpec
+
+# -- the kernels' documented structure ----------------------------------------------------------
+FMA_LATENCY_X_PORTS = 8   # accumulators needed to keep two FMA pipes of latency 4 busy
+N_TILE_ROWS = {"avx512": 8, "avx2": 4, "neon": 4, "scalar": 4}   # NV_ROWS of the n-tile
+M_TILE_MAX_COLS = {"avx512": 12, "avx2": 6, "neon": 6, "scalar": 4}
+N_TILE_VECTORS = 3        # vectors of columns of the widest n-vectorised tile
+GEMM_KC = 512             # k slice: the C tile is loaded and stored once per slice
+GEMM_MC = 256             # weight rows per block: the patch matrix streams once per block
+C_TILE_OPS = 2            # a load and a store per accumulator per k slice
+GATHER_SLOWDOWN = {1: 1.0, 2: 2.0}   # per written float vs a copy; other strides: scalar
+SCALAR_GATHER_SLOWDOWN = 4.0
+# Each gathered row segment pays its bounds prologue and a vector tail: about a vector
+# loop's worth of floats (kernels/include/gather-common.h gather_interval).
+GATHER_SEGMENT_FLOATS = 32
+# Depthwise kernel paths (FMA rate relative to the GEMM's):
+DW_ROWS = 4        # output rows per block sharing each loaded input vector
+DW_POINTER = 0.5   # other stride 1/2 cases: bound by L2->L1 traffic (two fresh rows per row)
+DW_GENERIC = 0.25  # taps in a runtime loop
+# Threads sharing one buffer meet at a barrier per band; a woken thread's scheduling delay
+# (tens of microseconds, far more on a loaded machine) is about 20 calls' fixed overhead.
+BAND_SYNC_CALLS = 20
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the model knows about the machine (one core, one kernel ISA)."""
+
+    isa: str
+    vector: int            # floats per vector: the GEMM's column unit and row panel
+    gemm_flops: float      # flop/s of the plan's GEMM at full tile efficiency
+    copy_l2: float         # bytes/s (read + write) copying within L2
+    copy_l3: float         # ... within L3
+    copy_mem: float        # ... from and to memory
+    l1: int
+    l2: int
+    l3: int
+    call_s: float          # fixed seconds of one Conv2d call (Python, checks, dispatch)
+
+    def bandwidth(self, nbytes: float) -> float:
+        """bytes/s reading a working set of nbytes (copy rate: read and write counted)."""
+        if nbytes <= self.l2:
+            return self.copy_l2
+        if nbytes <= self.l3:
+            return self.copy_l3
+        return self.copy_mem
+
+
+def cache_sizes() -> dict:
+    """{'l1', 'l2', 'l3'}: bytes of cpu0's L1 data cache, L2 and L3 (hwinfo.cache_sizes, the
+    one place that reads them).  A machine with no L3 known gets the L2 there: past it is
+    memory."""
+    sizes = hwinfo.cache_sizes()
+    l2 = int(sizes.get("l2") or 256 << 10)
+    return {"l1": int(sizes.get("l1d") or 32 << 10), "l2": l2,
+            "l3": max(int(sizes.get("l3") or 0), l2)}
+
+
+# -- measuring the host (once per process and ISA) ---------------------------------------------
+
+def _best_of(fn, repeats: int, inner: int) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        start = time.thread_time()
+        for _ in range(inner):
+            fn()
+        best = min(best, (time.thread_time() - start) / inner)
+    return max(best, 1e-9)
+
+
+def _copy_rate(nbytes: int, repeats: int) -> float:
+    src = np.ones(max(nbytes // 4, 1024), np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    inner = max(1, (4 << 20) // src.nbytes)
+    return 2 * src.nbytes / _best_of(lambda: np.copyto(dst, src), repeats, inner)
+
+
+MAX_PROBE_BYTES = 64 << 20
+
+
+@functools.lru_cache(maxsize=1)
+def _memory_host() -> tuple:
+    sizes = cache_sizes()
+    # Memory: two arrays of the L3's size each (the pair cannot stay in it), copied twice;
+    # at most MAX_PROBE_BYTES each, so a server's 256 MB L3 costs no gigabyte of probing.
+    mem = _copy_rate(min(sizes["l3"], MAX_PROBE_BYTES), 2)
+    l3 = max(_copy_rate(min(sizes["l3"] // 4, MAX_PROBE_BYTES // 4), 3), mem)
+    l2 = max(_copy_rate(sizes["l2"] // 4, 5), l3)   # a nearer level is never slower: noise
+    return sizes, l2, l3, mem
+
+
+CALIBRATION = ConvSpec(1, 256, 16, 16, 256, 1, 1)   # M = N = K = 256: in L2, whole vectors
+
+
+def _measure_gemm_and_call(isa: str, gemm: str) -> tuple:
+    from ._api import Conv2d  # the runtime measures through the public layer
+    from .plan import Plan
+
+    rng = np.random.default_rng(0)
+    spec = CALIBRATION
+    x = rng.standard_normal(spec.input_shape, dtype=np.float32)
+    w = rng.standard_normal(spec.weight_shape, dtype=np.float32)
+    layer = Conv2d.from_spec(spec, w, None, plan=Plan("pointwise", gemm=gemm, isa=isa),
+                             threads=1)
+    out = np.empty(spec.output_shape, np.float32)
+    layer(x, out=out)
+    # Samples of ~8 calls (a few ms), as long as a benchmark's: one lucky call sets no rate.
+    seconds = _best_of(lambda: layer(x, out=out), 5, 8)
+    tiny = ConvSpec(1, 1, 4, 4, 1, 1, 1)
+    small = Conv2d.from_spec(tiny, np.ones(tiny.weight_shape, np.float32), None,
+                             plan=Plan("pointwise", gemm=gemm, isa=isa), threads=1)
+    xs = np.ones(tiny.input_shape, np.float32)
+    outs = np.empty(tiny.output_shape, np.float32)
+    small(xs, out=outs)
+    call = _best_of(lambda: small(xs, out=outs), 5, 50)
+    return seconds, call
+
+
+_hosts: dict = {}
+_hosts_lock = threading.Lock()
+
+
+def host(isa: str | None = None) -> Host:
+    """The measured host for a kernel ISA (default: the active one), cached per process."""
+    isa = isa or hwinfo.get_isa()
+    with _hosts_lock:
+        found = _hosts.get(isa)
+    if found is not None:
+        return found
+    gemm = "sgemm" if isa == "scalar" else "packed"
+    sizes, l2, l3, mem = _memory_host()
+    seconds, call = _measure_gemm_and_call(isa, gemm)
+    vector = hwinfo.kernel_set(isa).gemm_mr
+    probe = Host(isa, vector, 1.0, l2, l3, mem, sizes["l1"], sizes["l2"], sizes["l3"], 0.0)
+    # The calibration's own tile efficiency and operand streaming, so that gemm_flops is the
+    # full-tile arithmetic rate.
+    cal = CALIBRATION
+    unit, stream = _gemm_terms(probe, cal.out_channels, cal.height * cal.width,
+                               cal.in_channels, 1, 4.0 * cal.in_channels * cal.height * cal.width)
+    arithmetic = max(seconds - call - stream, seconds * 0.5)
+    made = Host(isa, vector, unit / arithmetic, l2, l3, mem, sizes["l1"], sizes["l2"],
+                sizes["l3"], call)
+    with _hosts_lock:
+        return _hosts.setdefault(isa, made)
+
+
+# -- the model -----------------------------------------------------------------------------------
+
+def _round_up(value: int, unit: int) -> int:
+    return -(-value // unit) * unit
+
+
+def _column_time(h: Host, m: int, n: int, strided: bool = False) -> float:
+    """Relative time of the GEMM's register tiles over n columns of m rows (1 per
+    column-row at full rate).  Output columns that are not contiguous (strided: C's column
+    step > 1) go through the m-vectorised tile only."""
+    vw = h.vector
+    rows = N_TILE_ROWS.get(h.isa, 4)
+    whole = 0 if strided else (n // vw) * vw
+    t = whole * _round_up(m, rows)
+    tail = n - whole
+    if tail:
+        # m-vectorised strips of at most M_TILE_MAX_COLS columns; P = 4 panels for 1-2
+        # columns, else 2; rows pad to whole panels.
+        cols = M_TILE_MAX_COLS.get(h.isa, 4)
+        left = tail
+        while left:
+            nc = min(left, cols)
+            panels = 4 if nc <= 2 else 2
+            accumulators = panels * nc
+            latency = min(1.0, accumulators / FMA_LATENCY_X_PORTS)
+            loads = min(1.0, accumulators / (panels + nc))
+            t += nc * _round_up(m, vw) / min(latency, loads)
+            left -= nc
+    return t
+
+
+def _strips(h: Host, n: int, strided: bool) -> int:
+    """Column strips of one GEMM call: n-vectorised strips of up to N_TILE_VECTORS vectors,
+    then m-vectorised strips of up to M_TILE_MAX_COLS columns (all of them when strided)."""
+    vw = h.vector
+    whole = 0 if strided else n // vw
+    tail = n - whole * vw
+    return -(-whole // N_TILE_VECTORS) + -(-tail // M_TILE_MAX_COLS.get(h.isa, 4))
+
+
+def _gemm_terms(h: Host, m: int, n: int, k: int, calls: int, b_set: float,
+                strided: bool = False) -> tuple:
+    """(arithmetic seconds, operand-streaming seconds) of calls GEMMs of m x n x k.
+
+    Arithmetic: register tiles with C tile reloads per k slice.  Streaming: B is not packed,
+    so the A block (up to MC x KC, kept in L2) is read again for every column strip: narrow
+    GEMMs (few columns per call) re-read the weights per few columns.  The patch rows are read
+    once per MC block of rows; both come from the level their working set fits in.  Out of
+    L2 the streaming adds to the arithmetic (_gemm_seconds), in L2 it overlaps."""
+    slices = -(-k // GEMM_KC)
+    k_eff = k + C_TILE_OPS * slices
+    compute = 2.0 * _column_time(h, m, n, strided) * k_eff * calls / h.gemm_flops
+    a_bytes = 4.0 * m * k
+    a_block = min(a_bytes, 4.0 * GEMM_MC * GEMM_KC)
+    # Rates count bytes moved (a copy's read and write): a read-only operand moves its size.
+    a_stream = calls * _strips(h, n, strided) * a_bytes / h.bandwidth(a_bytes)
+    b_reads = calls * (-(-m // GEMM_MC)) * 4.0 * k * n / h.bandwidth(b_set + a_block)
+    return compute, a_stream + b_reads
+
+
+def _gemm_seconds(h: Host, m: int, n: int, k: int, calls: int, b_set: float,
+                  strided: bool = False) -> float:
+    if m <= 0 or n <= 0 or k <= 0 or calls <= 0:
+        return 0.0
+    compute, stream = _gemm_terms(h, m, n, k, calls, b_set, strided)
+    if 4.0 * m * k > h.l2:
+        # Blocks of packed weights come from L3 or memory on every call and nothing fetches
+        # them ahead of the tiles that use them: the wait adds to the arithmetic.
+        return compute + stream
+    return max(compute, stream)
+
+
+def _gather_seconds(h: Host, floats: float, segments: float, stride: int, source: float,
+                    dest: float) -> float:
+    """floats written in `segments` row pieces, read from a working set of `source` bytes
+    and written into one of `dest` bytes (each side at its level's rate; strided gathers
+    spend more on the writing side's shuffles)."""
+    slow = GATHER_SLOWDOWN.get(stride, SCALAR_GATHER_SLOWDOWN)
+    moved = 4.0 * (floats + segments * GATHER_SEGMENT_FLOATS)
+    return moved / h.bandwidth(source) + moved * slow / h.bandwidth(dest)
+
+
+def _shift_efficiency(spec: ConvSpec) -> float:
+    """The depthwise shift path: per 16 columns and block of DW_ROWS output rows, taps x rows
+    FMAs against (kw - 1) shifts per input row read."""
+    fmas = spec.kernel_h * spec.kernel_w * DW_ROWS
+    shifts = (spec.kernel_w - 1) * (DW_ROWS + spec.kernel_h - 1)
+    return fmas / (fmas + shifts)
+
+
+def _band_span(spec: ConvSpec, rows: int, sh: int, dh: int) -> int:
+    return (rows - 1) * sh + (spec.kernel_h - 1) * dh + 1
+
+
+def _phase_width(spec: ConvSpec, sw: int, dw: int) -> int:
+    return spec.out_width + ((spec.kernel_w - 1) * dw) // sw
+
+
+def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
+    """(seconds for one image on one thread, parallel units, bands) of a plan."""
+    from .plan import core_spec, effective_axes
+
+    sh, sw, dh, dw = effective_axes(spec)
+
+    g, cg, ocg = spec.groups, spec.group_in_channels, spec.group_out_channels
+    oh, ow = spec.out_height, spec.out_width
+    k = cg * spec.kernel_h * spec.kernel_w
+    in_bytes = 4.0 * spec.in_channels * spec.height * spec.width
+    out_bytes = 4.0 * spec.out_channels * oh * ow
+    stream = (in_bytes + out_bytes) / h.bandwidth(in_bytes + out_bytes)
+    algo = plan.algorithm
+    if algo == "depthwise":
+        span = _band_span(spec, oh, sh, dh)
+        plane = sw * span * _phase_width(spec, sw, dw)
+        fill = _gather_seconds(h, spec.in_channels * plane, spec.in_channels * sw * span,
+                               sw, in_bytes, 4.0 * plane)
+        small = spec.kernel_h in (3, 5) and spec.kernel_w == spec.kernel_h
+        unit = (_shift_efficiency(spec) if small and sh == sw == 1
+                and dh == dw == 1 else DW_POINTER
+                if small and sw <= 2 else DW_GENERIC)
+        lanes = ow / _round_up(ow, h.vector)
+        fmas = spec.out_channels * oh * ow * spec.kernel_h * spec.kernel_w
+        compute = 2.0 * fmas / (h.gemm_flops * unit * lanes)
+        return max(compute, stream) + fill, spec.groups, 1
+    if algo == "pointwise":
+        view = (sh == sw == 1 and not spec.has_padding)
+        b_bytes = 4.0 * cg * oh * ow
+        fill = 0.0 if view else _gather_seconds(h, cg * g * oh * ow, cg * g * oh,
+                                                sw, in_bytes, b_bytes)
+        gemm = _gemm_seconds(h, ocg, oh * ow, cg, g, b_bytes)
+        return max(gemm, stream) + fill, g, 1
+    if algo == "classic":
+        patch = float(k * oh * ow)
+        fill = _gather_seconds(h, patch * g, k * oh * g, sw, in_bytes, 4.0 * patch)
+        gemm = _gemm_seconds(h, ocg, oh * ow, k, g, 4.0 * patch)
+        return max(gemm, stream) + fill, g, 1
+    if algo == "rowwise":
+        rb = plan.row_block or oh
+        bands = -(-oh // rb)
+        span = _band_span(spec, min(rb, oh), sh, dh)
+        band_floats = cg * span * sw * _phase_width(spec, sw, dw)
+        fill = _gather_seconds(h, band_floats * bands * g, cg * span * sw * bands * g,
+                               sw, in_bytes, 4.0 * band_floats)
+        pointers = 16.0 * k * oh * g / h.copy_l2
+        gemm = _gemm_seconds(h, ocg, ow, k, oh * g, 4.0 * band_floats)
+        return max(gemm, stream) + fill + pointers, g * bands, bands * g
+    # incremental
+    info = _core.schedule_info(core_spec(spec), max(plan.column_block, 1), plan.channel_block,
+                               plan.row_block, plan.gemm == "packed")
+    classes, windows, rb = info["classes"], info["windows"], info["rows_per_band"]
+    bands = -(-oh // rb)
+    passes = -(-ocg // info["channels_per_pass"])
+    n = rb * windows
+    calls = classes * bands * passes * g
+    # Every band fills its whole span (the kh - 1 dilated halo rows again): info["rows"]
+    # buffer rows per band and class.
+    filled_rows = info["rows"] * bands
+    written = cg * spec.kernel_w * windows * classes * filled_rows * g
+    buffer = 4.0 * k * windows * info["rows"]
+    fill = _gather_seconds(h, written, cg * spec.kernel_w * classes * filled_rows * g,
+                           sw, in_bytes, buffer)
+    # Several classes writing the output directly interleave their columns (step = classes).
+    gemm = _gemm_seconds(h, info["channels_per_pass"], n, k, calls, buffer,
+                         strided=classes > 1 and info["direct"])
+    scatter = 0.0
+    if classes > 1 and not info["direct"]:
+        scatter = 2 * out_bytes / h.bandwidth(out_bytes)
+    units = classes * g
+    return max(gemm, stream) + fill + scatter, units, bands * classes * g
+
+
+def predict(spec: ConvSpec, plan, threads: int = 1, host_params: Host | None = None) -> float:
+    """Predicted seconds of one call of `plan` on `spec` (its batch) at `threads`."""
+    from .plan import core_spec
+
+    h = host_params or host(plan.isa if plan.isa != "auto" else None)
+    image = spec.with_batch(1)
+    one, units, bands = _image_seconds(image, plan, h)
+    batch = max(spec.batch, 1)
+    threads = max(int(threads), 1)
+    total = one * batch
+    if threads > 1:
+        # How the core splits the call (_core.parallel_mode): whole (image, group) tasks,
+        # column classes / row bands with a buffer each, or the output channels of a shared
+        # buffer (a barrier per band).
+        mode = _core.parallel_mode(core_spec(image), plan.algorithm, max(plan.column_block, 1),
+                                   batch, threads, plan.parallel == "shared")
+        if mode == "tasks":
+            units = batch * image.groups
+        elif mode == "classes":
+            units = batch * units
+        if mode == "channels":
+            # (the first band's barrier is the parallel region's own join, as in every mode)
+            total = total / threads + batch * (bands - 1) * BAND_SYNC_CALLS * h.call_s
+        else:
+            total = total * (-(-units // threads)) / units
+    return total + h.call_s
+
+
+def best_plan(spec: ConvSpec, plans: list, threads: int = 1, isa: str | None = None,
+              host_params: Host | None = None):
+    """The plan with the lowest predicted time (the first on ties: candidates come in a
+    fixed order, so the choice is deterministic for a given host)."""
+    h = host_params or host(isa)
+    best, best_time = None, math.inf
+    for plan in plans:
+        t = predict(spec, plan, threads, h)
+        if t < best_time:
+            best, best_time = plan, t
+    return best

@@ -1,0 +1,138 @@
+"""Shape classes beyond the four original suites: the public suites (Inception-v3, YOLOv2,
+SSD-MobileNet, ResNeXt, dilated, DeepBench) and the class suites (WaveNet 1-D, DeepLab,
+EfficientNet, ConvNeXt, U-Net, YOLOv3, AlexNet, depthwise multipliers, groups 2-64, first
+layers, batch > 1) shipped in im2row/models.
+
+- numerics: every layer, shrunk to a small map and few channels per group (same kernel,
+  stride, padding, dilation, group structure), against the float64 reference on every
+  algorithm the shape accepts;
+- planning at the real shape: the default plan is valid, the cost model's choice is
+  deterministic, and k > 1 layers keep the workspace promise (one input image) at 1 and 2
+  threads."""
+import json
+from importlib import resources
+
+import numpy as np
+import pytest
+
+import im2row
+from im2row import Plan, costmodel
+from im2row.plan import budget_bytes, default_candidates, scratch_bytes, valid_algorithms
+from conftest import assert_matches_reference, make_operands, reference_pair
+
+pytestmark = pytest.mark.usefixtures("no_tuned_plans")
+
+ORIGINAL = {"resnet50", "vgg19", "vgg16", "mobilenet_v2", "shufflenet"}  # test_layer_suites.py
+SUITES = sorted(name for name in im2row.layers.builtin_models() if name not in ORIGINAL)
+MAX_SIDE = 20          # map side for numerics (1-D rows keep up to MAX_ROW samples)
+MAX_ROW = 300
+MAX_GROUP_CHANNELS = 12
+MAX_GROUPS = 6
+
+
+def _load(name):
+    return json.loads(resources.files("im2row.models").joinpath(f"{name}.json").read_text())
+
+
+LAYERS = [layer for name in SUITES for layer in _load(name)]
+IDS = [layer["name"] for layer in LAYERS]
+
+
+def test_class_suites_ship():
+    for name in ("wavenet", "deeplab_v3", "efficientnet_b0", "convnext_tiny", "unet", "yolov3",
+                 "alexnet", "shape_classes", "googlenet_v3", "yolov2", "ssd_mobilenet",
+                 "resnext_101", "dilated", "deepbench_inference_device"):
+        assert name in SUITES
+        assert im2row.layers.builtin_layers(name)
+
+
+def _conv(layer):
+    return dict(stride=tuple(layer["stride"]), padding=tuple(layer["padding"]),
+                dilation=tuple(layer["dilation"]), groups=layer["groups"])
+
+
+def _shrunk(layer):
+    """(input shape, weight shape, conv args) of a small layer of the same class."""
+    n, c, h, w = layer["input_shape"]
+    groups = layer["groups"]
+    cg, ocg = c // groups, layer["out_channels"] // groups
+    kh, kw = layer["kernel_size"]
+    (ph, pw), (dh, dw) = layer["padding"], layer["dilation"]
+    g = min(groups, MAX_GROUPS)
+    cg, ocg = min(cg, MAX_GROUP_CHANNELS), min(ocg, MAX_GROUP_CHANNELS)
+    side_h = MAX_ROW if w == 1 else MAX_SIDE
+    side_w = MAX_ROW if h == 1 else MAX_SIDE
+    # keep the dilated kernel inside the padded input
+    h = max(min(h, side_h), dh * (kh - 1) + 1 - 2 * ph)
+    w = max(min(w, side_w), dw * (kw - 1) + 1 - 2 * pw)
+    conv = _conv(layer)
+    conv["groups"] = g
+    return (min(n, 2), cg * g, h, w), (ocg * g, cg, kh, kw), conv
+
+
+def _plans(spec):
+    """One plan per algorithm the shape accepts (both GEMMs for the GEMM algorithms)."""
+    out = []
+    for algorithm in valid_algorithms(spec):
+        if algorithm == "depthwise":
+            out.append(Plan("depthwise"))
+        elif algorithm == "rowwise":
+            out.append(Plan("rowwise", row_block=2, gemm="packed"))
+        elif algorithm == "incremental":
+            block = max(1, spec.out_width // 3)
+            out += [Plan("incremental", block, 0, 2, gemm=gemm) for gemm in ("packed", "sgemm")]
+        else:
+            out += [Plan(algorithm, gemm=gemm) for gemm in ("packed", "sgemm")]
+    return out
+
+
+@pytest.mark.parametrize("index", range(len(LAYERS)), ids=IDS)
+def test_class_layer_every_algorithm_matches_reference(index):
+    x_shape, w_shape, conv = _shrunk(LAYERS[index])
+    rng = np.random.default_rng(500 + index)
+    x, w, b = make_operands(rng, x_shape, w_shape, bias=index % 2 == 0)
+    expected = reference_pair(x, w, b, **conv)
+    spec = im2row.make_spec(x_shape, w_shape, **conv)
+    plans = _plans(spec) + [None]   # None: the default plan
+    for plan in plans:
+        y = im2row.Conv2d(w, b, **conv, plan=plan)(x)
+        assert_matches_reference(y, x, w, b, expected=expected, **conv)
+
+
+def _spec(layer):
+    return im2row.layers.LayerSpec.from_dict(layer).to_spec()
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=lambda t: f"t{t}")
+@pytest.mark.parametrize("index", range(len(LAYERS)), ids=IDS)
+def test_class_layer_default_plan_within_budget(index, threads):
+    layer = LAYERS[index]
+    spec = _spec(layer).with_batch(1)
+    plan = im2row.default_plan(spec, threads)
+    im2row.plan.validate_plan(spec, plan)
+    workspace = scratch_bytes(spec, plan, threads)
+    assert workspace <= budget_bytes(spec, threads)
+    leanest = min(scratch_bytes(spec, p, threads)
+                  for p in default_candidates(spec, im2row.get_isa(), threads))
+    if leanest <= spec.input_bytes:
+        assert workspace <= spec.input_bytes, (layer["name"], plan, workspace, spec.input_bytes)
+    else:   # maps so small that the GEMM's row pointers outweigh them: the leanest plan
+        assert workspace == leanest
+
+
+FIXED_HOST = costmodel.Host(isa="avx512", vector=16, gemm_flops=2e11, copy_l2=1e11,
+                            copy_l3=5e10, copy_mem=2e10, l1=32 << 10, l2=1 << 20, l3=32 << 20,
+                            call_s=5e-6)
+
+
+@pytest.mark.parametrize("index", range(len(LAYERS)), ids=IDS)
+def test_cost_model_choice_valid_and_deterministic(index):
+    spec = _spec(LAYERS[index]).with_batch(1)
+    candidates = default_candidates(spec, im2row.get_isa(), 1)
+    first = costmodel.best_plan(spec, candidates, 1, host_params=FIXED_HOST)
+    again = costmodel.best_plan(spec, list(candidates), 1, host_params=FIXED_HOST)
+    assert first == again and first in candidates
+    im2row.plan.validate_plan(spec, first)
+    times = [costmodel.predict(spec, p, 1, FIXED_HOST) for p in candidates]
+    assert all(np.isfinite(t) and t > 0 for t in times)
+    assert costmodel.predict(spec, first, 1, FIXED_HOST) == min(times)
