@@ -127,6 +127,8 @@ def plan_str(plan) -> str:
         return "-"
     short = {"incremental": "incr", "classic": "classic", "pointwise": "1x1", "depthwise": "dw"}
     text = short.get(plan.algorithm, plan.algorithm)
+    if getattr(plan, "layout", "NCHW") == "NHWC":
+        return f"nhwc-{text}/{plan.isa}"   # our kernels only; gemm does not apply
     if plan.algorithm == "incremental":
         text += f" B{plan.column_block}"
     if plan.algorithm == "depthwise":
@@ -137,43 +139,51 @@ def plan_str(plan) -> str:
     return text
 
 
-def _make_im2row(x, w, b, geo, threads, forced_default: bool):
+def _make_im2row(x, w, b, geo, threads, forced_default: bool, layout: str = "NCHW"):
+    """layout='NHWC': im2row gets channels-last data (converted once, outside timing) and
+    returns channels-last output, as a channels-last network would call it."""
     im2row = _im2row()
     padding = geo.padding_arg if not isinstance(geo.padding_arg, list) else tuple(geo.padding_arg)
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     plan = None
     if forced_default:
         spec = im2row.make_spec(x.shape, w.shape, stride=geo.stride, padding=padding,
-                                dilation=geo.dilation, groups=geo.groups)
+                                dilation=geo.dilation, groups=geo.groups, layout=layout)
         plan = im2row.default_plan(spec, threads)
     t0 = time.perf_counter()
-    layer = im2row.Conv2d(w, b, geo.stride, padding, geo.dilation, geo.groups,
+    layer = im2row.Conv2d(w, b, geo.stride, padding, geo.dilation, geo.groups, layout=layout,
                           input_shape=x.shape, plan=plan, threads=threads)
     prepare_ms = 1e3 * (time.perf_counter() - t0)
     info = {"plan": layer.plan.to_dict() if layer.plan else None, "plan_str": plan_str(layer.plan),
             "workspace_bytes": layer.workspace_bytes,
             "packed_weight_bytes": layer.packed_weight_bytes, "prepare_ms": prepare_ms,
+            "layout": layout,
             "predicted_ms": _predicted_ms(im2row, x.shape, w.shape, geo, padding, layer.plan,
-                                          threads)}
+                                          threads, layout)}
     return (lambda: layer(x)), info
 
 
-def _predicted_ms(im2row, x_shape, w_shape, geo, padding, plan, threads):
-    """The cost model's time for the plan that runs (im2row.costmodel), or None."""
+def _predicted_ms(im2row, x_shape, w_shape, geo, padding, plan, threads, layout="NCHW"):
+    """The cost model's time for the plan that runs (im2row.costmodel), or None (also for
+    channels-last plans, which the model does not cover)."""
     try:
         from im2row import costmodel
     except ImportError:
         return None
+    if getattr(plan, "layout", "NCHW") != "NCHW":
+        return None
     spec = im2row.make_spec(x_shape, w_shape, stride=geo.stride, padding=padding,
-                            dilation=geo.dilation, groups=geo.groups)
+                            dilation=geo.dilation, groups=geo.groups, layout=layout)
     return 1e3 * costmodel.predict(spec, plan, threads)
 
 
-def _make(name, x, w, b, geo, threads):
-    """-> (callable, extra info dict)."""
+def _make(name, x, w, b, geo, threads, layout="NCHW"):
+    """-> (callable, extra info dict).  layout: the data layout im2row is called with."""
     if name == IM2ROW:
-        return _make_im2row(x, w, b, geo, threads, forced_default=False)
+        return _make_im2row(x, w, b, geo, threads, forced_default=False, layout=layout)
     if name == IM2ROW_DEFAULT:
-        return _make_im2row(x, w, b, geo, threads, forced_default=True)
+        return _make_im2row(x, w, b, geo, threads, forced_default=True, layout=layout)
     if name == NUMPY:
         return peers.make_numpy_im2col(x, w, b, geo), {}
     if name == TORCH:
@@ -243,7 +253,7 @@ def _rel_error(y: np.ndarray, ref: np.ndarray) -> float:
 
 def run_layer(entry: dict, *, threads: int = 1, repeats: int = 7, min_time: float = 0.02,
               layer_cap: float = 3.0, contenders: list | None = None, seed: int = 0,
-              clock: str = "wall") -> dict:
+              clock: str = "wall", layout: str = "NCHW") -> dict:
     """Benchmark one suite entry.  Expects the thread limits to be set by the caller
     (run_suite does it).  clock: 'wall' (perf_counter) or 'cpu' (this process's CPU time:
     immune to other processes taking the cores; equals wall time single-threaded)."""
@@ -269,8 +279,10 @@ def run_layer(entry: dict, *, threads: int = 1, repeats: int = 7, min_time: floa
     fns, outputs = {}, {}
     for name in names:
         try:
-            fn, info = _make(name, x, w, b, geo, threads)
+            fn, info = _make(name, x, w, b, geo, threads, layout)
             out = peers.to_numpy(fn()).copy()  # warm-up call, also the accuracy sample
+            if info.get("layout") == "NHWC":
+                out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
             if out.shape != tuple(geo.output_shape):
                 raise ValueError(f"output shape {out.shape}, expected {geo.output_shape}")
             fn()
@@ -343,7 +355,7 @@ def _derive(r: dict) -> None:
 def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02,
               layer_cap: float = 3.0, compare_plans: bool = False, plans: str = "default",
               contenders: list | None = None, seed: int = 0, progress=None,
-              clock: str = "auto", cache=None) -> list:
+              clock: str = "auto", cache=None, layout: str = "NCHW") -> list:
     """Benchmark layers side by side; returns one dict per layer (see run_layer).
 
     layers: a suite name, a path to a suite JSON, or a list of suite entries (dicts).
@@ -372,8 +384,10 @@ def run_suite(layers, threads: int = 1, repeats: int = 7, min_time: float = 0.02
             for entry in layers:
                 t0 = time.perf_counter()
                 r = run_layer(entry, threads=threads, repeats=repeats, min_time=min_time,
-                              layer_cap=layer_cap, contenders=names, seed=seed, clock=clock)
+                              layer_cap=layer_cap, contenders=names, seed=seed, clock=clock,
+                              layout=layout)
                 r["plans_mode"] = plans
+                r["layout"] = layout
                 r["wall_s"] = time.perf_counter() - t0
                 results.append(r)
                 if progress is not None:
@@ -707,7 +721,7 @@ def report(info: dict, results: list, summaries: list, settings: dict, markdown:
 def _settings_line(s: dict) -> str:
     return (f"settings  threads={s['threads']} repeats={s['repeats']} min_time={s['min_time']}s "
             f"layer_cap={s['layer_cap']}s plans={s['plans']} compare_plans={s['compare_plans']} "
-            f"clock={s.get('clock', 'wall')} seed={s['seed']}")
+            f"clock={s.get('clock', 'wall')} seed={s['seed']} layout={s.get('layout', 'NCHW')}")
 
 
 def _warnings(results: list) -> list:
@@ -759,6 +773,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "machine, but other processes' load does not count); 'wall': elapsed; "
                         "'auto' (default): cpu with --threads 1, else wall")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW",
+                   help="data layout im2row is called with (NHWC: channels-last in and out, "
+                        "converted outside timing); the peers keep their own")
     p.add_argument("--json", default=None, help="write raw numbers to this JSON file")
     p.add_argument("--markdown", default=None, help="write the tables as Markdown to this file")
     p.add_argument("--quiet", action="store_true", help="no per-layer progress lines")
@@ -794,7 +811,8 @@ def main(argv=None) -> int:
     info = machine_info(args.threads)
     settings = {"threads": args.threads, "repeats": args.repeats, "min_time": args.min_time,
                 "layer_cap": args.layer_cap, "plans": args.plans,
-                "compare_plans": args.compare_plans, "seed": args.seed, "clock": args.clock}
+                "compare_plans": args.compare_plans, "seed": args.seed, "clock": args.clock,
+                "layout": args.layout}
     print(format_machine(info), flush=True)
     print(_settings_line(settings), flush=True)
     if not str(info.get("im2row", "")).startswith(("0", "1", "2", "3")):
@@ -805,7 +823,7 @@ def main(argv=None) -> int:
                         min_time=args.min_time, layer_cap=args.layer_cap,
                         compare_plans=args.compare_plans, plans=args.plans, cache=args.cache,
                         contenders=contenders, seed=args.seed, progress=progress,
-                        clock=args.clock)
+                        clock=args.clock, layout=args.layout)
     summaries = summarize(results)
     settings["wall_s"] = time.perf_counter() - t0
     print()

@@ -19,10 +19,12 @@ import numpy as np
 
 from . import _core, hwinfo
 from ._threads import blas_threads, check_threads, get_num_threads
-from .plan import INPUT_BUDGET, Plan, choose_plan, core_spec, useful_threads, validate_plan
+from .plan import (INPUT_BUDGET, Plan, choose_plan, core_spec, layout_transform_bytes,
+                   nhwc_row_block, useful_threads, validate_plan)
 from .spec import ConvSpec, check_layer_args, make_spec
 
 _F32 = np.dtype(np.float32)
+_TO_NHWC, _TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)     # axis orders of 4-D transposes
 _TooHardError = getattr(np, "exceptions", np).TooHardError
 
 
@@ -57,6 +59,9 @@ def _check_plan_arg(plan):
 def _pack_format(plan: Plan, kernels) -> tuple:
     """Plans whose weights are laid out alike share one packed copy (the layout does not depend
     on the input's H x W)."""
+    if plan.layout == "NHWC":
+        # channels-last panels (indirect and rowwise read K alike), bias packed inside
+        return ("nhwc-depthwise",) if plan.algorithm == "depthwise" else ("nhwc-panels",)
     if plan.algorithm == "depthwise":
         return ("depthwise",)
     if plan.gemm == "packed":
@@ -68,7 +73,7 @@ class _ShapeEntry:
     """Everything a call with one exact input shape needs, built once."""
 
     __slots__ = ("conv", "plan", "spec", "unbatched", "threads", "result_shape",
-                 "nchw_out_shape", "blas_threads", "core_threads")
+                 "nchw_out_shape", "blas_threads", "core_threads", "nhwc", "nhwc_out_shape")
 
     def __init__(self, conv, plan: Plan, spec: ConvSpec, unbatched: bool, threads: int):
         self.conv = conv
@@ -78,8 +83,11 @@ class _ShapeEntry:
         self.threads = threads
         self.result_shape = spec.output_shape[1:] if unbatched else spec.output_shape
         self.nchw_out_shape = (spec.batch, spec.out_channels, spec.out_height, spec.out_width)
+        # NHWC plans run the channels-last core on NHWC arrays
+        self.nhwc = plan.layout == "NHWC"
+        self.nhwc_out_shape = (spec.batch, spec.out_height, spec.out_width, spec.out_channels)
         # Never both pools at once: sgemm gets the threads, or ours do and sgemm gets one.
-        uses_blas = plan.gemm == "sgemm" and plan.algorithm != "depthwise"
+        uses_blas = plan.gemm == "sgemm" and plan.algorithm != "depthwise" and not self.nhwc
         blas_owns = uses_blas and plan.parallel == "blas"
         self.core_threads = 1 if blas_owns else threads
         self.blas_threads = (threads if blas_owns else 1) if uses_blas else None
@@ -192,9 +200,6 @@ class Conv2d:
         with self._lock:
             if weight is not None:
                 np.copyto(self._weight, weight)
-                for (fmt, isa, geometry, algorithm, packed), array in self._packs.items():
-                    np.copyto(array, _core.pack_weights(geometry, algorithm, self._weight,
-                                                        hwinfo.kernel_set(isa), packed))
             if bias is not None:
                 if self._bias is None:
                     # The prepared shapes were built without a bias: build them again.
@@ -203,6 +208,10 @@ class Conv2d:
                     self._last = None
                 else:
                     np.copyto(self._bias, bias)
+            for key, array in self._packs.items():
+                # NHWC packs hold the bias too
+                if weight is not None or (bias is not None and key[0][0].startswith("nhwc")):
+                    np.copyto(array, self._pack(*key[1:]))
 
     # -- planning -------------------------------------------------------------------------
     def _spec_for(self, shape: tuple) -> ConvSpec:
@@ -212,15 +221,20 @@ class Conv2d:
     def _threads(self) -> int:
         return self.threads if self.threads is not None else get_num_threads()
 
+    def _pack(self, isa: str, geometry: tuple, algorithm: str, packed: bool, layout: str):
+        kernels = hwinfo.kernel_set(isa)
+        if layout == "NHWC":
+            return _core.pack_weights_nhwc(geometry, algorithm, self._weight, self._bias, kernels)
+        return _core.pack_weights(geometry, algorithm, self._weight, kernels, packed)
+
     def _packed_for(self, spec: ConvSpec, plan: Plan, kernels) -> np.ndarray:
         fmt = _pack_format(plan, kernels)
         for key, array in self._packs.items():
             if key[0] == fmt and key[1] == plan.isa:
                 return array
-        geometry = core_spec(spec)
-        packed = plan.gemm == "packed"
-        array = _core.pack_weights(geometry, plan.algorithm, self._weight, kernels, packed)
-        self._packs[fmt, plan.isa, geometry, plan.algorithm, packed] = array
+        key = (plan.isa, core_spec(spec), plan.algorithm, plan.gemm == "packed", plan.layout)
+        array = self._pack(*key)
+        self._packs[(fmt,) + key] = array
         return array
 
     def _entry(self, shape: tuple, threads: int) -> _ShapeEntry:
@@ -243,10 +257,15 @@ class Conv2d:
             validate_plan(image, plan)
             plan = plan.resolved()
             kernels = hwinfo.kernel_set(plan.isa)
-            conv = _core.Convolution(
-                core_spec(image), plan.algorithm, max(plan.column_block, 1), plan.channel_block,
-                plan.row_block, kernels, plan.gemm == "packed", plan.parallel == "shared",
-                self._packed_for(image, plan, kernels), self._bias)
+            if plan.layout == "NHWC":
+                conv = _core.NhwcConvolution(core_spec(image), plan.algorithm,
+                                             nhwc_row_block(image, plan), kernels,
+                                             self._packed_for(image, plan, kernels))
+            else:
+                conv = _core.Convolution(
+                    core_spec(image), plan.algorithm, max(plan.column_block, 1),
+                    plan.channel_block, plan.row_block, kernels, plan.gemm == "packed",
+                    plan.parallel == "shared", self._packed_for(image, plan, kernels), self._bias)
             entry = _ShapeEntry(conv, plan, spec, unbatched, run_threads)
             self._entries[shape, threads] = entry
             while len(self._entries) > self.max_shapes:
@@ -263,17 +282,14 @@ class Conv2d:
     @property
     def workspace_bytes(self) -> int | None:
         """Scratch a call of the last input shape holds beyond inputs, weights, packed weights
-        and output, at the threads it runs on.  NHWC calls add the channels-first copies of
-        input and output."""
+        and output, at the threads it runs on.  A plan whose layout is not the caller's adds
+        the transformed copies of input and output."""
         entry = self._last
         if entry is None:
             return None
         spec = entry.spec
-        extra = 0
-        if spec.layout == "NHWC":
-            extra = 4 * spec.batch * (spec.in_channels * spec.height * spec.width
-                                      + spec.out_channels * spec.out_height * spec.out_width)
-        return 4 * entry.conv.workspace_floats(max(spec.batch, 1), entry.core_threads) + extra
+        return (4 * entry.conv.workspace_floats(max(spec.batch, 1), entry.core_threads)
+                + layout_transform_bytes(spec, entry.plan))
 
     def planned_specs(self) -> list:
         """The per-image (batch 1) shapes this layer holds prepared, least recent first."""
@@ -313,27 +329,30 @@ class Conv2d:
             if not out.flags.writeable:
                 raise ValueError("out is read-only")
         x4 = x[None] if entry.unbatched else x
-        nhwc = entry.spec.layout == "NHWC"
-        x_nchw = np.ascontiguousarray(x4.transpose(0, 3, 1, 2) if nhwc else x4)
+        # The core runs in the plan's layout; a caller in the other one pays a transform of the
+        # input and of the output.
+        same = (entry.spec.layout == "NHWC") == entry.nhwc
+        to_core, from_core = _TO_NHWC if entry.nhwc else _TO_NCHW, _TO_NCHW if entry.nhwc else _TO_NHWC
+        x_core = np.ascontiguousarray(x4 if same else x4.transpose(to_core))
+        core_shape = entry.nhwc_out_shape if entry.nhwc else entry.nchw_out_shape
         # Write straight into `out` unless it needs a layout change or overlaps the input the
         # core reads (the GEMM would read what it already overwrote).  Weight and bias are the
         # layer's own copies, so no `out` can overlap them.
-        if (out is not None and not nhwc and out.flags.c_contiguous
-                and not _overlaps(out, x_nchw)):
-            out_nchw = out.reshape(entry.nchw_out_shape)
+        if out is not None and same and out.flags.c_contiguous and not _overlaps(out, x_core):
+            out_core = out.reshape(core_shape)
             direct = True
         else:
-            out_nchw = np.empty(entry.nchw_out_shape, dtype=_F32)
+            out_core = np.empty(core_shape, dtype=_F32)
             direct = False
-        entry.run(x_nchw, out_nchw)
-        result = out_nchw.transpose(0, 2, 3, 1) if nhwc else out_nchw
+        entry.run(x_core, out_core)
+        result = out_core if same else out_core.transpose(from_core)
         if entry.unbatched:
             result = result[0]
         if out is not None:
             if not direct:
                 out[...] = result
             return out
-        return np.ascontiguousarray(result) if nhwc else result
+        return result if same else np.ascontiguousarray(result)
 
     def __repr__(self) -> str:
         oc, cg, kh, kw = self._weight.shape

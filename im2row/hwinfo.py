@@ -191,3 +191,4 @@ def set_isa(isa: str) -> None:
 
 def kernel_set(isa: str):
     return _core.kernel_set(isa)
+

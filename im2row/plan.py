@@ -11,7 +11,11 @@ from . import _core, hwinfo
 from ._threads import get_num_threads
 from .spec import ConvSpec
 
-ALGORITHMS = ("incremental", "rowwise", "classic", "pointwise", "depthwise")
+ALGORITHMS = ("incremental", "rowwise", "classic", "pointwise", "depthwise", "indirect")
+# The internal layout a plan runs in; the caller's layout is the spec's.  Each layout has its
+# own core path and algorithms (_core.ALGORITHMS, _core.NHWC_ALGORITHMS).
+LAYOUTS = ("NCHW", "NHWC")
+NHWC_ALGORITHMS = ("indirect", "rowwise", "depthwise")
 GEMMS = ("sgemm", "packed")
 PARALLEL = ("split", "shared", "blas")
 
@@ -37,6 +41,14 @@ class Plan:
                   of one image with a buffer each), 'shared' (as split, but inside one image
                   the threads share one buffer: workspace as for one thread), each sgemm
                   single-threaded; or 'blas' (serial loop, sgemm gets the threads).
+    layout:       the layout the core runs in: 'NCHW' (the algorithms above) or 'NHWC'
+                  (channels-last, no transposes for NHWC callers): 'indirect' (indirect GEMM,
+                  one pointer per output pixel and tap, nothing copied), 'rowwise' (one
+                  pointer per kernel row: the channels-last improved im2row, only edge
+                  windows copied) or 'depthwise' (vectorised across channels); row_block is
+                  then the band of output rows a worker takes (0 = sized to the L2 cache) and
+                  gemm, parallel, column_block, channel_block do not apply.  A caller whose
+                  layout differs pays one transform of the input and one of the output.
     """
 
     algorithm: str = "incremental"
@@ -46,6 +58,7 @@ class Plan:
     gemm: str = "sgemm"
     isa: str = "auto"
     parallel: str = "split"
+    layout: str = "NCHW"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +99,9 @@ _MAX_BLOCK = 2**31 - 1  # the core takes C ssize_t; larger values mean "all" any
 MAX_INCREMENTAL_STRIDE = 64  # the schedule keeps one row section per vertical stride phase
 
 
-def valid_algorithms(spec: ConvSpec) -> list:
+def valid_algorithms(spec: ConvSpec, layout: str = "NCHW") -> list:
+    if layout == "NHWC":
+        return nhwc_algorithms(spec)
     algos = ["classic"]
     if spec.stride_h <= MAX_INCREMENTAL_STRIDE:
         algos.insert(0, "incremental")
@@ -119,28 +134,31 @@ def row_blocks(spec: ConvSpec) -> list:
 def plan_space(spec: ConvSpec) -> dict:
     """Every choice that is valid for this shape, per plan field."""
     return {
-        "algorithm": valid_algorithms(spec),
+        "algorithm": list(dict.fromkeys(valid_algorithms(spec) + nhwc_algorithms(spec))),
         "column_block": column_blocks(spec),
         "channel_block": channel_blocks(spec),
         "row_block": row_blocks(spec),
         "gemm": list(GEMMS),
         "isa": hwinfo.available_isas(),
         "parallel": list(PARALLEL),
+        "layout": list(LAYOUTS),
     }
 
 
 def validate_plan(spec: ConvSpec, plan: Plan) -> None:
-    if plan.algorithm not in valid_algorithms(spec):
-        raise ValueError(f"algorithm {plan.algorithm!r} is not valid for this shape; "
-                         f"valid: {valid_algorithms(spec)}")
+    if plan.layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {plan.layout!r}")
+    if plan.algorithm not in valid_algorithms(spec, plan.layout):
+        raise ValueError(f"algorithm {plan.algorithm!r} is not valid for this shape in layout "
+                         f"{plan.layout}; valid: {valid_algorithms(spec, plan.layout)}")
     if plan.gemm not in GEMMS:
         raise ValueError(f"gemm must be one of {GEMMS}, got {plan.gemm!r}")
     if plan.parallel not in PARALLEL:
         raise ValueError(f"parallel must be one of {PARALLEL}, got {plan.parallel!r}")
-    if plan.algorithm == "rowwise" and plan.gemm != "packed":
+    if plan.algorithm == "rowwise" and plan.gemm != "packed" and plan.layout == "NCHW":
         raise ValueError("algorithm 'rowwise' reads its buffer through row pointers: it needs "
                          "gemm='packed'")
-    if plan.parallel == "blas" and plan.gemm != "sgemm":
+    if plan.parallel == "blas" and plan.gemm != "sgemm" and plan.layout == "NCHW":
         raise ValueError("parallel='blas' gives the threads to BLAS's sgemm; a gemm='packed' "
                          "plan runs our GEMM: use parallel='split' or 'shared'")
     if plan.isa != "auto" and plan.isa not in hwinfo.available_isas():
@@ -155,11 +173,23 @@ def validate_plan(spec: ConvSpec, plan: Plan) -> None:
             raise ValueError(f"{name} must be in [0, {_MAX_BLOCK}], got {value}")
     if plan.algorithm == "incremental" and plan.column_block < 1:
         raise ValueError("incremental plans need column_block >= 1")
+    if plan.layout == "NHWC" and plan.parallel == "blas":
+        raise ValueError("parallel='blas' gives the threads to sgemm; NHWC plans run our kernels")
 
 
 def scratch_bytes(spec: ConvSpec, plan: Plan, threads: int = 1) -> int:
     """Scratch one call allocates (im2row buffer, a pass's output block, GEMM row pointers),
-    per worker thread where threads work on separate buffers."""
+    per worker thread where threads work on separate buffers; plus, when the plan's layout is
+    not the caller's, the transformed copies of input and output."""
+    transforms = layout_transform_bytes(spec, plan)
+    if plan.layout == "NHWC":
+        return transforms + 4 * _core.nhwc_scratch_floats(
+            core_spec(spec), plan.algorithm, nhwc_row_block(spec, plan),
+            hwinfo.kernel_set(plan.resolved().isa), max(spec.batch, 1), threads)
+    return transforms + _nchw_scratch_bytes(spec, plan, threads)
+
+
+def _nchw_scratch_bytes(spec: ConvSpec, plan: Plan, threads: int) -> int:
     own_threads = 1 if (plan.parallel == "blas" and plan.gemm == "sgemm") else threads
     return 4 * _core.scratch_floats(core_spec(spec), plan.algorithm, max(plan.column_block, 1),
                                     plan.channel_block, plan.row_block, max(spec.batch, 1),
@@ -168,6 +198,65 @@ def scratch_bytes(spec: ConvSpec, plan: Plan, threads: int = 1) -> int:
 
 def image_input_bytes(spec: ConvSpec) -> int:
     return 4 * spec.in_channels * spec.height * spec.width
+
+
+# ---- the channels-last (NHWC) path -------------------------------------------------------
+
+def nhwc_algorithms(spec: ConvSpec) -> list:
+    """NHWC algorithms valid for a shape: indirect always; rowwise reads a kernel row as
+    kw*C contiguous floats (one group, no horizontal dilation); depthwise needs groups ==
+    in_channels == out_channels."""
+    algos = ["indirect"]
+    if spec.groups == 1 and spec.dilation_w == 1 and spec.kernel_w > 1:
+        algos.append("rowwise")
+    if spec.is_depthwise and spec.out_channels == spec.in_channels:
+        algos.append("depthwise")
+    return algos
+
+
+def layout_transform_bytes(spec: ConvSpec, plan: Plan) -> int:
+    """The copies a call makes when the plan runs in another layout than the caller's: the
+    input transformed, the output written in the plan's layout and transformed back."""
+    if plan.layout == spec.layout:
+        return 0
+    return 4 * spec.batch * (spec.in_channels * spec.height * spec.width
+                             + spec.out_channels * spec.out_height * spec.out_width)
+
+
+# A worker's band of output rows reads about (rows * sh + kh) input rows of W*C floats, and
+# the kernel streams them once per panel of output channels: keep them in half the L2.  The
+# band's output is written once per panel too (a panel covers part of each output row), so
+# it must stay in L2 between panels: a quarter of it.  At least four bands where the output
+# has the rows, so that threads have work to share.
+NHWC_MIN_BANDS = 4
+
+
+def nhwc_row_block(spec: ConvSpec, plan: Plan) -> int:
+    """The band height an NHWC plan runs with (its row_block, or one sized to the L2 cache)."""
+    if plan.row_block > 0:
+        return min(plan.row_block, spec.out_height)
+    l2 = hwinfo.cache_sizes()["l2"]
+    row_bytes = 4 * spec.width * spec.in_channels
+    fit_input = (l2 // 2 // max(row_bytes, 1) - spec.kernel_h) // spec.stride_h + 1
+    fit_output = l2 // 4 // (4 * spec.out_width * spec.out_channels)
+    return max(1, min(fit_input, fit_output, -(-spec.out_height // NHWC_MIN_BANDS)))
+
+
+# Kernel-row pointers (rowwise) measured 1.2-1.3x faster than tap pointers on the 3-channel
+# stems (a tap's pointer feeds only C multiply-adds per pixel) and the same from 64 channels on
+# (benchmarks/README.md), where their copied edge windows (kw*C floats each) only add workspace.
+NHWC_ROWWISE_MAX_CHANNELS = 16
+
+
+def _default_nhwc(spec: ConvSpec) -> Plan:
+    """Channels-last plan: the depthwise kernel, else kernel-row pointers for few input
+    channels, else one pointer per tap."""
+    algos = nhwc_algorithms(spec)
+    if "depthwise" in algos:
+        return Plan("depthwise", gemm="packed", layout="NHWC")
+    if "rowwise" in algos and spec.in_channels <= NHWC_ROWWISE_MAX_CHANNELS:
+        return Plan("rowwise", gemm="packed", layout="NHWC")
+    return Plan("indirect", gemm="packed", layout="NHWC")
 
 
 # -- the workspace budget -----------------------------------------------------------------------
@@ -277,6 +366,13 @@ def _sized(spec: ConvSpec, isa: str, threads: int) -> tuple:
 @functools.lru_cache(maxsize=1024)
 def _default_plan(spec: ConvSpec, isa: str, threads: int, limit: int | None) -> Plan:
     from . import costmodel  # the model measures the host once, on first use
+
+    if spec.layout == "NHWC" and isa != "scalar":
+        # NHWC callers run channels-last, no transposes, when it fits the budget (the scalar
+        # NHWC kernels are only an oracle: a scalar machine transposes to sgemm)
+        plan = _default_nhwc(spec)
+        if limit is None or scratch_bytes(spec, plan, threads) <= limit:
+            return plan
 
     sized = _sized(spec, isa, threads)
     fitting = [plan for ws, plan in sized if limit is None or ws <= limit]

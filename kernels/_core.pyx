@@ -955,3 +955,6 @@ def fingerprint(cnp.ndarray a not None):
     with nogil:
         im2row_fingerprint(data, n, sums)
     return (<char *>sums)[:sizeof(sums)]
+
+
+include "nhwc.pxi"

@@ -38,6 +38,29 @@ void im2row_gemm__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const flo
 extern const ptrdiff_t im2row_gemm_mr__neon;
 #endif
 
+/* f32-igemm-nhwc / f32-dwconv-nhwc (channels-last), strong references like the rest. */
+#define IM2ROW_NHWC_DECLARE(isa)                                                                   \
+    void im2row_igemm_nhwc__##isa(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, \
+                                  ptrdiff_t, const float *, float *, ptrdiff_t);                   \
+    void im2row_dwconv_nhwc__##isa(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *,          \
+                                   ptrdiff_t, ptrdiff_t, const float *, float *, ptrdiff_t);       \
+    extern const ptrdiff_t im2row_igemm_nhwc_mr__##isa;                                             \
+    extern const ptrdiff_t im2row_igemm_nhwc_nr__##isa;
+#define IM2ROW_NHWC_SET(t, isa)                                                                    \
+    do {                                                                                           \
+        (t).igemm_nhwc = im2row_igemm_nhwc__##isa;                                                 \
+        (t).igemm_nhwc_mr = im2row_igemm_nhwc_mr__##isa;                                           \
+        (t).igemm_nhwc_nr = im2row_igemm_nhwc_nr__##isa;                                           \
+        (t).dwconv_nhwc = im2row_dwconv_nhwc__##isa;                                               \
+    } while (0)
+#ifdef IM2ROW_X86
+IM2ROW_NHWC_DECLARE(avx2)
+IM2ROW_NHWC_DECLARE(avx512)
+#endif
+#ifdef IM2ROW_ARM64
+IM2ROW_NHWC_DECLARE(neon)
+#endif
+
 int im2row_cpu_has_avx2_fma(void) {
 #ifdef IM2ROW_X86
     /* libgcc's detection also checks that the OS saves the YMM state (XGETBV). */
@@ -78,12 +101,14 @@ static void detect_once(void) {
         im2row_kernels t = {"avx512", im2row_gather__avx2, im2row_scatter_bias__avx2,
                             im2row_dwconv__avx512, im2row_gemm__avx512, 0};
         t.gemm_mr = im2row_gemm_mr__avx512;
+        IM2ROW_NHWC_SET(t, avx512);
         tables[n++] = t;
     }
     if (im2row_cpu_has_avx2_fma()) {
         im2row_kernels t = {"avx2", im2row_gather__avx2, im2row_scatter_bias__avx2,
                             im2row_dwconv__avx2, im2row_gemm__avx2, 0};
         t.gemm_mr = im2row_gemm_mr__avx2;
+        IM2ROW_NHWC_SET(t, avx2);
         tables[n++] = t;
     }
 #endif
@@ -92,6 +117,7 @@ static void detect_once(void) {
         im2row_kernels t = {"neon", im2row_gather__neon, im2row_scatter_bias__neon,
                             im2row_dwconv__neon, im2row_gemm__neon, 0};
         t.gemm_mr = im2row_gemm_mr__neon;
+        IM2ROW_NHWC_SET(t, neon);
         tables[n++] = t;
     }
 #endif
@@ -99,6 +125,10 @@ static void detect_once(void) {
         im2row_kernels t = {"scalar", im2row_gather__scalar, im2row_scatter_bias__scalar,
                             im2row_dwconv__scalar, im2row_gemm__scalar, 0};
         t.gemm_mr = im2row_gemm_mr__scalar;
+        t.igemm_nhwc = im2row_igemm_nhwc__scalar;
+        t.igemm_nhwc_mr = im2row_igemm_nhwc_mr__scalar;
+        t.igemm_nhwc_nr = im2row_igemm_nhwc_nr__scalar;
+        t.dwconv_nhwc = im2row_dwconv_nhwc__scalar;
         tables[n++] = t;
     }
     table_count = n;

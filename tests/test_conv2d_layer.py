@@ -187,9 +187,13 @@ def test_nhwc_layer(groups, rng):
     single = layer(x[2])
     assert_matches_reference(single, x[2], w, b, expected=(ref[2], mag[2]), **conv,
                              layout="NHWC")
-    # NHWC accounting includes the channels-first copies of input and output
+    # an NHWC caller of an NCHW plan pays the channels-first copies of input and output; the
+    # default (channels-last) plan copies nothing
     nchw = im2row.Conv2d(w, b, **conv, input_shape=(6, 10, 9))
-    assert layer.workspace_bytes >= nchw.workspace_bytes
+    forced = im2row.Conv2d(w, b, **conv, layout="NHWC", input_shape=(10, 9, 6), plan=nchw.plan)
+    copies = 4 * (x[0].size + 12 * y.shape[1] * y.shape[2])
+    assert forced.workspace_bytes == nchw.workspace_bytes + copies
+    assert layer.plan.layout == "NHWC" and layer.workspace_bytes < copies
 
 
 def test_repr_names_the_layer(rng):

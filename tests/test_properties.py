@@ -1,5 +1,5 @@
-"""Property test: random valid convolutions (shape, padding form, groups, layout, batch, plan,
-ISA, threads) agree with the float64 reference."""
+"""Property test: random valid convolutions (shape, padding form, groups, layout, batch, plan
+and its internal layout, ISA, threads) agree with the float64 reference."""
 import numpy as np
 import pytest
 
@@ -7,7 +7,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 import im2row  # noqa: E402
-from im2row.plan import channel_blocks, row_blocks, valid_algorithms  # noqa: E402
+from im2row.plan import LAYOUTS, channel_blocks, row_blocks, valid_algorithms  # noqa: E402
 from conftest import ISAS, assert_matches_reference  # noqa: E402
 from reference import explicit_padding  # noqa: E402
 
@@ -53,19 +53,20 @@ def convolutions(draw):
     spec = im2row.make_spec((1, c, h, w), (oc, cg, kh, kw), **conv)
     plan = None
     if draw(st.booleans()):
-        algorithm = draw(st.sampled_from(valid_algorithms(spec)))
+        plan_layout = draw(st.sampled_from(LAYOUTS))
+        algorithm = draw(st.sampled_from(valid_algorithms(spec, plan_layout)))
         block, channels, rows = 0, 0, 0
         if algorithm == "incremental":
             block = draw(st.integers(1, spec.out_width + 2))
             channels = draw(st.sampled_from(channel_blocks(spec)))
             rows = draw(st.sampled_from(row_blocks(spec)))
-        if algorithm == "rowwise":
+        if algorithm == "rowwise" or plan_layout == "NHWC":
             rows = draw(st.sampled_from(row_blocks(spec)))
         plan = im2row.Plan(algorithm=algorithm, column_block=block, channel_block=channels,
                            row_block=rows,
                            gemm="packed" if algorithm == "rowwise"
                            else draw(st.sampled_from(["sgemm", "packed"])),
-                           isa=draw(st.sampled_from(ISAS)))
+                           isa=draw(st.sampled_from(ISAS)), layout=plan_layout)
     return dict(c=c, h=h, w=w, oc=oc, cg=cg, kh=kh, kw=kw, batch=batch, layout=layout,
                 unbatched=unbatched, conv=conv, plan=plan, isa=draw(st.sampled_from(ISAS)),
                 bias=draw(st.booleans()), threads=draw(st.sampled_from([None, 1, 2, 3])),

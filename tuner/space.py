@@ -19,7 +19,7 @@ import numbers
 from dataclasses import dataclass, fields
 
 from im2row.plan import (INPUT_BUDGET, Plan, budget_bytes, default_plan, plan_space,
-                        scratch_bytes, validate_plan)
+                         scratch_bytes, valid_algorithms, validate_plan)
 from im2row.spec import ConvSpec
 
 _PLAN_DEFAULTS = {f.name: f.default for f in fields(Plan)}
@@ -32,17 +32,21 @@ RELEVANT = {
     # Output channels per pass over the columns: a loop of the improved im2row only.
     "channel_block": lambda p, ctx: p.get("algorithm") == "incremental",
     # Output rows per band: a loop of the improved im2row only.
-    "row_block": lambda p, ctx: p.get("algorithm") in ("incremental", "rowwise"),
+    "row_block": lambda p, ctx: p.get("algorithm") in ("incremental", "rowwise", "indirect"),
     # The depthwise kernel is direct: no GEMM; row-wise im2row runs the packed GEMM only.
     "gemm": lambda p, ctx: p.get("algorithm") not in ("depthwise", "rowwise"),
     # With one thread there is nothing to split; the direct depthwise kernel splits by image.
     # (validate_plan keeps 'blas' to sgemm plans.)
     "parallel": lambda p, ctx: ctx.threads > 1 and p.get("algorithm") != "depthwise",
+    # The core's layout: a choice only for algorithms both layouts run for this shape; the
+    # others are pinned to the one layout that has them (PINNED: indirect is NHWC only).
+    "layout": lambda p, ctx: (p.get("algorithm") in ctx.nchw_algorithms
+                              and p.get("algorithm") in ctx.nhwc_algorithms),
 }
 
 
 # Where an ignored field must still take one value other than the Plan default.
-PINNED = {("gemm", "rowwise"): "packed"}
+PINNED = {("gemm", "rowwise"): "packed", ("layout", "indirect"): "NHWC"}
 
 
 def _pinned(name: str, partial: dict):
@@ -52,6 +56,13 @@ def _pinned(name: str, partial: dict):
 @dataclass(frozen=True)
 class Context:
     threads: int = 1
+    nchw_algorithms: tuple = ()     # the shape's algorithms per core layout
+    nhwc_algorithms: tuple = ()
+
+
+def _context(spec: ConvSpec, threads: int) -> Context:
+    return Context(threads=int(threads), nchw_algorithms=tuple(valid_algorithms(spec, "NCHW")),
+                   nhwc_algorithms=tuple(valid_algorithms(spec, "NHWC")))
 
 
 def _is_ordinal(choices: list) -> bool:
@@ -65,7 +76,7 @@ class SearchSpace:
 
     def __init__(self, spec: ConvSpec, threads: int = 1, *, max_workspace=INPUT_BUDGET):
         self.spec = spec
-        self.context = Context(threads=int(threads))
+        self.context = _context(spec, threads)
         self.max_workspace = max_workspace
         self.limit = budget_bytes(spec, int(threads), max_workspace)  # bytes or None
         raw = plan_space(spec)
@@ -196,7 +207,7 @@ def canonical(plan: Plan, spec: ConvSpec, threads: int, space: SearchSpace | Non
     """The plan with ignored fields pinned to their defaults and 'auto' ISA resolved; an
     incremental plan that lost its column block gets the default's."""
     plan = plan.resolved()
-    ctx = Context(threads=int(threads))
+    ctx = _context(spec, threads)
     values = plan.to_dict()
     partial = {}
     for f in fields(Plan):
@@ -207,6 +218,9 @@ def canonical(plan: Plan, spec: ConvSpec, threads: int, space: SearchSpace | Non
             partial[f.name] = values[f.name]
     if partial.get("parallel") == "shared" and partial.get("algorithm") != "incremental":
         partial["parallel"] = "split"   # only the improved im2row has private buffers to share
+    if partial.get("layout") == "NHWC":
+        # the channels-last core runs our kernels and splits its bands itself
+        partial["gemm"], partial["parallel"] = "packed", "split"
     if partial.get("algorithm") == "incremental" and partial.get("column_block", 1) < 1:
         choices = (space.choices if space else plan_space(spec)).get("column_block") or [1]
         partial["column_block"] = max(choices)

@@ -59,6 +59,38 @@ typedef void (*im2row_gemm_fn)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                const float *a_packed, const float *const *b_rows,
                                float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate);
 
+/* ---- f32-igemm-nhwc: channels-last convolution as an indirect GEMM ------------------------
+ * out[p*ldc + j] = bias[j] + sum_{t<ks, ch<kc} (a[p*ks + t] + a_offset)[ch] * W[t*kc + ch][j]
+ * for output pixels p in [0, m) and output channels j in [0, n).
+ * a:  m*ks pointers, pixel-major: one per (output pixel, tap), each to the kc floats of one
+ *     input pixel (a tap: kc = the group's channels) or of one padded kernel row (kc = kw*C);
+ *     padding taps point at a shared zero vector.  a_offset (floats) is added to every
+ *     pointer, so groups share one table (the zero vector must then hold a_offset + kc zeros).
+ * w:  packed once by im2row_pack_igemm_nhwc with this variant's nr: per panel of nr columns,
+ *     nr bias values, then ks*kc rows of nr weights (zero past column n).
+ * Output rows have stride ldc >= n, so a group writes its channel slice of an NHWC row.
+ * Requires m, n, ks, kc >= 1.  Never allocates; reads no float outside the kc-float vectors
+ * and the packed panels; writes nothing outside the m x n view. */
+typedef void (*im2row_igemm_nhwc_fn)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc,
+                                     const float *const *a, ptrdiff_t a_offset,
+                                     const float *w_packed, float *c, ptrdiff_t ldc);
+
+/* ---- f32-dwconv-nhwc: depthwise (channel multiplier 1), channels-last -------------------
+ * out[p*out_stride + ch] = w[ch] + sum_{t<ks} in(p, t)[ch] * w[(1 + t)*channels + ch],
+ *     in(p, t) = a[p*a_stride + t] + p*a_step,
+ * for p in [0, m), ch in [0, channels): vectorised across channels.  Two ways to address:
+ * a table (a_stride = ks, a_step = 0: one pointer per (output pixel, tap), as for igemm-nhwc),
+ * or a run of output pixels whose windows all move by the same step (a_stride = 0: ks
+ * pointers for the first pixel, a_step = sw*C floats), which needs no table at all; padding
+ * taps point at zeros, which must then hold (m-1)*a_step + channels floats.
+ * w: a bias row then ks tap rows of `channels` floats.
+ * Requires m, channels, ks >= 1, a_stride, a_step >= 0, out_stride >= channels.  Never
+ * allocates. */
+typedef void (*im2row_dwconv_nhwc_fn)(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks,
+                                      const float *const *a, ptrdiff_t a_stride,
+                                      ptrdiff_t a_step, const float *w, float *out,
+                                      ptrdiff_t out_stride);
+
 typedef struct im2row_kernels {
     const char *isa;          /* "scalar", "avx2", "avx512", "neon" */
     im2row_gather_fn gather;
@@ -66,6 +98,10 @@ typedef struct im2row_kernels {
     im2row_dwconv_fn dwconv;
     im2row_gemm_fn gemm;      /* NULL when this ISA has no packed GEMM */
     ptrdiff_t gemm_mr;        /* panel height expected by `gemm`'s packed A */
+    im2row_igemm_nhwc_fn igemm_nhwc;
+    ptrdiff_t igemm_nhwc_mr;  /* output pixels per register tile (the driver's band unit) */
+    ptrdiff_t igemm_nhwc_nr;  /* panel width expected by `igemm_nhwc`'s packed weights */
+    im2row_dwconv_nhwc_fn dwconv_nhwc;
 } im2row_kernels;
 
 /* CPU features, detected once. */
@@ -82,6 +118,11 @@ const im2row_kernels *im2row_kernels_find(const char *isa);
 /* Pack A (m x k, row-major, lda) into `mr`-row panels; dst holds ceil(m/mr)*mr*k floats. */
 void im2row_pack_a(float *dst, const float *a, ptrdiff_t lda, ptrdiff_t m, ptrdiff_t k, ptrdiff_t mr);
 
+/* Pack W (n x k row-major, lda; k index = tap*kc + channel) and bias (n floats, NULL = 0)
+ * into nr-column panels; dst holds ceil(n/nr) * nr * (1 + k) floats. */
+void im2row_pack_igemm_nhwc(float *dst, const float *w, ptrdiff_t lda, const float *bias,
+                            ptrdiff_t n, ptrdiff_t k, ptrdiff_t nr);
+
 /* Scalar and SIMD variants (defined per ISA file). */
 void im2row_gather__scalar(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 void im2row_scatter_bias__scalar(float *, ptrdiff_t, const float *, ptrdiff_t, float);
@@ -90,6 +131,12 @@ void im2row_dwconv__scalar(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float
                            ptrdiff_t, ptrdiff_t, float);
 void im2row_gemm__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
                          float *, ptrdiff_t, ptrdiff_t, int);
+
+void im2row_igemm_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *,
+                               ptrdiff_t, const float *, float *, ptrdiff_t);
+void im2row_dwconv_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t,
+                                ptrdiff_t, const float *, float *, ptrdiff_t);
+extern const ptrdiff_t im2row_igemm_nhwc_mr__scalar, im2row_igemm_nhwc_nr__scalar;
 
 #ifdef __cplusplus
 }

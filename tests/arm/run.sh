@@ -238,6 +238,10 @@ if [ "${IM2ROW_ARM_SKIP_C:-0}" != 1 ]; then
     else
         log "C checker: data_kernels not run (needs tests/c/build_data_kernels.sh and the gather/scatter-bias/dwconv NEON files)"
     fi
+    if [ -f "$SRC/tests/c/build_nhwc_kernels.sh" ]; then
+        run_c nhwc_kernels env BUILD_DIR="$WORK/c-build/nhwc" CC_AARCH64=aarch64-linux-gnu-gcc \
+            QEMU_CPU="$CPU_MODEL" sh "$SRC/tests/c/build_nhwc_kernels.sh" neon
+    fi
 fi
 
 # ---------------------------------------------------------------- 7. the emulated import check

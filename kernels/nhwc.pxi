@@ -1,0 +1,370 @@
+# Channels-last (NHWC) driver, included by _core.pyx: convolution on NHWC data with no
+# transposes.  Every path is an indirect kernel over a table of pointers into the input:
+#   indirect   one pointer per (output pixel, tap) to the tap's Cg channels, a shared zero
+#              vector for padding taps, so strides, dilation, padding and groups copy nothing;
+#              a 1x1 stride-1 layer is one pointer per pixel straight into the input.
+#   rowwise    (groups == 1, no horizontal dilation) the channels-last improved im2row: a
+#              kernel row of output pixel (oh, ow) is kw*C contiguous floats of input row
+#              oh*sh + i*dh at column ow*sw, so one pointer per (pixel, kernel row) at a fixed
+#              offset replaces kw tap pointers and the GEMM depth per pointer is kw*C.  Only
+#              windows that cross the left/right edge are copied, into small zero-padded
+#              vectors; vertical padding points at the zero vector.
+#   depthwise  (groups == C == OC) f32-dwconv-nhwc, vectorised across channels.  Per output
+#              row, the columns whose windows lie inside the input row are one run at a
+#              constant step (kh*kw pointers, no table); only the edge columns get a table.
+# Prepared as NhwcConvolution (the counterpart of the core's Convolution).
+# Work is split into bands of output rows (the plan's row_block) x chunks of output-channel
+# panels; a band builds its pointer table, then the GEMM of every group reads it (groups
+# differ only in a channel offset).  Weights are packed once with the bias interleaved.
+
+cdef extern from "im2row_kernels.h" nogil:
+    ctypedef void (*im2row_igemm_nhwc_fn)(Py_ssize_t m, Py_ssize_t n, Py_ssize_t ks,
+                                          Py_ssize_t kc, const float *const *a,
+                                          Py_ssize_t a_offset, const float *w_packed, float *c,
+                                          Py_ssize_t ldc)
+    ctypedef void (*im2row_dwconv_nhwc_fn)(Py_ssize_t m, Py_ssize_t channels, Py_ssize_t ks,
+                                           const float *const *a, Py_ssize_t a_stride,
+                                           Py_ssize_t a_step, const float *w, float *out,
+                                           Py_ssize_t out_stride)
+    # The fields of im2row_kernels this driver reads (the same C struct as the core's).
+    ctypedef struct nhwc_kernels "im2row_kernels":
+        im2row_igemm_nhwc_fn igemm_nhwc
+        Py_ssize_t igemm_nhwc_mr
+        Py_ssize_t igemm_nhwc_nr
+        im2row_dwconv_nhwc_fn dwconv_nhwc
+    void im2row_pack_igemm_nhwc(float *dst, const float *w, Py_ssize_t lda, const float *bias,
+                                Py_ssize_t n, Py_ssize_t k, Py_ssize_t nr)
+
+from libc.string cimport memcpy
+
+# Algorithm codes of the NHWC path (im2row/plan.py: NHWC_ALGORITHMS).
+DEF NHWC_INDIRECT = 0
+DEF NHWC_ROWWISE = 1
+DEF NHWC_DEPTHWISE = 2
+
+NHWC_ALGORITHMS = {"indirect": NHWC_INDIRECT, "rowwise": NHWC_ROWWISE,
+                   "depthwise": NHWC_DEPTHWISE}
+
+
+cdef struct NhwcWork:
+    int code
+    Py_ssize_t RB, nbands       # output rows per band, bands per image
+    Py_ssize_t ks, kc           # pointers per pixel, floats per pointer
+    Py_ssize_t nr, panels       # panel width, panels per group
+    Py_ssize_t chunk, nchunks   # panels per channel chunk, chunks
+    Py_ssize_t group_floats     # packed weights per group
+    Py_ssize_t border           # rowwise: output columns whose window crosses an edge
+    Py_ssize_t zero_floats      # the shared zero vector
+    Py_ssize_t thread_floats    # one worker's scratch: pointer table, then border vectors
+
+
+cdef inline bint _window_inside(const Geometry *g, Py_ssize_t ow) noexcept nogil:
+    """Rowwise: the kw*C floats of output column ow's kernel rows lie inside an input row."""
+    cdef Py_ssize_t iw0 = ow * g.sw - g.pl
+    return iw0 >= 0 and iw0 + g.kw <= g.W
+
+
+cdef int _nhwc_code(str algorithm) except -1:
+    try:
+        return NHWC_ALGORITHMS[algorithm]
+    except KeyError:
+        raise ValueError(f"unknown NHWC algorithm {algorithm!r}; "
+                         f"known: {sorted(NHWC_ALGORITHMS)}") from None
+
+
+cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhwc_kernels *kern,
+                    Py_ssize_t batch, int threads, NhwcWork *w) except -1:
+    cdef Py_ssize_t ow, K
+    w.code = code
+    if code == NHWC_ROWWISE and (g.groups != 1 or g.dw != 1):
+        raise ValueError("NHWC rowwise needs groups == 1 and horizontal dilation 1")
+    if code == NHWC_DEPTHWISE and not (g.Cg == 1 and g.OCg == 1):
+        raise ValueError("NHWC depthwise needs groups == in_channels == out_channels")
+    w.RB = row_block if 0 < row_block < g.OH else g.OH
+    w.nbands = (g.OH + w.RB - 1) // w.RB
+    w.ks = g.kh if code == NHWC_ROWWISE else g.kh * g.kw
+    w.kc = g.kw * g.C if code == NHWC_ROWWISE else g.Cg
+    w.border = 0
+    if code == NHWC_ROWWISE:
+        for ow in range(g.OW):
+            if not _window_inside(g, ow):
+                w.border += 1
+    if code == NHWC_DEPTHWISE:
+        w.nr = 1
+        w.panels = 1
+        w.group_floats = (1 + g.kh * g.kw) * g.C
+    else:
+        K = g.kh * g.kw * g.Cg
+        w.nr = kern.igemm_nhwc_nr
+        w.panels = (g.OCg + w.nr - 1) // w.nr
+        w.group_floats = w.panels * w.nr * (1 + K)
+    # Too few bands to keep every thread busy: split the output channels too.
+    w.nchunks = 1
+    if code != NHWC_DEPTHWISE and threads > 1 and batch * w.nbands < 2 * threads:
+        w.nchunks = threads if threads < w.panels else w.panels
+    w.chunk = (w.panels + w.nchunks - 1) // w.nchunks
+    w.nchunks = (w.panels + w.chunk - 1) // w.chunk
+    w.zero_floats = w.kc if code == NHWC_ROWWISE else g.C
+    w.thread_floats = 2 * w.RB * g.OW * w.ks + w.RB * w.border * g.kh * w.kc
+    if code == NHWC_DEPTHWISE:
+        # a zero row (a run of padding taps moves along it) and one output row's pointers
+        w.zero_floats = g.OW * g.sw * g.C + g.C
+        w.thread_floats = 2 * g.OW * w.ks
+    w.thread_floats += w.thread_floats & 1    # the next worker's pointers stay 8-byte aligned
+    return 0
+
+
+def nhwc_scratch_floats(tuple spec, str algorithm, Py_ssize_t row_block, KernelSet kernels,
+                        Py_ssize_t batch=1, int threads=1):
+    """Floats of scratch an NHWC plan uses per call (NhwcConvolution.workspace_floats, without
+    preparing one): the zero vector and, per worker thread, the band's pointer table and
+    (rowwise) its edge windows."""
+    cdef Geometry g
+    cdef NhwcWork w
+    cdef int nthreads = threads if threads > 0 else 1
+    _geometry(spec, &g)
+    _nhwc_work(&g, _nhwc_code(algorithm), row_block, <const nhwc_kernels *>kernels.kern,
+               batch if batch > 0 else 1, nthreads, &w)
+    return w.zero_floats + w.thread_floats * nthreads
+
+
+def pack_weights_nhwc(tuple spec, str algorithm, cnp.ndarray weight, object bias,
+                      KernelSet kernels):
+    """The (OC, Cg, kh, kw) weights and the bias as the NHWC kernels read them: per group,
+    im2row_pack_igemm_nhwc panels over K = (i, j, c) (both indirect and rowwise walk the
+    input in that order); depthwise: a bias row then one row of C weights per tap."""
+    cdef Geometry g
+    cdef NhwcWork w
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] mat
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] dst, bvec
+    cdef const nhwc_kernels *kern = <const nhwc_kernels *>kernels.kern
+    cdef Py_ssize_t grp, K
+    _geometry(spec, &g)
+    code = _nhwc_code(algorithm)
+    _nhwc_work(&g, code, 0, kern, 1, 1, &w)
+    bvec = np.zeros(g.OC, dtype=np.float32) if bias is None else np.ascontiguousarray(
+        bias, dtype=np.float32).reshape(g.OC)
+    if code == NHWC_DEPTHWISE:
+        taps = np.asarray(weight, dtype=np.float32).reshape(g.C, g.kh * g.kw).T
+        return np.ascontiguousarray(np.concatenate([bvec[None, :], taps]).reshape(-1))
+    K = g.kh * g.kw * g.Cg
+    mats = np.ascontiguousarray(np.asarray(weight, dtype=np.float32).reshape(
+        g.groups, g.OCg, g.Cg, g.kh, g.kw).transpose(0, 1, 3, 4, 2).reshape(g.groups, g.OCg, K))
+    dst = np.empty(g.groups * w.group_floats, dtype=np.float32)
+    for grp in range(g.groups):
+        mat = mats[grp]
+        im2row_pack_igemm_nhwc(&dst[grp * w.group_floats], &mat[0, 0], K, &bvec[grp * g.OCg],
+                               g.OCg, K, w.nr)
+    return dst
+
+
+cdef void _nhwc_taps(const Geometry *g, const float *x, const float *zero, Py_ssize_t oh0,
+                     Py_ssize_t nrows, Py_ssize_t ow0, Py_ssize_t ow1,
+                     const float **a) noexcept nogil:
+    """One pointer per (output pixel, tap) of output rows [oh0, oh0 + nrows), columns
+    [ow0, ow1), pixel-major."""
+    cdef Py_ssize_t oh, ow, i, j, ih, iw
+    for oh in range(oh0, oh0 + nrows):
+        for ow in range(ow0, ow1):
+            for i in range(g.kh):
+                ih = oh * g.sh - g.pt + i * g.dh
+                for j in range(g.kw):
+                    iw = ow * g.sw - g.pl + j * g.dw
+                    if 0 <= ih < g.H and 0 <= iw < g.W:
+                        a[0] = x + (ih * g.W + iw) * g.C
+                    else:
+                        a[0] = zero
+                    a += 1
+
+
+cdef inline bint _taps_inside(const Geometry *g, Py_ssize_t ow) noexcept nogil:
+    """Every horizontal tap of output column ow lies inside the input row."""
+    cdef Py_ssize_t iw0 = ow * g.sw - g.pl
+    return iw0 >= 0 and iw0 + (g.kw - 1) * g.dw < g.W
+
+
+cdef void _depthwise_row(const Geometry *g, const nhwc_kernels *kern, const float *x,
+                         const float *wp, float *out, const float *zero, const float **a,
+                         Py_ssize_t oh) noexcept nogil:
+    """Output row oh: its edge columns through a table, the columns between as one run."""
+    cdef Py_ssize_t lo = 0, hi = g.OW, i, j, ih, iw0, ks = g.kh * g.kw
+    cdef float *row = out + oh * g.OW * g.OC
+    while lo < hi and not _taps_inside(g, lo):
+        lo += 1
+    while hi > lo and not _taps_inside(g, hi - 1):
+        hi -= 1
+    if lo < hi:
+        iw0 = lo * g.sw - g.pl
+        for i in range(g.kh):
+            ih = oh * g.sh - g.pt + i * g.dh
+            for j in range(g.kw):
+                a[i * g.kw + j] = (x + (ih * g.W + iw0 + j * g.dw) * g.C if 0 <= ih < g.H
+                                   else zero)
+        kern.dwconv_nhwc(hi - lo, g.C, ks, a, 0, g.sw * g.C, wp, row + lo * g.OC, g.OC)
+    if lo > 0:
+        _nhwc_taps(g, x, zero, oh, 1, 0, lo, a)
+        kern.dwconv_nhwc(lo, g.C, ks, a, ks, 0, wp, row, g.OC)
+    if hi < g.OW:
+        _nhwc_taps(g, x, zero, oh, 1, hi, g.OW, a)
+        kern.dwconv_nhwc(g.OW - hi, g.C, ks, a, ks, 0, wp, row + hi * g.OC, g.OC)
+
+
+cdef void _nhwc_rows(const Geometry *g, const float *x, const float *zero, float *border,
+                     Py_ssize_t oh0, Py_ssize_t nrows, const float **a) noexcept nogil:
+    """One pointer per (output pixel, kernel row): into the input row itself when the window
+    lies inside it, else to a copy of its in-range taps with zeros around (border)."""
+    cdef Py_ssize_t oh, ow, i, j, ih, iw, iw0, row = g.kw * g.C
+    cdef bint inside
+    for oh in range(oh0, oh0 + nrows):
+        for ow in range(g.OW):
+            iw0 = ow * g.sw - g.pl
+            inside = _window_inside(g, ow)
+            for i in range(g.kh):
+                ih = oh * g.sh - g.pt + i * g.dh
+                if ih < 0 or ih >= g.H:
+                    a[0] = zero
+                elif inside:
+                    a[0] = x + (ih * g.W + iw0) * g.C
+                else:
+                    for j in range(g.kw):
+                        iw = iw0 + j
+                        if 0 <= iw < g.W:
+                            memcpy(border + j * g.C, x + (ih * g.W + iw) * g.C,
+                                   g.C * sizeof(float))
+                        else:
+                            memset(border + j * g.C, 0, g.C * sizeof(float))
+                    a[0] = border
+                    border += row
+                a += 1
+
+
+cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *kern,
+                     const float *x, const float *wp, float *out, const float *zero,
+                     float *mine, Py_ssize_t band, Py_ssize_t chunk) noexcept nogil:
+    """Band `band` of one image (x, out: that image's NHWC arrays), panels of chunk `chunk`,
+    every group."""
+    cdef const float **a = <const float **>mine
+    cdef Py_ssize_t oh0 = band * w.RB, grp, col0, cols, m, oh
+    cdef Py_ssize_t nrows = w.RB if oh0 + w.RB <= g.OH else g.OH - oh0
+    cdef float *c = out + oh0 * g.OW * g.OC
+    m = nrows * g.OW
+    if w.code == NHWC_DEPTHWISE:
+        for oh in range(oh0, oh0 + nrows):
+            _depthwise_row(g, kern, x, wp, out, zero, a, oh)
+        return
+    if w.code == NHWC_ROWWISE:
+        _nhwc_rows(g, x, zero, mine + 2 * w.RB * g.OW * w.ks, oh0, nrows, a)
+    else:
+        _nhwc_taps(g, x, zero, oh0, nrows, 0, g.OW, a)
+    col0 = chunk * w.chunk * w.nr
+    cols = w.chunk * w.nr if col0 + w.chunk * w.nr <= g.OCg else g.OCg - col0
+    for grp in range(g.groups):
+        kern.igemm_nhwc(m, cols, w.ks, w.kc, a, grp * g.Cg if w.code == NHWC_INDIRECT else 0,
+                        wp + grp * w.group_floats + chunk * w.chunk * w.nr * (1 + w.ks * w.kc),
+                        c + grp * g.OCg + col0, g.OC)
+
+
+cdef class NhwcConvolution:
+    """One convolution shape prepared for an NHWC plan (the counterpart of Convolution):
+    geometry and band split checked once; the packed weights (pack_weights_nhwc, bias inside)
+    are referenced, not copied.  Workspaces come from a pool, reused and never zeroed; the
+    zero vector padding taps read is the object's own.
+
+    run(x, out, threads) convolves x (N, H, W, C) into out (N, OH, OW, OC), both C-contiguous
+    float32, without the GIL on up to `threads` OpenMP threads over (image, band, channel
+    chunk) units.  Safe to call from several Python threads at once."""
+    cdef Geometry g
+    cdef int code
+    cdef Py_ssize_t row_block
+    cdef const nhwc_kernels *kern
+    cdef readonly cnp.ndarray weights
+    cdef readonly str algorithm
+    cdef readonly KernelSet kernels
+    cdef cnp.ndarray _zero
+    cdef list _idle
+
+    def __init__(self, tuple spec, str algorithm, Py_ssize_t row_block, KernelSet kernels,
+                 cnp.ndarray weights):
+        cdef NhwcWork w
+        _geometry(spec, &self.g)
+        self.code = _nhwc_code(algorithm)
+        self.algorithm = algorithm
+        self.kernels = kernels
+        self.kern = <const nhwc_kernels *>kernels.kern
+        if row_block < 0:
+            raise ValueError("core: row_block must be >= 0")
+        self.row_block = row_block
+        _nhwc_work(&self.g, self.code, row_block, self.kern, 1, 1, &w)
+        if (weights.dtype != np.float32 or weights.ndim != 1 or not weights.flags.c_contiguous
+                or weights.shape[0] != w.group_floats * (1 if self.code == NHWC_DEPTHWISE
+                                                         else self.g.groups)):
+            raise ValueError("core: packed weights do not match the plan (pack_weights_nhwc)")
+        self.weights = weights
+        self._zero = np.zeros(w.zero_floats, dtype=np.float32)
+        self._idle = []
+
+    def workspace_floats(self, Py_ssize_t batch=1, int threads=1):
+        """Floats one call of `batch` images on `threads` threads uses: the workers' pointer
+        tables and edge windows, and the zero vector."""
+        cdef NhwcWork w
+        cdef int nthreads = threads if threads > 0 else 1
+        _nhwc_work(&self.g, self.code, self.row_block, self.kern, batch if batch > 0 else 1,
+                   nthreads, &w)
+        return w.thread_floats * nthreads + w.zero_floats
+
+    def run(self, cnp.ndarray x not None, cnp.ndarray out not None, int threads=1):
+        cdef NhwcWork w
+        cdef const Geometry *g = &self.g
+        cdef Py_ssize_t N, units, u, n, rest, per_image, total
+        cdef int tid, nthreads = threads if threads > 0 else 1
+        cdef cnp.ndarray work = None
+        cdef const float *xp
+        cdef const float *wp
+        cdef const float *zero
+        cdef float *op
+        cdef float *scratch
+        if x.dtype != np.float32 or out.dtype != np.float32:
+            raise TypeError("core expects float32 arrays")
+        if not (x.flags.c_contiguous and out.flags.c_contiguous):
+            raise ValueError("core expects C-contiguous arrays")
+        if not out.flags.writeable:
+            raise ValueError("core: out is read-only")
+        if (x.ndim != 4 or out.ndim != 4 or x.shape[3] != g.C or x.shape[1] != g.H
+                or x.shape[2] != g.W or out.shape[0] != x.shape[0] or out.shape[3] != g.OC
+                or out.shape[1] != g.OH or out.shape[2] != g.OW):
+            raise ValueError("core: NHWC array shapes do not match the spec")
+        N = x.shape[0]
+        if N == 0:
+            return out
+        _nhwc_work(g, self.code, self.row_block, self.kern, N, nthreads, &w)
+        total = w.thread_floats * nthreads
+        while self._idle:
+            work = self._idle.pop()
+            if work.shape[0] >= total:
+                break
+            work = None
+        if work is None:
+            work = np.empty(total, dtype=np.float32)
+        if _poison_workspace:
+            work.fill(np.nan)
+        xp = <const float *>cnp.PyArray_DATA(x)
+        wp = <const float *>cnp.PyArray_DATA(self.weights)
+        op = <float *>cnp.PyArray_DATA(out)
+        zero = <const float *>cnp.PyArray_DATA(self._zero)
+        scratch = <float *>cnp.PyArray_DATA(work)
+        per_image = w.nbands * w.nchunks
+        units = N * per_image
+        try:
+            with nogil, parallel(num_threads=nthreads):
+                tid = threadid()
+                for u in prange(units, schedule='static'):
+                    n = u // per_image
+                    rest = u % per_image
+                    _nhwc_unit(g, &w, self.kern, xp + n * g.H * g.W * g.C, wp,
+                               op + n * g.OH * g.OW * g.OC, zero,
+                               scratch + tid * w.thread_floats, rest // w.nchunks,
+                               rest % w.nchunks)
+        finally:
+            if len(self._idle) < IDLE_WORKSPACES:
+                self._idle.append(work)
+        return out

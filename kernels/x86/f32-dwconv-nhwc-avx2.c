@@ -1,0 +1,139 @@
+/* f32-dwconv-nhwc, AVX2 + FMA.
+ * Contract (im2row_kernels.h):
+ *   out[p*out_stride + ch] = w[ch] + sum_{t<ks} in(p, t)[ch] * w[(1 + t)*channels + ch],
+ *   in(p, t) = a[p*a_stride + t] + p*a_step
+ * Vectorised across channels.  3x3 (ks = 9): per 8 channels the 9 weight vectors stay in
+ * registers while the block runs over every pixel (two at a time), so each FMA needs one load.
+ * Other ks: blocks of 32 channels (4 accumulators) for two pixels at once, each weight vector
+ * loaded serving both.  Then 8-channel vectors, then one masked vector (maskload/maskstore:
+ * masked-off lanes are never accessed). */
+#if defined(__x86_64__) || defined(_M_X64)
+#include <stddef.h>
+#include <immintrin.h>
+
+#include "im2row_kernels.h"
+#include "igemm-nhwc-common.h"
+
+IGEMM_INLINE __m256 load(const float *p, __m256i mask, const int MASKED)
+{
+    return MASKED ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p);
+}
+
+IGEMM_INLINE void store(float *p, __m256i mask, __m256 v, const int MASKED)
+{
+    if (MASKED) _mm256_maskstore_ps(p, mask, v);
+    else _mm256_storeu_ps(p, v);
+}
+
+/* P pixels x V vectors of 8 channels starting at channel ch; MASKED: one vector under mask.
+ * Pixel p reads a[p*a_stride + t] + off0 + p*a_step. */
+IGEMM_INLINE void block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, const float *const *restrict a,
+                        ptrdiff_t a_stride, ptrdiff_t a_step, ptrdiff_t off0, const float *restrict w,
+                        float *restrict out, ptrdiff_t out_stride, __m256i mask, const int P, const int V,
+                        const int MASKED)
+{
+    __m256 acc[2][4];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) {
+        const __m256 b = load(w + ch + 8 * v, mask, MASKED);
+#pragma GCC unroll 2
+        for (int p = 0; p < P; p++) acc[p][v] = b;
+    }
+    for (ptrdiff_t t = 0; t < ks; t++) {
+        const float *wt = w + (1 + t) * channels + ch;
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++) {
+            const __m256 wv = load(wt + 8 * v, mask, MASKED);
+#pragma GCC unroll 2
+            for (int p = 0; p < P; p++)
+                acc[p][v] = _mm256_fmadd_ps(load(a[p * a_stride + t] + off0 + p * a_step + ch + 8 * v, mask, MASKED),
+                                            wv, acc[p][v]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++) store(out + p * out_stride + ch + 8 * v, mask, acc[p][v], MASKED);
+}
+
+IGEMM_INLINE __m256i lanes_below(ptrdiff_t n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a, ptrdiff_t a_stride,
+                         ptrdiff_t a_step, ptrdiff_t off0, const float *w, float *out, ptrdiff_t out_stride,
+                         const int P)
+{
+    const __m256i all = _mm256_set1_epi32(-1);
+    ptrdiff_t ch = 0;
+    for (; ch + 32 <= channels; ch += 32)
+        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 4, 0);
+    for (; ch + 8 <= channels; ch += 8)
+        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 1, 0);
+    if (ch < channels)
+        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, lanes_below(channels - ch), P, 1, 1);
+}
+
+/* ks = 9: channels [ch, ch + 8) of m pixels (pixel p at a[p*a_stride + t] + off0 +
+ * p*a_step), two pixels per step, weights in registers. */
+enum { TAPS9_PIXELS = 16 };
+IGEMM_INLINE void taps9_block(ptrdiff_t m, ptrdiff_t ch, ptrdiff_t channels, const float *const *restrict a,
+                              ptrdiff_t a_stride, ptrdiff_t a_step, ptrdiff_t off0, const float *restrict w,
+                              float *restrict out, ptrdiff_t out_stride, __m256i mask, const int MASKED)
+{
+    __m256 wv[9];
+    const __m256 bias = load(w + ch, mask, MASKED);
+#pragma GCC unroll 9
+    for (int t = 0; t < 9; t++) wv[t] = load(w + (1 + t) * channels + ch, mask, MASKED);
+    ptrdiff_t p = 0;
+    for (; p + 2 <= m; p += 2, out += 2 * out_stride) {
+        const float *const *a0 = a + p * a_stride, *const *a1 = a0 + a_stride;
+        const ptrdiff_t off = off0 + p * a_step + ch;
+        __m256 acc0 = bias, acc1 = bias;
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; t++) {
+            acc0 = _mm256_fmadd_ps(load(a0[t] + off, mask, MASKED), wv[t], acc0);
+            acc1 = _mm256_fmadd_ps(load(a1[t] + off + a_step, mask, MASKED), wv[t], acc1);
+        }
+        store(out + ch, mask, acc0, MASKED);
+        store(out + out_stride + ch, mask, acc1, MASKED);
+    }
+    if (p < m) {
+        const float *const *a0 = a + p * a_stride;
+        const ptrdiff_t off = off0 + p * a_step + ch;
+        __m256 acc = bias;
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; t++) acc = _mm256_fmadd_ps(load(a0[t] + off, mask, MASKED), wv[t], acc);
+        store(out + ch, mask, acc, MASKED);
+    }
+}
+
+void im2row_dwconv_nhwc__avx2(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, const float *const *a,
+                              ptrdiff_t a_stride, ptrdiff_t a_step, const float *w, float *out,
+                              ptrdiff_t out_stride)
+{
+    dwconv_nhwc_check_args(m, channels, ks, a, a_stride, a_step, w, out, out_stride);
+    if (ks == 9) {
+        /* chunks of pixels through every channel block, so the input is read in whole pixels */
+        const __m256i all = _mm256_set1_epi32(-1);
+        for (ptrdiff_t p0 = 0; p0 < m; p0 += TAPS9_PIXELS) {
+            const ptrdiff_t mc = m - p0 < TAPS9_PIXELS ? m - p0 : TAPS9_PIXELS;
+            const float *const *ap = a + p0 * a_stride;
+            float *op = out + p0 * out_stride;
+            ptrdiff_t ch = 0;
+            for (; ch + 8 <= channels; ch += 8)
+                taps9_block(mc, ch, channels, ap, a_stride, a_step, p0 * a_step, w, op, out_stride, all, 0);
+            if (ch < channels)
+                taps9_block(mc, ch, channels, ap, a_stride, a_step, p0 * a_step, w, op, out_stride,
+                            lanes_below(channels - ch), 1);
+        }
+        return;
+    }
+    ptrdiff_t p = 0;
+    for (; p + 2 <= m; p += 2)
+        pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 2);
+    if (p < m)
+        pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 1);
+}
+#endif

@@ -1,0 +1,124 @@
+/* f32-dwconv-nhwc, AVX-512 (F + BW + DQ + VL, FMA).
+ * Contract (im2row_kernels.h):
+ *   out[p*out_stride + ch] = w[ch] + sum_{t<ks} in(p, t)[ch] * w[(1 + t)*channels + ch],
+ *   in(p, t) = a[p*a_stride + t] + p*a_step
+ * Vectorised across channels.  3x3 (ks = 9, MobileNet's case): per block of 32 channels the
+ * 9 x 2 weight vectors stay in registers while the block runs over every pixel, so each FMA
+ * needs one load (its input vector) and no weight loads; with a_stride = 0 (a run of pixels
+ * at a constant step) the 9 pointers stay the same too.  Other ks: blocks of 64 channels (4
+ * accumulators) for two pixels at once, each weight vector loaded serving both (1.5 loads
+ * per FMA).  Then 16-channel vectors, then one masked vector for the tail.  Masked-off lanes
+ * are never accessed. */
+#if defined(__x86_64__) || defined(_M_X64)
+#include <stddef.h>
+#include <immintrin.h>
+
+#include "im2row_kernels.h"
+#include "igemm-nhwc-common.h"
+
+/* P pixels x V vectors of 16 channels starting at channel ch, the last one under `mask`;
+ * pixel p reads a[p*a_stride + t] + off0 + p*a_step. */
+IGEMM_INLINE void block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, const float *const *restrict a,
+                        ptrdiff_t a_stride, ptrdiff_t a_step, ptrdiff_t off0, const float *restrict w, float *restrict out,
+                        ptrdiff_t out_stride, __mmask16 mask, const int P, const int V)
+{
+    __m512 acc[2][4];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) {
+        const __m512 b = _mm512_maskz_loadu_ps(v == V - 1 ? mask : 0xFFFF, w + ch + 16 * v);
+#pragma GCC unroll 2
+        for (int p = 0; p < P; p++) acc[p][v] = b;
+    }
+    for (ptrdiff_t t = 0; t < ks; t++) {
+        const float *wt = w + (1 + t) * channels + ch;
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++) {
+            const __mmask16 mv = v == V - 1 ? mask : 0xFFFF;
+            const __m512 wv = _mm512_maskz_loadu_ps(mv, wt + 16 * v);
+#pragma GCC unroll 2
+            for (int p = 0; p < P; p++)
+                acc[p][v] = _mm512_fmadd_ps(
+                    _mm512_maskz_loadu_ps(mv, a[p * a_stride + t] + off0 + p * a_step + ch + 16 * v), wv, acc[p][v]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
+            _mm512_mask_storeu_ps(out + p * out_stride + ch + 16 * v, v == V - 1 ? mask : 0xFFFF, acc[p][v]);
+}
+
+IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a, ptrdiff_t a_stride,
+                         ptrdiff_t a_step, ptrdiff_t off0, const float *w, float *out, ptrdiff_t out_stride, const int P)
+{
+    ptrdiff_t ch = 0;
+    for (; ch + 64 <= channels; ch += 64)
+        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, 0xFFFF, P, 4);
+    for (; ch + 16 <= channels; ch += 16)
+        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, 0xFFFF, P, 1);
+    if (ch < channels)
+        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride,
+              (__mmask16)((1u << (channels - ch)) - 1u), P, 1);
+}
+
+/* ks = 9: channels [ch, ch + 16*V) of m pixels (pixel p at a[p*a_stride + t] + off0 +
+ * p*a_step), the weights held in registers. */
+enum { TAPS9_PIXELS = 16 };
+IGEMM_INLINE void taps9_block(ptrdiff_t m, ptrdiff_t ch, ptrdiff_t channels, const float *const *restrict a,
+                              ptrdiff_t a_stride, ptrdiff_t a_step, ptrdiff_t off0, const float *restrict w,
+                              float *restrict out, ptrdiff_t out_stride, __mmask16 mask, const int V)
+{
+    __m512 wv[9][2], bias[2];
+#pragma GCC unroll 2
+    for (int v = 0; v < V; v++) {
+        const __mmask16 mv = v == V - 1 ? mask : 0xFFFF;
+        bias[v] = _mm512_maskz_loadu_ps(mv, w + ch + 16 * v);
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; t++) wv[t][v] = _mm512_maskz_loadu_ps(mv, w + (1 + t) * channels + ch + 16 * v);
+    }
+    for (ptrdiff_t p = 0; p < m; p++, a += a_stride, out += out_stride) {
+        const ptrdiff_t off = off0 + p * a_step + ch;
+        __m512 acc[2];
+#pragma GCC unroll 2
+        for (int v = 0; v < V; v++) {
+            const __mmask16 mv = v == V - 1 ? mask : 0xFFFF;
+            acc[v] = bias[v];
+#pragma GCC unroll 9
+            for (int t = 0; t < 9; t++)
+                acc[v] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mv, a[t] + off + 16 * v), wv[t][v], acc[v]);
+            _mm512_mask_storeu_ps(out + ch + 16 * v, mv, acc[v]);
+        }
+    }
+}
+
+void im2row_dwconv_nhwc__avx512(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, const float *const *a,
+                                ptrdiff_t a_stride, ptrdiff_t a_step, const float *w, float *out,
+                                ptrdiff_t out_stride)
+{
+    dwconv_nhwc_check_args(m, channels, ks, a, a_stride, a_step, w, out, out_stride);
+    if (ks == 9) {
+        /* chunks of TAPS9_PIXELS pixels go through every channel block before the next chunk,
+         * so the input is read in runs of whole pixels (C floats) rather than 32-channel
+         * slices strided C apart; the weight registers are reloaded per chunk */
+        for (ptrdiff_t p0 = 0; p0 < m; p0 += TAPS9_PIXELS) {
+            const ptrdiff_t mc = m - p0 < TAPS9_PIXELS ? m - p0 : TAPS9_PIXELS;
+            const float *const *ap = a + p0 * a_stride;
+            float *op = out + p0 * out_stride;
+            const ptrdiff_t off0 = p0 * a_step;
+            ptrdiff_t ch = 0;
+            for (; ch + 32 <= channels; ch += 32)
+                taps9_block(mc, ch, channels, ap, a_stride, a_step, off0, w, op, out_stride, 0xFFFF, 2);
+            for (; ch + 16 <= channels; ch += 16)
+                taps9_block(mc, ch, channels, ap, a_stride, a_step, off0, w, op, out_stride, 0xFFFF, 1);
+            if (ch < channels)
+                taps9_block(mc, ch, channels, ap, a_stride, a_step, off0, w, op, out_stride,
+                            (__mmask16)((1u << (channels - ch)) - 1u), 1);
+        }
+        return;
+    }
+    ptrdiff_t p = 0;
+    for (; p + 2 <= m; p += 2)
+        pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 2);
+    if (p < m) pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 1);
+}
+#endif
