@@ -206,10 +206,12 @@ def test_repr_names_the_layer(rng):
     assert "Plan(" in repr(layer)
 
 
-def test_concurrent_calls_from_python_threads(rng):
-    """A Conv2d may be called from several Python threads at once."""
+@pytest.mark.parametrize("threads,max_shapes", [(None, 8), (2, 2)], ids=["default", "t2-evicting"])
+def test_concurrent_calls_from_python_threads(rng, threads, max_shapes):
+    """A Conv2d may be called from several Python threads at once: 8 threads share its
+    prepared shapes and their workspaces, also while new shapes evict old ones."""
     _, w, b = make_operands(rng, (1, 1, 1, 1), (16, 8, 3, 3))
-    layer = im2row.Conv2d(w, b, padding=1)
+    layer = im2row.Conv2d(w, b, padding=1, threads=threads, max_shapes=max_shapes)
     inputs = [rng.uniform(-1, 1, (1 + i % 2, 8, 9 + i % 3, 11)).astype(np.float32)
               for i in range(8)]
     results = [None] * len(inputs)

@@ -1,8 +1,6 @@
 """The life cycle of a convolution (issue 9): out= overlapping any operand, owned weights and
 update(), the bounded per-shape cache, conv2d()'s cache of prepared layers, the prepared core
 object (checked geometry, reused workspaces, BLAS size limits), thread choice by work."""
-import threading
-
 import numpy as np
 import pytest
 
@@ -334,31 +332,6 @@ def test_core_object_checks_arrays_per_call(rng):
     with pytest.raises(TypeError, match="float32"):
         conv.run(x.astype(np.float64), out, 1)
     assert conv.workspace_floats(2, 2) >= conv.workspace_floats(1, 1) > 0
-
-
-def test_one_layer_from_many_python_threads(rng):
-    w, b = uniform(rng, (16, 8, 3, 3)), uniform(rng, (16,))
-    layer = im2row.Conv2d(w, b, padding=1, threads=2)
-    shapes = [(1, 8, 12, 12), (2, 8, 7, 9), (1, 8, 30, 5), (3, 8, 6, 6)]
-    inputs = [uniform(rng, shapes[i % len(shapes)]) for i in range(8)]
-    results = [None] * 8
-    errors = []
-
-    def work(i):
-        try:
-            for _ in range(5):
-                results[i] = layer(inputs[i])
-        except Exception as exc:   # pragma: no cover - reported below
-            errors.append(exc)
-
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    assert not errors
-    for x, y in zip(inputs, results):
-        assert_matches_reference(y, x, w, b, padding=1)
 
 
 @pytest.mark.parametrize("isa", ISAS)
