@@ -38,7 +38,8 @@ def target_arch():
 def kernel_sources():
     """Scalar sources always; SIMD sources for the target architecture, tagged by ISA."""
     sources = [(str(p), None) for p in sorted((KERNELS / "scalar").glob("*.c"))]
-    sources.append((str(KERNELS / "dispatch.c"), None))
+    # dispatch, cache detection and the GEMM blocking model: baseline code for every target
+    sources += [(str(KERNELS / name), None) for name in ("dispatch.c", "cpuinfo.c", "gemm-blocking.c")]
     arch = target_arch()
     if arch == "x86_64":
         for p in sorted((KERNELS / "x86").glob("*.c")):

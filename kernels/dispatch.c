@@ -12,6 +12,7 @@
 #endif
 
 extern const ptrdiff_t im2row_gemm_mr__scalar;
+extern const im2row_gemm_tile im2row_gemm_tile__scalar;
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define IM2ROW_X86 1
@@ -24,11 +25,15 @@ IM2ROW_OPTIONAL void im2row_dwconv__avx512(float *, ptrdiff_t, ptrdiff_t, ptrdif
                            ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                            ptrdiff_t, ptrdiff_t, float);
 IM2ROW_OPTIONAL void im2row_gemm__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
-                       float *, ptrdiff_t, ptrdiff_t, int);
+                       float *, ptrdiff_t, ptrdiff_t, int,
+                       const im2row_gemm_blocking *, float *);
 IM2ROW_OPTIONAL void im2row_gemm__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
-                         float *, ptrdiff_t, ptrdiff_t, int);
+                         float *, ptrdiff_t, ptrdiff_t, int,
+                       const im2row_gemm_blocking *, float *);
 IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__avx2;
 IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__avx512;
+IM2ROW_OPTIONAL extern const im2row_gemm_tile im2row_gemm_tile__avx2;
+IM2ROW_OPTIONAL extern const im2row_gemm_tile im2row_gemm_tile__avx512;
 #endif
 
 #if defined(__aarch64__)
@@ -39,8 +44,10 @@ IM2ROW_OPTIONAL void im2row_dwconv__neon(float *, ptrdiff_t, ptrdiff_t, ptrdiff_
                          ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                          ptrdiff_t, ptrdiff_t, float);
 IM2ROW_OPTIONAL void im2row_gemm__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
-                       float *, ptrdiff_t, ptrdiff_t, int);
+                       float *, ptrdiff_t, ptrdiff_t, int,
+                       const im2row_gemm_blocking *, float *);
 IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__neon;
+IM2ROW_OPTIONAL extern const im2row_gemm_tile im2row_gemm_tile__neon;
 #endif
 
 int im2row_cpu_has_avx2_fma(void) {
@@ -80,33 +87,40 @@ static void detect_once(void) {
     if (table_count >= 0) return;
 #ifdef IM2ROW_X86
     if (im2row_cpu_has_avx512() && im2row_gather__avx2 && im2row_dwconv__avx512 &&
-        im2row_gemm__avx512 && &im2row_gemm_mr__avx512) {
+        im2row_gemm__avx512 && &im2row_gemm_mr__avx512 &&
+        &im2row_gemm_tile__avx512) {
         im2row_kernels t = {"avx512", im2row_gather__avx2, im2row_scatter_bias__avx2,
-                            im2row_dwconv__avx512, im2row_gemm__avx512, 0};
+                            im2row_dwconv__avx512, im2row_gemm__avx512, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__avx512;
+        t.gemm_tile = &im2row_gemm_tile__avx512;
         tables[n++] = t;
     }
     if (im2row_cpu_has_avx2_fma() && im2row_gather__avx2 && im2row_scatter_bias__avx2 &&
-        im2row_dwconv__avx2 && im2row_gemm__avx2 && &im2row_gemm_mr__avx2) {
+        im2row_dwconv__avx2 && im2row_gemm__avx2 && &im2row_gemm_mr__avx2 &&
+        &im2row_gemm_tile__avx2) {
         im2row_kernels t = {"avx2", im2row_gather__avx2, im2row_scatter_bias__avx2,
-                            im2row_dwconv__avx2, im2row_gemm__avx2, 0};
+                            im2row_dwconv__avx2, im2row_gemm__avx2, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__avx2;
+        t.gemm_tile = &im2row_gemm_tile__avx2;
         tables[n++] = t;
     }
 #endif
 #ifdef IM2ROW_ARM64
     if (im2row_gather__neon && im2row_scatter_bias__neon && im2row_dwconv__neon &&
-        im2row_gemm__neon && &im2row_gemm_mr__neon) {
+        im2row_gemm__neon && &im2row_gemm_mr__neon &&
+        &im2row_gemm_tile__neon) {
         im2row_kernels t = {"neon", im2row_gather__neon, im2row_scatter_bias__neon,
-                            im2row_dwconv__neon, im2row_gemm__neon, 0};
+                            im2row_dwconv__neon, im2row_gemm__neon, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__neon;
+        t.gemm_tile = &im2row_gemm_tile__neon;
         tables[n++] = t;
     }
 #endif
     {
         im2row_kernels t = {"scalar", im2row_gather__scalar, im2row_scatter_bias__scalar,
-                            im2row_dwconv__scalar, im2row_gemm__scalar, 0};
+                            im2row_dwconv__scalar, im2row_gemm__scalar, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__scalar;
+        t.gemm_tile = &im2row_gemm_tile__scalar;
         tables[n++] = t;
     }
     table_count = n;
