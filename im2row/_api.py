@@ -49,12 +49,14 @@ class _Prepared:
 
     def run(self, x_nchw: np.ndarray, out_nchw: np.ndarray, bias, threads: int) -> None:
         if not self._uses_blas:
-            _core.run(*self._args, bias, x_nchw, out_nchw, threads, self._shared)
+            _core.run(*self._args, bias, x_nchw, out_nchw, threads, self._shared,
+                      self.plan.gemm_kc, self.plan.gemm_mc)
             return
         # Never both pools at once: sgemm gets the threads, or ours do and sgemm gets one.
         own = 1 if self._blas_owns_threads else threads
         with blas_threads.limited(threads // own):
-            _core.run(*self._args, bias, x_nchw, out_nchw, own, self._shared)
+            _core.run(*self._args, bias, x_nchw, out_nchw, own, self._shared,
+                      self.plan.gemm_kc, self.plan.gemm_mc)
 
 
 class _ShapeEntry:

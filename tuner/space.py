@@ -33,6 +33,9 @@ RELEVANT = {
     # With one thread there is nothing to split; the direct depthwise kernel splits by image.
     # (validate_plan keeps 'blas' to sgemm plans.)
     "parallel": lambda p, ctx: ctx.threads > 1 and p.get("algorithm") != "depthwise",
+    # The packed GEMM's cache blocking (0 = the model's); sgemm and depthwise have none.
+    "gemm_kc": lambda p, ctx: p.get("gemm") == "packed",
+    "gemm_mc": lambda p, ctx: p.get("gemm") == "packed",
 }
 
 
