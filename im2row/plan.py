@@ -116,13 +116,15 @@ def gemm_blockings(spec: ConvSpec, isa: str | None = None) -> tuple:
         return [0], [0]
     kernels = hwinfo.kernel_set(isa)
     m, k = spec.group_out_channels, spec.group_in_channels * spec.kernel_h * spec.kernel_w
-    model = _core.gemm_blocking(kernels, m, 1, k)
+    big = 1 << 30
+    model = _core.gemm_blocking(kernels, big, 1, big)      # the host's, before fitting a shape
+    here = _core.gemm_blocking(kernels, m, 1, k)
     kcs, mcs = [0], [0]
     for kc in (model["kc"] // 2, model["kc"] * 2):
-        if kc > 0 and _core.gemm_blocking(kernels, m, 1, k, kc=kc)["kc"] != model["kc"]:
+        if kc > 0 and _core.gemm_blocking(kernels, m, 1, k, kc=kc)["kc"] != here["kc"]:
             kcs.append(kc)
     for mc in (model["mc"] // 2, model["mc"] // 4):
-        if mc > 0 and _core.gemm_blocking(kernels, m, 1, k, mc=mc)["mc"] != model["mc"]:
+        if mc > 0 and _core.gemm_blocking(kernels, m, 1, k, mc=mc)["mc"] != here["mc"]:
             mcs.append(mc)
     return kcs, mcs
 
