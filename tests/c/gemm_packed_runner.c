@@ -323,8 +323,6 @@ static double now(void)
 /* ---- the host's FMA peak: independent FMAs on registers only, no memory operand ----
  * 12 independent chains: more than latency (4) x pipes (2) on every x86 core we know,
  * so the loop runs at the FMA throughput. */
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
 #define PEAK_LOOP(VT, SET1, FMA, ADD, LANES)                                             \
     VT acc[12];                                                                          \
     const VT x = SET1(1.0000001f), y = SET1(-0.0000001f);                                \
@@ -337,6 +335,11 @@ static double now(void)
     float out[LANES];                                                                    \
     memcpy(out, &sum, sizeof out);                                                       \
     return 24.0 * LANES * (double)iters + 0.0 * out[0];
+#if defined(__aarch64__)
+#define NEON_FMA(acc, x, y) vfmaq_f32(y, acc, x) /* acc * x + y, as on x86 */
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
 __attribute__((target("avx2,fma"))) static double fma_loop_avx2(long iters)
 {
     PEAK_LOOP(__m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, 8)
@@ -344,6 +347,14 @@ __attribute__((target("avx2,fma"))) static double fma_loop_avx2(long iters)
 __attribute__((target("avx512f"))) static double fma_loop_avx512(long iters)
 {
     PEAK_LOOP(__m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, 16)
+}
+#endif
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+static double fma_loop_neon(long iters)
+{
+    PEAK_LOOP(float32x4_t, vdupq_n_f32, NEON_FMA, vaddq_f32, 4)
 }
 #endif
 
@@ -355,6 +366,9 @@ static double fma_peak(const char *isa)
 #if defined(__x86_64__) || defined(_M_X64)
     if (strcmp(isa, "avx2") == 0) loop = fma_loop_avx2;
     if (strcmp(isa, "avx512") == 0) loop = fma_loop_avx512;
+#endif
+#if defined(__aarch64__)
+    if (strcmp(isa, "neon") == 0) loop = fma_loop_neon;
 #endif
     if (!loop) return 0.0;
     double best = 0.0;
