@@ -1,76 +1,105 @@
-"""Public entry points: Conv2d (planned layer) and conv2d (drop-in functional form)."""
+"""Public entry points: Conv2d (a prepared layer) and conv2d (the drop-in functional form).
+
+Life cycle (in the spirit of XNNPACK's create / reshape / setup / run):
+- Conv2d(...) checks the layer's arguments and takes a snapshot of weight and bias; the layer
+  owns them from then on (edit them with layer.update()).
+- The first call with an input shape plans it and builds a core Convolution (geometry,
+  schedule, kernel table, checked once) over the packed weights, which are shared by every
+  input shape that packs them the same way.  Up to `max_shapes` shapes are kept (LRU).
+- Each call then only checks the arrays, takes a reused workspace and runs.
+conv2d() keeps a small cache of such layers, keyed on everything that decides the result and
+checked against the caller's current weight bytes, so a one-shot call costs about what a
+prepared call does and never sees stale weights."""
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
 from . import _core, hwinfo
 from ._threads import blas_threads, check_threads, get_num_threads
-from .plan import Plan, choose_plan, core_spec, scratch_bytes, validate_plan
+from .plan import Plan, choose_plan, core_spec, useful_threads, validate_plan
 from .spec import ConvSpec, check_layer_args, make_spec
+
+_F32 = np.dtype(np.float32)
+_TooHardError = getattr(np, "exceptions", np).TooHardError
 
 
 def _as_float32(name: str, array) -> np.ndarray:
+    """float32 in native byte order (a byte-swapped float32 array is converted, as NumPy
+    would; any other dtype is refused with how to convert it)."""
     array = np.asarray(array)
-    if array.dtype != np.float32:
+    if array.dtype != _F32:
+        if array.dtype.kind == "f" and array.dtype.itemsize == 4:      # '>f4' on little-endian
+            return array.astype(_F32)
         raise TypeError(f"{name} must be float32, got {array.dtype}; convert it with "
                         f"{name}.astype(numpy.float32)")
     return array
 
 
-def _check_bias(bias, out_channels: int):
+def _owned_bias(bias, out_channels: int):
     if bias is None:
         return None
     bias = _as_float32("bias", bias)
     if bias.shape != (out_channels,):
         raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
-    return np.ascontiguousarray(bias)
+    return np.array(bias, dtype=_F32, order="C", copy=True)
 
 
-class _Prepared:
-    """A plan, the weights packed for it, and the core's arguments, ready to run."""
+def _check_plan_arg(plan):
+    if plan is not None and not isinstance(plan, Plan):
+        raise TypeError(f"plan must be an im2row.Plan (e.g. Plan('rowwise', gemm='packed')) or "
+                        f"None, got {type(plan).__name__}")
+    return plan
 
-    __slots__ = ("plan", "packed", "spec", "_args", "_shared", "_uses_blas", "_blas_owns_threads")
 
-    def __init__(self, spec: ConvSpec, plan: Plan, weight: np.ndarray):
-        validate_plan(spec, plan)
-        self.plan = plan.resolved()
-        self.spec = spec
-        kernels = hwinfo.kernel_set(self.plan.isa)
-        packed = self.plan.gemm == "packed"
-        geometry = core_spec(spec)
-        self.packed = _core.pack_weights(geometry, self.plan.algorithm, weight, kernels, packed)
-        self._args = (geometry, self.plan.algorithm, max(self.plan.column_block, 1),
-                      self.plan.channel_block, self.plan.row_block, kernels, packed, self.packed)
-        self._shared = self.plan.parallel == "shared"
-        self._uses_blas = not packed and self.plan.algorithm != "depthwise"
-        self._blas_owns_threads = self._uses_blas and self.plan.parallel == "blas"
-
-    def run(self, x_nchw: np.ndarray, out_nchw: np.ndarray, bias, threads: int) -> None:
-        if not self._uses_blas:
-            _core.run(*self._args, bias, x_nchw, out_nchw, threads, self._shared,
-                      self.plan.gemm_kc, self.plan.gemm_mc)
-            return
-        # Never both pools at once: sgemm gets the threads, or ours do and sgemm gets one.
-        own = 1 if self._blas_owns_threads else threads
-        with blas_threads.limited(threads // own):
-            _core.run(*self._args, bias, x_nchw, out_nchw, own, self._shared,
-                      self.plan.gemm_kc, self.plan.gemm_mc)
+def _pack_format(plan: Plan, kernels) -> tuple:
+    """Plans whose weights are laid out alike share one packed copy (the layout does not depend
+    on the input's H x W)."""
+    if plan.algorithm == "depthwise":
+        return ("depthwise",)
+    if plan.gemm == "packed":
+        return ("panels", kernels.gemm_mr)
+    return ("rotated",) if plan.algorithm == "incremental" else ("rows",)
 
 
 class _ShapeEntry:
-    """What a call with one exact input shape needs, so repeated calls skip all checks."""
+    """Everything a call with one exact input shape needs, built once."""
 
-    __slots__ = ("prepared", "spec", "unbatched", "threads", "result_shape", "nchw_out_shape")
+    __slots__ = ("conv", "plan", "spec", "unbatched", "threads", "result_shape",
+                 "nchw_out_shape", "blas_threads", "core_threads")
 
-    def __init__(self, prepared: _Prepared, spec: ConvSpec, unbatched: bool, threads: int):
-        self.prepared = prepared
-        self.threads = threads
+    def __init__(self, conv, plan: Plan, spec: ConvSpec, unbatched: bool, threads: int):
+        self.conv = conv
+        self.plan = plan
         self.spec = spec
         self.unbatched = unbatched
+        self.threads = threads
         self.result_shape = spec.output_shape[1:] if unbatched else spec.output_shape
         self.nchw_out_shape = (spec.batch, spec.out_channels, spec.out_height, spec.out_width)
+        # Never both pools at once: sgemm gets the threads, or ours do and sgemm gets one.
+        uses_blas = plan.gemm == "sgemm" and plan.algorithm != "depthwise"
+        blas_owns = uses_blas and plan.parallel == "blas"
+        self.core_threads = 1 if blas_owns else threads
+        self.blas_threads = (threads if blas_owns else 1) if uses_blas else None
+
+    def run(self, x_nchw: np.ndarray, out_nchw: np.ndarray) -> None:
+        if self.blas_threads is None:
+            self.conv.run(x_nchw, out_nchw, self.core_threads)
+        else:
+            with blas_threads.limited(self.blas_threads):
+                self.conv.run(x_nchw, out_nchw, self.core_threads)
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+    """Exact overlap test where bounds overlap; too hard to decide counts as overlap."""
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=10_000))
+    except _TooHardError:
+        return True
 
 
 class Conv2d:
@@ -80,29 +109,39 @@ class Conv2d:
     stride/padding/dilation as int or pair, padding 'same'/'valid' or (top, left, bottom,
     right)), on float32 NumPy arrays.  layout='NHWC' takes and returns channels-last arrays.
 
+    The layer keeps a snapshot of `weight` and `bias` taken here: later changes to the arrays
+    you passed have no effect until `layer.update(weight=..., bias=...)`, for every plan alike.
+    `layer.weight` / `layer.bias` are read-only views of what the layer uses.
+
     The plan depends on the input's spatial size; pass input_shape to plan up front, or it is
-    made on the first call (and kept per input shape).  plan=Plan(...) forces one.
-    threads: threads per call (default: im2row.get_num_threads() at call time).
+    made on the first call.  The `max_shapes` most recently used input shapes stay prepared
+    (packed weights are shared between them).  plan=Plan(...) forces one.
+    threads: threads per call (default: im2row.get_num_threads() at call time); a call uses
+    fewer when its work is too small to gain from them.
     A Conv2d may be called from several Python threads at once."""
 
     def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-                 layout="NCHW", input_shape=None, plan: Plan | None = None, threads=None):
+                 layout="NCHW", input_shape=None, plan: Plan | None = None, threads=None,
+                 max_shapes: int = 8):
         self.threads = None if threads is None else check_threads(threads)
+        self._forced_plan = _check_plan_arg(plan)
         weight = _as_float32("weight", weight)
         if weight.ndim != 4:
             raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kh, kw), "
                              f"got shape {weight.shape}")
-        self.weight = np.ascontiguousarray(weight)
-        self.bias = _check_bias(bias, weight.shape[0])
+        check_layer_args(weight.shape, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, layout=layout)
+        if isinstance(max_shapes, bool) or not isinstance(max_shapes, int) or max_shapes < 1:
+            raise ValueError(f"max_shapes must be a positive integer, got {max_shapes!r}")
+        self._weight = np.array(weight, dtype=_F32, order="C", copy=True)
+        self._bias = _owned_bias(bias, weight.shape[0])
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.layout = layout
-        self._forced_plan = plan
-        self._prepared: dict = {}    # (per-image spec, plan) -> _Prepared (shared across batches)
-        self._entries: dict = {}     # (exact input shape, threads) -> _ShapeEntry
+        self.max_shapes = max_shapes
+        self._packs: dict = {}                  # _pack_format -> packed weights (shared)
+        self._entries: OrderedDict = OrderedDict()   # (input shape, threads) -> _ShapeEntry
         self._last: _ShapeEntry | None = None
-        self._lock = threading.Lock()
-        check_layer_args(self.weight.shape, stride=stride, padding=padding, dilation=dilation,
-                         groups=groups, layout=layout)
+        self._lock = threading.RLock()
         if input_shape is not None:
             self._entry(tuple(int(v) for v in input_shape), self._threads())
 
@@ -116,72 +155,149 @@ class Conv2d:
                    dilation=(spec.dilation_h, spec.dilation_w), groups=spec.groups,
                    layout=spec.layout, input_shape=spec.input_shape, plan=plan, threads=threads)
 
+    # -- owned weights --------------------------------------------------------------------
+    @property
+    def weight(self) -> np.ndarray:
+        """The weights this layer computes with (a read-only view of its snapshot)."""
+        view = self._weight.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        if self._bias is None:
+            return None
+        view = self._bias.view()
+        view.flags.writeable = False
+        return view
+
+    def update(self, weight=None, bias=None) -> None:
+        """Replace the weights and/or the bias (None: keep) with new values of the same shape;
+        every prepared shape uses them from the next call on.  Not to be run while another
+        Python thread calls the layer."""
+        if weight is not None:
+            weight = _as_float32("weight", weight)
+            if weight.shape != self._weight.shape:
+                raise ValueError(f"weight must have shape {self._weight.shape}, got {weight.shape}")
+        bias = _owned_bias(bias, self._weight.shape[0])
+        with self._lock:
+            if weight is not None:
+                np.copyto(self._weight, weight)
+                for (fmt, isa, geometry, algorithm, packed), array in self._packs.items():
+                    np.copyto(array, _core.pack_weights(geometry, algorithm, self._weight,
+                                                        hwinfo.kernel_set(isa), packed))
+            if bias is not None:
+                if self._bias is None:
+                    # The prepared shapes were built without a bias: build them again.
+                    self._bias = bias
+                    self._entries.clear()
+                    self._last = None
+                else:
+                    np.copyto(self._bias, bias)
+
+    # -- planning -------------------------------------------------------------------------
     def _spec_for(self, shape: tuple) -> ConvSpec:
-        return make_spec(shape, self.weight.shape, stride=self.stride, padding=self.padding,
+        return make_spec(shape, self._weight.shape, stride=self.stride, padding=self.padding,
                          dilation=self.dilation, groups=self.groups, layout=self.layout)
 
     def _threads(self) -> int:
         return self.threads if self.threads is not None else get_num_threads()
 
+    def _packed_for(self, spec: ConvSpec, plan: Plan, kernels) -> np.ndarray:
+        fmt = _pack_format(plan, kernels)
+        for key, array in self._packs.items():
+            if key[0] == fmt and key[1] == plan.isa:
+                return array
+        geometry = core_spec(spec)
+        packed = plan.gemm == "packed"
+        array = _core.pack_weights(geometry, plan.algorithm, self._weight, kernels, packed)
+        self._packs[fmt, plan.isa, geometry, plan.algorithm, packed] = array
+        return array
+
     def _entry(self, shape: tuple, threads: int) -> _ShapeEntry:
-        """Plan for an input shape (3-D unbatched or 4-D) at a thread count, checking it once.
-        The plan depends on the threads: they change the workspace and the best split."""
-        entry = self._entries.get((shape, threads))
-        if entry is None:
+        """Plan an input shape (3-D unbatched or 4-D) at a thread count and prepare it."""
+        with self._lock:
+            entry = self._entries.get((shape, threads))
+            if entry is not None:
+                self._last = entry
+                return entry
             if len(shape) not in (3, 4):
                 raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {shape}")
             unbatched = len(shape) == 3
             spec = self._spec_for((1,) + shape if unbatched else shape)
-            key = spec.with_batch(1)
-            plan = self._forced_plan or choose_plan(key, threads)
-            with self._lock:
-                prepared = self._prepared.get((key, plan))
-                if prepared is None:
-                    prepared = _Prepared(key, plan, self.weight)
-                    self._prepared[key, plan] = prepared
-                entry = _ShapeEntry(prepared, spec, unbatched, threads)
-                self._entries[shape, threads] = entry
-        self._last = entry
-        return entry
+            image = spec.with_batch(1)
+            # The plan is the one for the requested threads (what tune() measured and recorded
+            # at that count); the call runs on as many of them as its work can use.
+            run_threads = useful_threads(spec, threads)
+            plan = self._forced_plan or choose_plan(image, threads)
+            validate_plan(image, plan)
+            plan = plan.resolved()
+            kernels = hwinfo.kernel_set(plan.isa)
+            conv = _core.Convolution(
+                core_spec(image), plan.algorithm, max(plan.column_block, 1), plan.channel_block,
+                plan.row_block, kernels, plan.gemm == "packed", plan.parallel == "shared",
+                self._packed_for(image, plan, kernels), self._bias, plan.gemm_kc, plan.gemm_mc)
+            entry = _ShapeEntry(conv, plan, spec, unbatched, run_threads)
+            self._entries[shape, threads] = entry
+            while len(self._entries) > self.max_shapes:
+                self._entries.popitem(last=False)
+            self._last = entry
+            return entry
 
     # -- introspection --------------------------------------------------------------------
     @property
     def plan(self) -> Plan | None:
         """The plan of the last input shape seen (None before any)."""
-        return self._last.prepared.plan if self._last else None
+        return self._last.plan if self._last else None
 
     @property
     def workspace_bytes(self) -> int | None:
         """Scratch a call of the last input shape holds beyond inputs, weights, packed weights
-        and output, at this layer's thread count.  NHWC calls add the channels-first copies
-        of input and output."""
-        if self._last is None:
+        and output, at the threads it runs on.  NHWC calls add the channels-first copies of
+        input and output."""
+        entry = self._last
+        if entry is None:
             return None
-        spec = self._last.spec
+        spec = entry.spec
         extra = 0
         if spec.layout == "NHWC":
             extra = 4 * spec.batch * (spec.in_channels * spec.height * spec.width
                                       + spec.out_channels * spec.out_height * spec.out_width)
-        return scratch_bytes(spec, self._last.prepared.plan, self._last.threads) + extra
+        return 4 * entry.conv.workspace_floats(max(spec.batch, 1), entry.core_threads) + extra
 
     def planned_specs(self) -> list:
-        """The per-image (batch 1) shapes this layer has planned so far, first seen first."""
-        return list(dict.fromkeys(spec for spec, _ in self._prepared))
+        """The per-image (batch 1) shapes this layer holds prepared, least recent first."""
+        return list(dict.fromkeys(entry.spec.with_batch(1) for entry in list(self._entries.values())))
 
     @property
     def packed_weight_bytes(self) -> int | None:
-        return None if self._last is None else int(self._last.prepared.packed.nbytes)
+        """Bytes of the packed weights the last input shape's plan reads."""
+        return None if self._last is None else int(self._last.conv.weights.nbytes)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes this layer holds: the weight snapshot and every packed copy."""
+        return int(self._weight.nbytes + sum(a.nbytes for a in self._packs.values())
+                   + (self._bias.nbytes if self._bias is not None else 0))
 
     # -- execution ------------------------------------------------------------------------
     def __call__(self, x, *, out=None):
-        if type(x) is not np.ndarray or x.dtype != np.float32:
+        if type(x) is not np.ndarray or x.dtype != _F32:
             x = _as_float32("input", x)
-        threads = self._threads()
-        entry = self._entries.get((x.shape, threads)) or self._entry(x.shape, threads)
-        self._last = entry
+        threads = self.threads if self.threads is not None else get_num_threads()
+        key = (x.shape, threads)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entry(x.shape, threads)
+        else:
+            self._last = entry
+            try:
+                self._entries.move_to_end(key)
+            except KeyError:        # evicted meanwhile by another thread's new shape
+                pass
         if out is not None:
-            if not isinstance(out, np.ndarray) or out.dtype != np.float32:
-                raise TypeError("out must be a float32 numpy array")
+            if not isinstance(out, np.ndarray) or out.dtype != _F32:
+                raise TypeError("out must be a float32 numpy array (native byte order)")
             if out.shape != entry.result_shape:
                 raise ValueError(f"out must have shape {entry.result_shape}, got {out.shape}")
             if not out.flags.writeable:
@@ -189,16 +305,17 @@ class Conv2d:
         x4 = x[None] if entry.unbatched else x
         nhwc = entry.spec.layout == "NHWC"
         x_nchw = np.ascontiguousarray(x4.transpose(0, 3, 1, 2) if nhwc else x4)
-        # Write straight into `out` unless it needs a layout change or aliases the input
-        # (the GEMM would read what it already overwrote).
+        # Write straight into `out` unless it needs a layout change or overlaps the input the
+        # core reads (the GEMM would read what it already overwrote).  Weight and bias are the
+        # layer's own copies, so no `out` can overlap them.
         if (out is not None and not nhwc and out.flags.c_contiguous
-                and not np.may_share_memory(out, x_nchw)):
+                and not _overlaps(out, x_nchw)):
             out_nchw = out.reshape(entry.nchw_out_shape)
             direct = True
         else:
-            out_nchw = np.empty(entry.nchw_out_shape, dtype=np.float32)
+            out_nchw = np.empty(entry.nchw_out_shape, dtype=_F32)
             direct = False
-        entry.prepared.run(x_nchw, out_nchw, self.bias, threads)
+        entry.run(x_nchw, out_nchw)
         result = out_nchw.transpose(0, 2, 3, 1) if nhwc else out_nchw
         if entry.unbatched:
             result = result[0]
@@ -209,17 +326,106 @@ class Conv2d:
         return np.ascontiguousarray(result) if nhwc else result
 
     def __repr__(self) -> str:
-        oc, cg, kh, kw = self.weight.shape
+        oc, cg, kh, kw = self._weight.shape
         return (f"Conv2d({cg * self.groups}, {oc}, kernel_size=({kh}, {kw}), stride={self.stride}, "
                 f"padding={self.padding!r}, dilation={self.dilation}, groups={self.groups}, "
                 f"layout={self.layout!r}, plan={self.plan})")
 
 
+def _hashable(value):
+    """An argument as part of a dictionary key, its type included (groups=2.0 must not find
+    the layer built for groups=2: the new call has to be refused like any other)."""
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(_hashable(v) for v in value))
+    return (type(value), value)
+
+
+class _LayerCache:
+    """conv2d()'s prepared layers, most recently used last, bounded in count and in bytes."""
+
+    def __init__(self, max_layers: int = 64, max_bytes: int = 256 << 20):
+        self.max_layers = max_layers
+        self.max_bytes = max_bytes
+        self._layers: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            entry = self._layers.get(key)
+            if entry is not None:
+                self._layers.move_to_end(key)
+            return entry
+
+    def put(self, key, entry: tuple) -> None:
+        """entry: (content fingerprints, Conv2d)."""
+        with self._lock:
+            self._layers[key] = entry
+            self._layers.move_to_end(key)
+            while len(self._layers) > 1 and (
+                    len(self._layers) > self.max_layers
+                    or sum(v[1].held_bytes for v in self._layers.values()) > self.max_bytes):
+                self._layers.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._layers.clear()
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+
+_oneshot_layers = _LayerCache()
+
+
+def set_conv2d_cache(max_layers: int = 64, max_bytes: int = 256 << 20) -> None:
+    """Bound conv2d()'s cache of prepared layers (0 layers: no cache, every call prepares)."""
+    for name, value in (("max_layers", max_layers), ("max_bytes", max_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    _oneshot_layers.max_layers = max_layers
+    _oneshot_layers.max_bytes = max_bytes
+    _oneshot_layers.clear()
+
+
+def _array_key(array: np.ndarray) -> tuple:
+    return (_core.address(array), array.shape, array.strides)
+
+
+def _fingerprint(array: np.ndarray) -> bytes:
+    return _core.fingerprint(array if array.flags.c_contiguous else np.ascontiguousarray(array))
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, layout="NCHW",
            out=None, plan: Plan | None = None, threads=None):
     """torch.nn.functional.conv2d on float32 NumPy arrays, run with the tuned (or default)
-    plan for the shape.  See Conv2d for the arguments."""
+    plan for the shape.  See Conv2d for the arguments.
+
+    Repeated calls with the same weight array reuse a prepared layer (weights packed once);
+    the layer is used only while the weight and bias still hold the values it was built from,
+    so editing them in place between calls is always seen."""
     x = _as_float32("input", x)
-    layer = Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, plan=plan,
-                   threads=threads)
+    weight = _as_float32("weight", weight)
+    if bias is not None:
+        bias = _as_float32("bias", bias)
+    _check_plan_arg(plan)
+    if _oneshot_layers.max_layers == 0:
+        return Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, plan=plan,
+                      threads=threads)(x, out=out)
+    key = (_array_key(weight), None if bias is None else _array_key(bias), _hashable(stride),
+           _hashable(padding), _hashable(dilation), _hashable(groups), _hashable(layout), plan,
+           _hashable(threads))
+    try:
+        hash(key)
+    except TypeError:           # an argument of an unusual type: let Conv2d judge it
+        key = None
+    # The key says which arrays and arguments; the fingerprint says the values are the same.
+    content = (_fingerprint(weight), None if bias is None else _fingerprint(bias))
+    cached = _oneshot_layers.get(key) if key is not None else None
+    if cached is not None and cached[0] == content:
+        layer = cached[1]
+    else:
+        layer = Conv2d(weight, bias, stride, padding, dilation, groups, layout=layout, plan=plan,
+                       threads=threads, max_shapes=2)
+        if key is not None:
+            _oneshot_layers.put(key, (content, layer))
     return layer(x, out=out)

@@ -292,3 +292,20 @@ def choose_plan(spec: ConvSpec, threads: int | None = None) -> Plan:
             except (TypeError, ValueError):
                 pass
     return default_plan(spec, threads)
+
+
+# Work below which one more thread costs more than it saves: starting a parallel region and
+# waking its workers takes microseconds when the machine is idle and up to a scheduler tick
+# when other pools (torch, onnxruntime, BLAS) keep the cores busy spinning.  Work is counted
+# in FLOPs plus the memory traffic of input and output at a FLOP-equivalent per element, so
+# memory-bound layers (depthwise) count what they really cost.
+MIN_WORK_PER_THREAD = 2_000_000
+_ELEMENT_WORK = 64
+
+
+def useful_threads(spec: ConvSpec, threads: int) -> int:
+    """How many of `threads` a call of this shape can use to advantage (>= 1)."""
+    elements = spec.batch * (spec.in_channels * spec.height * spec.width
+                             + spec.out_channels * spec.out_height * spec.out_width)
+    work = spec.flops + _ELEMENT_WORK * elements
+    return max(1, min(threads, work // MIN_WORK_PER_THREAD))

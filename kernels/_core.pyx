@@ -7,9 +7,8 @@ with P a view of a buffer whose rows run along output positions, so both the gat
 it and the GEMM read contiguous memory.  Python (im2row/plan.py) chooses the algorithm and its
 parameters; this module only executes, and tells Python how much scratch a plan needs.
 """
-from libc.stdlib cimport calloc, free
 from libc.string cimport memset
-from libc.stdint cimport uintptr_t
+from libc.stdint cimport uint64_t, uintptr_t
 from scipy.linalg.cython_blas cimport sgemm
 from cython.parallel cimport parallel, prange, threadid
 
@@ -17,6 +16,10 @@ import numpy as np
 cimport numpy as cnp
 
 cnp.import_array()
+
+cdef extern from "fingerprint.h" nogil:
+    enum: IM2ROW_FINGERPRINT_WORDS
+    void im2row_fingerprint(const void *data, size_t nbytes, uint64_t *out)
 
 cdef extern from "im2row_kernels.h" nogil:
     ctypedef void (*im2row_gather_fn)(float *dst, const float *src, Py_ssize_t src_len,
@@ -30,11 +33,12 @@ cdef extern from "im2row_kernels.h" nogil:
                                       Py_ssize_t dh, Py_ssize_t dw, float bias)
     ctypedef struct im2row_gemm_blocking:
         Py_ssize_t kc, mc, nc
+        int copy_b
     ctypedef struct im2row_gemm_tile:
         Py_ssize_t mr, nr, rows
     ctypedef struct im2row_cache_info:
         Py_ssize_t l1d_bytes, l1d_ways, l2_bytes, l2_ways, l3_bytes, l3_ways, l3_sharing
-        Py_ssize_t line_bytes
+        Py_ssize_t line_bytes, page_bytes
         const char *source
     ctypedef void (*im2row_gemm_fn)(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                     const float *a_packed, const float *const *b_rows,
@@ -55,7 +59,7 @@ cdef extern from "im2row_kernels.h" nogil:
     void im2row_gemm_blocking_resolve(const im2row_gemm_tile *tile, Py_ssize_t m, Py_ssize_t n,
                                       Py_ssize_t k, const im2row_gemm_blocking *request,
                                       im2row_gemm_blocking *out)
-    Py_ssize_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, Py_ssize_t k,
+    Py_ssize_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, Py_ssize_t n, Py_ssize_t k,
                                        const im2row_gemm_blocking *request)
     int im2row_cpu_has_avx2_fma()
     int im2row_cpu_has_avx512()
@@ -144,6 +148,7 @@ cdef int _schedule_for(const Geometry *g, int code, Py_ssize_t column_block,
                        Schedule *s) except -1:
     """The incremental schedule; other algorithms do not use one (nor its stride limit)."""
     s.gemm.kc = s.gemm.mc = s.gemm.nc = 0
+    s.gemm.copy_b = 0
     s.gemm_work = 0
     if _make_schedule(g, column_block, channel_block, row_block, packed, s) != 0:
         if code == ALG_INCREMENTAL:
@@ -209,13 +214,21 @@ cdef inline float *_work_area(const Geometry *g, int algorithm, const Schedule *
 
 cdef int _schedule_gemm(const Geometry *g, int algorithm, const im2row_kernels *kern, bint packed,
                         Py_ssize_t gemm_kc, Py_ssize_t gemm_mc, Schedule *s) noexcept nogil:
-    """The packed GEMM's blocking request and the B-strip buffer it needs per worker."""
+    """The packed GEMM's blocking request and the B-strip buffer it needs per worker (at the
+    widest GEMM this plan runs: n output positions)."""
+    cdef Py_ssize_t n = g.OH * g.OW
     s.gemm.kc = gemm_kc if gemm_kc > 0 else 0
     s.gemm.mc = gemm_mc if gemm_mc > 0 else 0
     s.gemm.nc = 0
+    s.gemm.copy_b = 0
     s.gemm_work = 0
+    if algorithm == ALG_INCREMENTAL:
+        n = s.RB * s.B
+    elif algorithm == ALG_ROWWISE:
+        n = g.OW
     if packed and kern != NULL and kern.gemm_tile != NULL and algorithm != ALG_DEPTHWISE:
-        s.gemm_work = im2row_gemm_work_floats(kern.gemm_tile, _row_pointers(g, algorithm), &s.gemm)
+        s.gemm_work = im2row_gemm_work_floats(kern.gemm_tile, n, _row_pointers(g, algorithm),
+                                              &s.gemm)
     return 0
 
 
@@ -575,7 +588,34 @@ def cpu_features():
             "neon": bool(im2row_cpu_has_neon())}
 
 
+# Every size the core derives (buffers, planes, patch matrices) must fit a Py_ssize_t with
+# room to spare; a tuple that breaks this is refused before any C arithmetic sees it.
+_MAX_DIM = 1 << 40
+_MAX_FLOATS = 1 << 60
+
+
 cdef int _geometry(tuple spec, Geometry *g) except -1:
+    """Unpack and check the per-image geometry tuple (plan.core_spec): the core trusts nothing
+    it is handed, so a zero stride or a negative size is a ValueError, never a C modulo by 0."""
+    names = ("C", "H", "W", "OC", "kh", "kw", "sh", "sw", "pt", "pl", "dh", "dw", "OH", "OW",
+             "groups")
+    if len(spec) != len(names):
+        raise ValueError(f"core: geometry needs {len(names)} values, got {len(spec)}")
+    for name, value in zip(names, spec):
+        if type(value) is not int:
+            raise TypeError(f"core: geometry {name} must be an int, got {value!r}")
+        low = 0 if name in ("pt", "pl") else 1
+        if not low <= value < _MAX_DIM:
+            raise ValueError(f"core: geometry {name} = {value} is out of range")
+    C, H, W, OC, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, groups = spec
+    if C % groups or OC % groups:
+        raise ValueError(f"core: {C} input / {OC} output channels are not divisible by "
+                         f"{groups} groups")
+    taps = (C // groups) * kh * kw
+    span_h = (OH - 1) * sh + (kh - 1) * dh + 1
+    phases = sw * (OW + ((kw - 1) * dw) // sw)      # floats of one padded row's stride phases
+    if max(taps * OH * OW, C * H * W, OC * OH * OW, C * span_h * phases) >= _MAX_FLOATS:
+        raise ValueError("core: the convolution is too large to address")
     (g.C, g.H, g.W, g.OC, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw, g.OH, g.OW,
      g.groups) = spec
     g.Cg = g.C // g.groups
@@ -712,30 +752,174 @@ cdef Py_ssize_t _weight_block(const Geometry *g, int code, const im2row_kernels 
     return m * k
 
 
-def run(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t channel_block,
-        Py_ssize_t row_block, KernelSet kernels, bint packed, cnp.ndarray weights, object bias,
-        cnp.ndarray x, cnp.ndarray out, int threads=1, bint shared=False,
-        Py_ssize_t gemm_kc=0, Py_ssize_t gemm_mc=0):
-    """Convolve x (N, C, H, W) into out (N, OC, OH, OW), both C-contiguous float32.
+cdef int _check_blas_sizes(const Geometry *g, const Schedule *s, int code) except -1:
+    """SciPy's sgemm takes Fortran ints: every size and leading dimension an sgemm call of
+    this plan passes must fit in 32 bits (the packed GEMM takes ptrdiff_t and has no limit)."""
+    cdef Py_ssize_t largest = max(g.OH * g.OW, g.Cg * g.kh * g.kw, g.OCg)
+    if code == ALG_INCREMENTAL:
+        largest = max(largest, s.rows * s.B, s.RB * s.B, s.K)
+    if largest > 2147483647:
+        raise ValueError(f"this shape needs a BLAS dimension of {largest}, beyond sgemm's 32-bit "
+                         f"sizes; use gemm='packed'")
+    return 0
 
-    `weights` comes from pack_weights with the same spec/algorithm/kernels/packed.  Runs
-    without the GIL on up to `threads` OpenMP threads (serial in a build without OpenMP); the
-    caller keeps BLAS single-threaded meanwhile.  Scratch is allocated per call, so concurrent
-    calls never share it.  gemm_kc, gemm_mc: the packed GEMM's blocking (0 = the model's for
-    this host)."""
+
+_poison_workspace = False
+
+
+def set_workspace_poison(bint on):
+    """Testing aid: fill every workspace with NaN before a call, so that a kernel reading
+    scratch it did not write shows up as a wrong result (workspaces are not zeroed)."""
+    global _poison_workspace
+    _poison_workspace = on
+
+
+# Idle workspaces a Convolution keeps for its next calls (concurrent callers take one each;
+# beyond this many, a returning one is freed).
+DEF IDLE_WORKSPACES = 2
+
+
+cdef class Convolution:
+    """One convolution shape prepared for one plan: geometry, schedule and kernel table are
+    checked and built once; the packed weights (pack_weights) and the bias are referenced, not
+    copied, so an owner that rewrites them in place (Conv2d.update) updates every shape that
+    shares them.  Workspaces are allocated on first use per size and reused, never zeroed.
+
+    run(x, out, threads) convolves x (N, C, H, W) into out (N, OC, OH, OW), both C-contiguous
+    float32, without the GIL on up to `threads` OpenMP threads.  Safe to call from several
+    Python threads at once (each call takes its own workspace)."""
     cdef Geometry g
     cdef Schedule s
-    cdef int code = ALGORITHMS[algorithm]
-    cdef const im2row_kernels *kern = kernels.kern
-    cdef Py_ssize_t N = x.shape[0], scratch_n, wblock, group_weights, tasks, task, n, grp
-    cdef Py_ssize_t chunk, nchunks, units, lo, hi, t, align, total, oh0, nrows
-    cdef int mode, tid, nthreads = threads if threads > 0 else 1
-    cdef const float *xp = <const float *>cnp.PyArray_DATA(x)
-    cdef float *op = <float *>cnp.PyArray_DATA(out)
-    cdef const float *wp = <const float *>cnp.PyArray_DATA(weights)
-    cdef const float *bp = NULL
-    cdef cnp.ndarray bias_arr
-    cdef float *scratch = NULL
+    cdef int code
+    cdef const im2row_kernels *kern
+    cdef bint packed, shared
+    cdef Py_ssize_t wblock, group_weights
+    cdef readonly cnp.ndarray weights
+    cdef readonly object bias
+    cdef readonly str algorithm
+    cdef readonly KernelSet kernels
+    cdef list _idle
+
+    def __init__(self, tuple spec, str algorithm, Py_ssize_t column_block,
+                 Py_ssize_t channel_block, Py_ssize_t row_block, KernelSet kernels,
+                 bint packed, bint shared, cnp.ndarray weights, object bias,
+                 Py_ssize_t gemm_kc=0, Py_ssize_t gemm_mc=0):
+        cdef cnp.ndarray bias_arr
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"core: unknown algorithm {algorithm!r}")
+        _geometry(spec, &self.g)
+        self.code = ALGORITHMS[algorithm]
+        self.algorithm = algorithm
+        self.kernels = kernels
+        self.kern = kernels.kern
+        self.packed = packed and self.code != ALG_DEPTHWISE
+        self.shared = shared
+        if self.packed and self.kern.gemm == NULL:
+            raise ValueError(f"ISA {kernels.isa} has no packed GEMM")
+        if self.code == ALG_ROWWISE and not self.packed:
+            raise ValueError("rowwise im2row needs the packed GEMM (its B rows are pointers)")
+        if column_block < 0 or channel_block < 0 or row_block < 0:
+            raise ValueError("core: blocks must be >= 0")
+        _schedule_for(&self.g, self.code, column_block, channel_block, row_block, self.packed,
+                      &self.s)
+        if gemm_kc < 0 or gemm_mc < 0:
+            raise ValueError("core: gemm_kc and gemm_mc must be >= 0 (0 = the model's)")
+        _schedule_gemm(&self.g, self.code, self.kern, self.packed, gemm_kc, gemm_mc, &self.s)
+        if not self.packed and self.code != ALG_DEPTHWISE:
+            _check_blas_sizes(&self.g, &self.s, self.code)
+        if (weights.dtype != np.float32 or weights.ndim != 1
+                or not weights.flags.c_contiguous):
+            raise ValueError("core: weights must be pack_weights' 1-D float32 array")
+        self.wblock = _weight_block(&self.g, self.code, self.kern, self.packed)
+        if _rotated_weights(self.code, self.packed):
+            self.group_weights = self.wblock * self.g.kw * self.g.kh
+        elif self.code == ALG_DEPTHWISE:
+            self.group_weights = self.g.OCg * self.g.kh * self.g.kw
+        else:
+            self.group_weights = self.wblock
+        if weights.shape[0] != self.group_weights * self.g.groups:
+            raise ValueError("core: packed weights do not match the plan")
+        self.weights = weights
+        if bias is not None:
+            bias_arr = bias
+            if (bias_arr.dtype != np.float32 or bias_arr.ndim != 1
+                    or bias_arr.shape[0] != self.g.OC or not bias_arr.flags.c_contiguous):
+                raise ValueError("core: bias must be a contiguous float32 array of length OC")
+        self.bias = bias
+        self._idle = []
+
+    cdef Py_ssize_t _floats(self, Py_ssize_t batch, int threads, Schedule *s, int *mode):
+        s[0] = self.s
+        return _call_scratch(&self.g, self.code, s, batch if batch > 0 else 1,
+                             threads if threads > 0 else 1, self.shared, mode)
+
+    def workspace_floats(self, Py_ssize_t batch=1, int threads=1):
+        """Floats of workspace one call of `batch` images on `threads` threads uses."""
+        cdef Schedule s
+        cdef int mode
+        return self._floats(batch, threads, &s, &mode)
+
+    def parallel_mode(self, Py_ssize_t batch=1, int threads=1):
+        """How run splits the work: 'tasks', 'classes' or 'channels'."""
+        cdef Schedule s
+        cdef int mode
+        self._floats(batch, threads, &s, &mode)
+        return ("tasks", "classes", "channels")[mode]
+
+    def run(self, cnp.ndarray x not None, cnp.ndarray out not None, int threads=1):
+        cdef Schedule s
+        cdef int mode
+        cdef int nthreads = threads if threads > 0 else 1
+        cdef Py_ssize_t N, total
+        cdef cnp.ndarray work = None
+        cdef const Geometry *g = &self.g
+        if x.dtype != np.float32 or out.dtype != np.float32:
+            raise TypeError("core expects float32 arrays")
+        if not (x.flags.c_contiguous and out.flags.c_contiguous):
+            raise ValueError("core expects C-contiguous arrays")
+        if not out.flags.writeable:
+            raise ValueError("core: out is read-only")
+        if (x.ndim != 4 or out.ndim != 4 or x.shape[1] != g.C or x.shape[2] != g.H
+                or x.shape[3] != g.W or out.shape[0] != x.shape[0] or out.shape[1] != g.OC
+                or out.shape[2] != g.OH or out.shape[3] != g.OW):
+            raise ValueError("core: array shapes do not match the spec")
+        N = x.shape[0]
+        if N == 0:
+            return out
+        total = self._floats(N, nthreads, &s, &mode)
+        if total > 0:
+            while self._idle:
+                work = self._idle.pop()
+                if work.shape[0] >= total:
+                    break
+                work = None
+            if work is None:
+                work = np.empty(total, dtype=np.float32)
+            if _poison_workspace:
+                work.fill(np.nan)
+        try:
+            _execute(g, &s, self.code, mode, self.kern, self.packed, self.wblock,
+                     self.group_weights, <const float *>cnp.PyArray_DATA(x),
+                     <const float *>cnp.PyArray_DATA(self.weights),
+                     <const float *>cnp.PyArray_DATA(self.bias) if self.bias is not None else NULL,
+                     <float *>cnp.PyArray_DATA(out),
+                     <float *>cnp.PyArray_DATA(work) if work is not None else NULL,
+                     N, nthreads)
+        finally:
+            if work is not None and len(self._idle) < IDLE_WORKSPACES:
+                self._idle.append(work)
+        return out
+
+
+cdef int _execute(const Geometry *g, Schedule *s, int code, int mode,
+                  const im2row_kernels *kern, bint packed, Py_ssize_t wblock,
+                  Py_ssize_t group_weights, const float *xp, const float *wp, const float *bp,
+                  float *op, float *scratch, Py_ssize_t N, int nthreads) except -1:
+    """One call's work over N images, split as `mode` says; scratch holds _call_scratch
+    floats for that mode."""
+    cdef Py_ssize_t scratch_n = _scratch_floats(g, code, s), tasks = N * g.groups
+    cdef Py_ssize_t task, n, grp, chunk, nchunks, units, lo, hi, t, align, oh0, nrows
+    cdef int tid
     cdef float *mine
     cdef const float *xg
     cdef const float *wg
@@ -743,127 +927,101 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t channel_b
     cdef float *og
     cdef const float *patches
     cdef const float **rows
-    _geometry(spec, &g)
-    _schedule_for(&g, code, column_block, channel_block, row_block, packed, &s)
-    _schedule_gemm(&g, code, kern, packed, gemm_kc, gemm_mc, &s)
-    if x.dtype != np.float32 or out.dtype != np.float32 or weights.dtype != np.float32:
-        raise TypeError("core expects float32 arrays")
-    if not (x.flags.c_contiguous and out.flags.c_contiguous and weights.flags.c_contiguous):
-        raise ValueError("core expects C-contiguous arrays")
-    if not out.flags.writeable:
-        raise ValueError("core: out is read-only")
-    if (x.ndim != 4 or out.ndim != 4 or x.shape[1] != g.C or x.shape[2] != g.H
-            or x.shape[3] != g.W or out.shape[0] != N or out.shape[1] != g.OC
-            or out.shape[2] != g.OH or out.shape[3] != g.OW):
-        raise ValueError("core: array shapes do not match the spec")
-    if packed and kern.gemm == NULL:
-        raise ValueError(f"ISA {kernels.isa} has no packed GEMM")
-    if code == ALG_ROWWISE and not packed:
-        raise ValueError("rowwise im2row needs the packed GEMM (its B rows are pointers)")
-    if bias is not None:
-        bias_arr = bias
-        if bias_arr.dtype != np.float32 or bias_arr.ndim != 1 or bias_arr.shape[0] != g.OC:
-            raise ValueError("core: bias must be float32 of length OC")
-        bp = <const float *>cnp.PyArray_DATA(bias_arr)
-    wblock = _weight_block(&g, code, kern, packed)
-    if _rotated_weights(code, packed):
-        group_weights = wblock * g.kw * g.kh
-    elif code == ALG_DEPTHWISE:
-        group_weights = g.OCg * g.kh * g.kw
-    else:
-        group_weights = wblock
-    if weights.size != group_weights * g.groups:
-        raise ValueError("core: packed weights do not match the plan")
-    if N == 0:
-        return out
-    tasks = N * g.groups
-    total = _call_scratch(&g, code, &s, N, nthreads, shared, &mode)
-    scratch_n = _scratch_floats(&g, code, &s)
-    if total > 0:
-        with nogil:
-            scratch = <float *>calloc(total, sizeof(float))
-        if scratch == NULL:
-            raise MemoryError(f"im2row: cannot allocate {total * 4} bytes of scratch")
-    try:
-        if mode == MODE_TASKS:
+    if mode == MODE_TASKS:
+        with nogil, parallel(num_threads=nthreads):
+            tid = threadid()
+            mine = scratch + tid * scratch_n if scratch != NULL else NULL
+            for task in prange(tasks, schedule='static'):
+                n = task // g.groups
+                grp = task % g.groups
+                _run_task(g, s, code, kern, packed, wblock,
+                          xp + (n * g.C + grp * g.Cg) * g.H * g.W, wp + grp * group_weights,
+                          bp + grp * g.OCg if bp != NULL else NULL,
+                          op + (n * g.OC + grp * g.OCg) * g.OH * g.OW, mine)
+        return 0
+    # Fewer (image, group) tasks than threads: split inside each one.
+    align = kern.gemm_mr if packed else 16  # packed channel chunks start on a panel
+    rows = _pointer_area(g, code, s, scratch)
+    for task in range(tasks):
+        n = task // g.groups
+        grp = task % g.groups
+        xg = xp + (n * g.C + grp * g.Cg) * g.H * g.W
+        wg = wp + grp * group_weights
+        bg = bp + grp * g.OCg if bp != NULL else NULL
+        og = op + (n * g.OC + grp * g.OCg) * g.OH * g.OW
+        if mode == MODE_CLASSES:
+            # chunks of column classes (incremental) or of row bands (rowwise), each thread
+            # with its own buffer
+            units = (g.OH + s.RB - 1) // s.RB if code == ALG_ROWWISE else s.G
+            chunk = (units + nthreads - 1) // nthreads
+            with nogil:
+                if code == ALG_INCREMENTAL and s.direct:
+                    _fill_bias(og, g.OCg, g.OH * g.OW, bg)
             with nogil, parallel(num_threads=nthreads):
                 tid = threadid()
-                mine = scratch + tid * scratch_n if scratch != NULL else NULL
-                for task in prange(tasks, schedule='static'):
-                    n = task // g.groups
-                    grp = task % g.groups
-                    _run_task(&g, &s, code, kern, packed, wblock,
-                              xp + (n * g.C + grp * g.Cg) * g.H * g.W, wp + grp * group_weights,
-                              bp + grp * g.OCg if bp != NULL else NULL,
-                              op + (n * g.OC + grp * g.OCg) * g.OH * g.OW, mine)
-            return out
-        # Fewer (image, group) tasks than threads: split inside each one.
-        align = kern.gemm_mr if packed else 16  # packed channel chunks start on a panel
-        rows = _pointer_area(&g, code, &s, scratch)
-        for task in range(tasks):
-            n = task // g.groups
-            grp = task % g.groups
-            xg = xp + (n * g.C + grp * g.Cg) * g.H * g.W
-            wg = wp + grp * group_weights
-            bg = bp + grp * g.OCg if bp != NULL else NULL
-            og = op + (n * g.OC + grp * g.OCg) * g.OH * g.OW
-            if mode == MODE_CLASSES:
-                # chunks of column classes (incremental) or of row bands (rowwise), each
-                # thread with its own buffer
-                units = (g.OH + s.RB - 1) // s.RB if code == ALG_ROWWISE else s.G
-                chunk = (units + nthreads - 1) // nthreads
-                with nogil:
-                    if code == ALG_INCREMENTAL and s.direct:
-                        _fill_bias(og, g.OCg, g.OH * g.OW, bg)
-                with nogil, parallel(num_threads=nthreads):
-                    tid = threadid()
-                    for t in prange(nthreads, schedule='static'):
-                        lo = t * chunk
-                        hi = lo + chunk if lo + chunk < units else units
-                        if lo < hi:
-                            if code == ALG_ROWWISE:
-                                _run_bands(&g, &s, kern, xg, wg, bg, og,
-                                           scratch + tid * scratch_n, lo, hi)
-                            else:
-                                _run_classes(&g, &s, kern, packed, wblock, xg, wg, bg, og,
-                                             scratch + tid * scratch_n, lo, hi, True)
-                continue
-            chunk = (g.OCg + nthreads - 1) // nthreads
-            chunk = ((chunk + align - 1) // align) * align
-            nchunks = (g.OCg + chunk - 1) // chunk
-            if code == ALG_INCREMENTAL:
-                oh0 = 0
-                while oh0 < g.OH:
-                    nrows = s.RB if oh0 + s.RB <= g.OH else g.OH - oh0
-                    for t in range(s.G):
-                        with nogil:
-                            for lo in prange(g.Cg, num_threads=nthreads, schedule='static'):
-                                _ring_fill(&g, &s, kern, xg, scratch, t, t == 0, lo, lo + 1,
-                                           oh0, nrows)
-                            if packed:
-                                _ring_rows(&g, &s, scratch, t, rows)
-                            for lo in prange(nchunks, num_threads=nthreads, schedule='static'):
-                                hi = (lo + 1) * chunk if (lo + 1) * chunk < g.OCg else g.OCg
-                                _ring_gemm(&g, &s, kern, packed, wblock, scratch, rows, wg, bg,
-                                           og, scratch + s.K * s.rows * s.B + lo * chunk * nrows * s.B,
-                                           t, lo * chunk, hi, oh0, nrows, oh0 == 0 and t == 0, NULL)
-                    oh0 += nrows
-            else:
-                with nogil:
-                    if code == ALG_POINTWISE and _pointwise_is_view(&g):
-                        patches = xg
-                    else:
+                for t in prange(nthreads, schedule='static'):
+                    lo = t * chunk
+                    hi = lo + chunk if lo + chunk < units else units
+                    if lo < hi:
+                        if code == ALG_ROWWISE:
+                            _run_bands(g, s, kern, xg, wg, bg, og,
+                                       scratch + tid * scratch_n, lo, hi)
+                        else:
+                            _run_classes(g, s, kern, packed, wblock, xg, wg, bg, og,
+                                         scratch + tid * scratch_n, lo, hi, True)
+            continue
+        chunk = (g.OCg + nthreads - 1) // nthreads
+        chunk = ((chunk + align - 1) // align) * align
+        nchunks = (g.OCg + chunk - 1) // chunk
+        if code == ALG_INCREMENTAL:
+            oh0 = 0
+            while oh0 < g.OH:
+                nrows = s.RB if oh0 + s.RB <= g.OH else g.OH - oh0
+                for t in range(s.G):
+                    with nogil:
                         for lo in prange(g.Cg, num_threads=nthreads, schedule='static'):
-                            _patch_fill(&g, kern, xg, scratch, lo, lo + 1)
-                        patches = scratch
-                    _strided_rows(rows, patches, g.Cg * g.kh * g.kw, g.OH * g.OW)
-                    for lo in prange(nchunks, num_threads=nthreads, schedule='static'):
-                        hi = (lo + 1) * chunk if (lo + 1) * chunk < g.OCg else g.OCg
-                        _patch_gemm(&g, kern, packed, patches, rows, wg, bg, og, lo * chunk, hi,
-                                    &s.gemm, NULL)
-    finally:
-        free(scratch)
-    return out
+                            _ring_fill(g, s, kern, xg, scratch, t, t == 0, lo, lo + 1,
+                                       oh0, nrows)
+                        if packed:
+                            _ring_rows(g, s, scratch, t, rows)
+                        for lo in prange(nchunks, num_threads=nthreads, schedule='static'):
+                            hi = (lo + 1) * chunk if (lo + 1) * chunk < g.OCg else g.OCg
+                            _ring_gemm(g, s, kern, packed, wblock, scratch, rows, wg, bg,
+                                       og, scratch + s.K * s.rows * s.B + lo * chunk * nrows * s.B,
+                                       t, lo * chunk, hi, oh0, nrows, oh0 == 0 and t == 0, NULL)
+                oh0 += nrows
+        else:
+            with nogil:
+                if code == ALG_POINTWISE and _pointwise_is_view(g):
+                    patches = xg
+                else:
+                    for lo in prange(g.Cg, num_threads=nthreads, schedule='static'):
+                        _patch_fill(g, kern, xg, scratch, lo, lo + 1)
+                    patches = scratch
+                _strided_rows(rows, patches, g.Cg * g.kh * g.kw, g.OH * g.OW)
+                for lo in prange(nchunks, num_threads=nthreads, schedule='static'):
+                    hi = (lo + 1) * chunk if (lo + 1) * chunk < g.OCg else g.OCg
+                    _patch_gemm(g, kern, packed, patches, rows, wg, bg, og, lo * chunk, hi,
+                                &s.gemm, NULL)
+    return 0
+
+
+def address(cnp.ndarray a not None):
+    """The address of an array's first element (a cache key; cheaper than __array_interface__)."""
+    return <uintptr_t>cnp.PyArray_DATA(a)
+
+
+def fingerprint(cnp.ndarray a not None):
+    """A fingerprint of a C-contiguous array's bytes (kernels/include/fingerprint.h): how a
+    cached layer checks, reading them once, that a caller's weights still hold its values."""
+    if not a.flags.c_contiguous:
+        raise ValueError("fingerprint needs a C-contiguous array")
+    cdef uint64_t sums[IM2ROW_FINGERPRINT_WORDS]
+    cdef const void *data = cnp.PyArray_DATA(a)
+    cdef size_t n = a.nbytes
+    with nogil:
+        im2row_fingerprint(data, n, sums)
+    return (<char *>sums)[:sizeof(sums)]
 
 
 # ---- caches and the packed GEMM's blocking (kernels/cpuinfo.c, kernels/gemm-blocking.c) ----
@@ -871,12 +1029,12 @@ def run(tuple spec, str algorithm, Py_ssize_t column_block, Py_ssize_t channel_b
 cdef dict _cache_dict(const im2row_cache_info *c):
     return {"l1d": c.l1d_bytes, "l1d_ways": c.l1d_ways, "l2": c.l2_bytes, "l2_ways": c.l2_ways,
             "l3": c.l3_bytes, "l3_ways": c.l3_ways, "l3_sharing": c.l3_sharing,
-            "line": c.line_bytes, "source": c.source.decode()}
+            "line": c.line_bytes, "page": c.page_bytes, "source": c.source.decode()}
 
 
 def cache_info(source=None):
     """The host's caches per core, detected once: dict of l1d, l2, l3 and line (bytes), their
-    ways, l3_sharing (logical CPUs per L3; l3 == 0: none) and source ('sysfs', 'cpuid',
+    ways, l3_sharing (logical CPUs per L3; l3 == 0: none), page (bytes) and source ('sysfs', 'cpuid',
     'ctr_el0', 'fallback').  source= asks that one source only (None if it has no answer)."""
     cdef im2row_cache_info c
     if source is None:
@@ -891,19 +1049,21 @@ def gemm_blocking(KernelSet kernels, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, P
                   Py_ssize_t mc=0, Py_ssize_t nc=0, dict caches=None):
     """The blocking kernels' packed GEMM runs for an m x n x k product: dict kc, mc, nc (after
     fitting to the shape) and work_floats (its B-strip buffer).  kc/mc/nc > 0 override the
-    model; caches (a dict like cache_info()) evaluates the model for another host."""
+    model; caches (a dict like cache_info()) evaluates the model for another host.  work_floats
+    is 0 where B is read in place (rows less than a page apart)."""
     cdef im2row_gemm_blocking req, out
     cdef im2row_cache_info c
     if kernels.kern.gemm_tile == NULL:
         raise ValueError(f"ISA {kernels.isa} has no packed GEMM")
     if m < 1 or n < 1 or k < 1:
         raise ValueError(f"gemm_blocking needs m, n, k >= 1, got {m}, {n}, {k}")
-    req.kc, req.mc, req.nc = 0, 0, 0
+    req.kc, req.mc, req.nc, req.copy_b = 0, 0, 0, 0
     if caches is not None:
         c.l1d_bytes, c.l1d_ways = caches["l1d"], caches["l1d_ways"]
         c.l2_bytes, c.l2_ways = caches["l2"], caches["l2_ways"]
         c.l3_bytes, c.l3_ways = caches["l3"], caches["l3_ways"]
         c.l3_sharing, c.line_bytes = caches["l3_sharing"], caches["line"]
+        c.page_bytes = caches.get("page", 4096)
         c.source = b"given"
         im2row_gemm_blocking_model(kernels.kern.gemm_tile, &c, &req)
     if kc > 0:
@@ -914,7 +1074,7 @@ def gemm_blocking(KernelSet kernels, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, P
         req.nc = nc
     im2row_gemm_blocking_resolve(kernels.kern.gemm_tile, m, n, k, &req, &out)
     return {"kc": out.kc, "mc": out.mc, "nc": out.nc,
-            "work_floats": im2row_gemm_work_floats(kernels.kern.gemm_tile, k, &req)}
+            "work_floats": im2row_gemm_work_floats(kernels.kern.gemm_tile, n, k, &req)}
 
 
 def gemm_tile(KernelSet kernels):

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "im2row_kernels.h"
 
 #if (defined(__x86_64__) || defined(_M_X64) || defined(__i386__)) && defined(__GNUC__)
@@ -24,6 +26,8 @@ static void fallback(im2row_cache_info *c)
     c->l3_ways = 16;
     c->l3_sharing = 1;
     c->line_bytes = 64;
+    const long page = sysconf(_SC_PAGESIZE);
+    c->page_bytes = page > 0 ? (ptrdiff_t)page : 4096;
     c->source = "fallback";
 }
 

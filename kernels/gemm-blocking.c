@@ -28,6 +28,7 @@ void im2row_gemm_blocking_model(const im2row_gemm_tile *tile, const im2row_cache
         out->kc = NC_ALL;
         out->mc = NC_ALL;
         out->nc = NC_ALL;
+        out->copy_b = -1;
         return;
     }
     /* L1: of W ways, the streamed A micro-panels get their share by the ratio of floats
@@ -55,6 +56,7 @@ void im2row_gemm_blocking_model(const im2row_gemm_tile *tile, const im2row_cache
     out->kc = kc;
     out->mc = mc;
     out->nc = nc;
+    out->copy_b = 0;
 }
 
 /* The model's blocking for this host, computed once per tile pointer would need a table;
@@ -87,11 +89,23 @@ void im2row_gemm_blocking_resolve(const im2row_gemm_tile *tile, ptrdiff_t m, ptr
 
     /* nc stays a multiple of the widest strip so that every panel but the last is whole strips. */
     out->nc = nc >= n ? n : max_p(nr, round_down(nc, nr));
+    out->copy_b = request ? request->copy_b : 0;
 }
 
-ptrdiff_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, ptrdiff_t k, const im2row_gemm_blocking *request)
+ptrdiff_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, ptrdiff_t n, ptrdiff_t k,
+                                  const im2row_gemm_blocking *request)
 {
     if (tile->nr <= 0 || k < 1) return 0;
+    const int copy = request ? request->copy_b : 0;
+    if (copy < 0) return 0;
+    if (copy == 0) {
+        /* Rows of B at least n floats apart: from a page apart on, each k step of a strip is
+         * its own page and prefetch stream (TLB misses, no streaming); closer rows share pages
+         * and a strip read in place stays cheap, so copying would only add traffic. */
+        im2row_cache_info caches;
+        im2row_cache_info_get(&caches);
+        if (n * FLOAT_BYTES < caches.page_bytes) return 0;
+    }
     im2row_gemm_blocking model;
     host_model(tile, &model);
     const ptrdiff_t kc = min_p(request && request->kc > 0 ? request->kc : model.kc, k);

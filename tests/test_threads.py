@@ -14,7 +14,10 @@ pytestmark = pytest.mark.usefixtures("no_tuned_plans")
 
 
 @pytest.fixture(autouse=True)
-def _restore_threads():
+def _restore_threads(monkeypatch):
+    # These cases are small on purpose; let them use every thread they are given so that each
+    # split of the work really runs multi-threaded (calls normally drop threads they cannot use).
+    monkeypatch.setattr(im2row.plan, "MIN_WORK_PER_THREAD", 1)
     yield
     im2row.set_num_threads(None)
 

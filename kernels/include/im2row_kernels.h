@@ -57,6 +57,7 @@ typedef struct im2row_cache_info {
     ptrdiff_t l3_bytes, l3_ways;      /* l3_bytes == 0: the CPU has no L3 */
     ptrdiff_t l3_sharing;             /* logical CPUs sharing one L3 (>= 1) */
     ptrdiff_t line_bytes;
+    ptrdiff_t page_bytes;             /* virtual memory page (sysconf), 4096 if unknown */
     const char *source;               /* "sysfs", "cpuid", "ctr_el0" (line size only), "fallback" */
 } im2row_cache_info;
 
@@ -79,12 +80,15 @@ int im2row_cache_info_from(const char *source, im2row_cache_info *out);
  * columns the tile is wide (kc x strip, copied into `work` so that it streams from L1 instead
  * of through kc row pointers), every tile of rows.  `blocking` NULL or a field 0 = the
  * analytic model's value for this host (im2row_gemm_blocking_resolve).
- * `work`: NULL reads B in place; else at least im2row_gemm_work_floats(tile, k, blocking)
- * floats, private to this call (no alignment needed).  Kernels never allocate. */
+ * `work`: NULL reads B in place; else at least im2row_gemm_work_floats(tile, n, k, blocking)
+ * floats, private to this call (no alignment needed); when that is 0 the kernel copies
+ * nothing and work may be NULL.  Kernels never allocate. */
 typedef struct im2row_gemm_blocking {
     ptrdiff_t kc;   /* depth of one k slice (slices are equal: kc <= the value asked for) */
     ptrdiff_t mc;   /* rows of A per block, a multiple of the tile's mr */
     ptrdiff_t nc;   /* columns of B per panel, a multiple of the tile's nr */
+    int copy_b;     /* copy B strips into work: 0 = the model's rule (when B rows, n floats or
+                       more apart, fall on separate pages), 1 = always, -1 = never */
 } im2row_gemm_blocking;
 
 /* What the model needs to know of one ISA's register tiles. */
@@ -109,9 +113,10 @@ void im2row_gemm_blocking_model(const im2row_gemm_tile *tile, const im2row_cache
  * multiple of mr in [mr, m rounded up] in equal blocks, nc a multiple of nr (or n). */
 void im2row_gemm_blocking_resolve(const im2row_gemm_tile *tile, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                   const im2row_gemm_blocking *request, im2row_gemm_blocking *out);
-/* Floats of `work` a GEMM of depth k needs with this blocking request (0 for tiles that
- * pack nothing); the same for every m and n. */
-ptrdiff_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, ptrdiff_t k,
+/* Floats of `work` an m x n x k GEMM needs with this blocking request: 0 where it copies no
+ * B strips (tiles that pack nothing, copy_b < 0, or the model's rule says in place); the
+ * same for every m. */
+ptrdiff_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, ptrdiff_t n, ptrdiff_t k,
                                   const im2row_gemm_blocking *request);
 
 typedef struct im2row_kernels {

@@ -135,9 +135,13 @@ static long check_one(const variant *v, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, p
      * a constant row stride would fail. */
     const float **brows = malloc(sizeof(*brows) * (size_t)k);
     for (ptrdiff_t kk = 0; kk < k; kk++) brows[kk] = b.p + (k - 1 - kk) * ldb;
-    const ptrdiff_t work_n = im2row_gemm_work_floats(v->tile, k, blocking);
+    /* use_work forces the copy (the model's rule copies only at n of a page or more) */
+    im2row_gemm_blocking forced = {0, 0, 0, 1};
+    if (blocking) forced = *blocking, forced.copy_b = 1;
+    const im2row_gemm_blocking *blk = use_work ? &forced : blocking;
+    const ptrdiff_t work_n = im2row_gemm_work_floats(v->tile, n, k, blk);
     guarded work = guarded_alloc((size_t)(work_n > 0 ? work_n : 1));
-    v->fn(m, n, k, ap.p, brows, c, ldc, cs, accumulate, blocking, use_work && work_n > 0 ? work.p : NULL);
+    v->fn(m, n, k, ap.p, brows, c, ldc, cs, accumulate, blk, use_work && work_n > 0 ? work.p : NULL);
     guarded_free(work);
     free(brows);
 
@@ -200,7 +204,7 @@ static long check_blockings(const variant *v, long *bad)
             if (kcs[a] < 1) continue;
             for (size_t b = 0; b < sizeof mcs / sizeof mcs[0]; b++) {
                 for (size_t c = 0; c < sizeof ncs / sizeof ncs[0]; c++) {
-                    const im2row_gemm_blocking blk = {kcs[a], mcs[b], ncs[c]};
+                    const im2row_gemm_blocking blk = {kcs[a], mcs[b], ncs[c], 0};
                     const int acc = (int)(cases & 1);
                     const ptrdiff_t cs = cases % 3 == 1 ? 3 : 1;
                     const ptrdiff_t ldc = (n - 1) * cs + 1 + (cases & 2 ? 2 : 0);
@@ -213,9 +217,9 @@ static long check_blockings(const variant *v, long *bad)
     }
     /* cache hierarchies: l1 bytes/ways, l2 bytes/ways, l3 bytes/ways, sharing, line */
     const im2row_cache_info hosts[] = {
-        {32768, 8, 524288, 8, 33554432, 16, 16, 64, "zen3"},  {32768, 8, 1048576, 8, 33554432, 16, 2, 64, "zen4"},
-        {49152, 12, 1048576, 16, 33554432, 16, 16, 64, "zen5"}, {32768, 2, 1048576, 16, 0, 0, 1, 64, "a72"},
-        {16384, 4, 262144, 4, 0, 0, 1, 32, "small"},          {65536, 4, 2097152, 16, 8388608, 16, 4, 128, "m1"}};
+        {32768, 8, 524288, 8, 33554432, 16, 16, 64, 4096, "zen3"},  {32768, 8, 1048576, 8, 33554432, 16, 2, 64, 4096, "zen4"},
+        {49152, 12, 1048576, 16, 33554432, 16, 16, 64, 4096, "zen5"}, {32768, 2, 1048576, 16, 0, 0, 1, 64, 4096, "a72"},
+        {16384, 4, 262144, 4, 0, 0, 1, 32, 4096, "small"},          {65536, 4, 2097152, 16, 8388608, 16, 4, 128, 16384, "m1"}};
     const ptrdiff_t big[][3] = {{150, 300, 600}, {67, 500, 1313}, {2 * mr + 3, 53, 4700}};
     for (size_t h = 0; h < sizeof hosts / sizeof hosts[0]; h++) {
         im2row_gemm_blocking blk;
@@ -381,7 +385,7 @@ static double fma_peak(const char *isa)
     return best;
 }
 
-/* IM2ROW_GEMM_KC / _MC / _NC override the model in the bench (0 or unset: the model). */
+/* IM2ROW_GEMM_KC / _MC / _NC / _COPY override the model in the bench (0 or unset: the model). */
 static ptrdiff_t env_size(const char *name)
 {
     const char *s = getenv(name);
@@ -399,7 +403,7 @@ static double time_call(const variant *v, const float *ap, const float *a, ptrdi
     const float one = 1.0f, zero = 0.0f;
     const float **brows = malloc(sizeof(*brows) * (size_t)k);
     for (ptrdiff_t kk = 0; kk < k; kk++) brows[kk] = b + kk * n;
-    float *work = v && !inplace ? malloc(sizeof(float) * (size_t)(im2row_gemm_work_floats(v->tile, k, blk) + 1)) : NULL;
+    float *work = v && !inplace ? malloc(sizeof(float) * (size_t)(im2row_gemm_work_floats(v->tile, n, k, blk) + 1)) : NULL;
 #define CALL()                                                                     \
     do {                                                                           \
         if (v) v->fn(m, n, k, ap, brows, c, n, 1, 0, blk, work);                   \
@@ -478,8 +482,9 @@ static int run_bench(int reps, int nsel, char **sel)
         nshapes = sizeof all_shapes / sizeof all_shapes[0];
         memcpy(shapes, all_shapes, sizeof all_shapes);
     }
+    /* IM2ROW_GEMM_COPY=1 copies B strips at every n, -1 never (default: the model's rule) */
     const im2row_gemm_blocking blk = {env_size("IM2ROW_GEMM_KC"), env_size("IM2ROW_GEMM_MC"),
-                                      env_size("IM2ROW_GEMM_NC")};
+                                      env_size("IM2ROW_GEMM_NC"), (int)env_size("IM2ROW_GEMM_COPY")};
     load_sgemm();
     im2row_cache_info caches;
     im2row_cache_info_get(&caches);
