@@ -32,10 +32,10 @@ cdef extern from "im2row_kernels.h" nogil:
                                       Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                                       Py_ssize_t dh, Py_ssize_t dw, float bias)
     ctypedef struct im2row_gemm_blocking:
-        Py_ssize_t kc, mc, nc
+        Py_ssize_t kc, kc_m, mc, nc
         int copy_b
     ctypedef struct im2row_gemm_tile:
-        Py_ssize_t mr, nr, rows
+        Py_ssize_t mr, nr, rows, nr_m
     ctypedef struct im2row_cache_info:
         Py_ssize_t l1d_bytes, l1d_ways, l2_bytes, l2_ways, l3_bytes, l3_ways, l3_sharing
         Py_ssize_t line_bytes, page_bytes
@@ -147,7 +147,7 @@ cdef int _schedule_for(const Geometry *g, int code, Py_ssize_t column_block,
                        Py_ssize_t channel_block, Py_ssize_t row_block, bint packed,
                        Schedule *s) except -1:
     """The incremental schedule; other algorithms do not use one (nor its stride limit)."""
-    s.gemm.kc = s.gemm.mc = s.gemm.nc = 0
+    s.gemm.kc = s.gemm.kc_m = s.gemm.mc = s.gemm.nc = 0
     s.gemm.copy_b = 0
     s.gemm_work = 0
     if _make_schedule(g, column_block, channel_block, row_block, packed, s) != 0:
@@ -219,7 +219,7 @@ cdef int _schedule_gemm(const Geometry *g, int algorithm, const im2row_kernels *
     cdef Py_ssize_t n = g.OH * g.OW
     s.gemm.kc = gemm_kc if gemm_kc > 0 else 0
     s.gemm.mc = gemm_mc if gemm_mc > 0 else 0
-    s.gemm.nc = 0
+    s.gemm.nc = s.gemm.kc_m = 0
     s.gemm.copy_b = 0
     s.gemm_work = 0
     if algorithm == ALG_INCREMENTAL:
@@ -1047,7 +1047,7 @@ def cache_info(source=None):
 
 def gemm_blocking(KernelSet kernels, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t kc=0,
                   Py_ssize_t mc=0, Py_ssize_t nc=0, dict caches=None):
-    """The blocking kernels' packed GEMM runs for an m x n x k product: dict kc, mc, nc (after
+    """The blocking kernels' packed GEMM runs for an m x n x k product: dict kc, kc_m, mc, nc (after
     fitting to the shape) and work_floats (its B-strip buffer).  kc/mc/nc > 0 override the
     model; caches (a dict like cache_info()) evaluates the model for another host.  work_floats
     is 0 where B is read in place (rows less than a page apart)."""
@@ -1057,7 +1057,7 @@ def gemm_blocking(KernelSet kernels, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, P
         raise ValueError(f"ISA {kernels.isa} has no packed GEMM")
     if m < 1 or n < 1 or k < 1:
         raise ValueError(f"gemm_blocking needs m, n, k >= 1, got {m}, {n}, {k}")
-    req.kc, req.mc, req.nc, req.copy_b = 0, 0, 0, 0
+    req.kc, req.kc_m, req.mc, req.nc, req.copy_b = 0, 0, 0, 0, 0
     if caches is not None:
         c.l1d_bytes, c.l1d_ways = caches["l1d"], caches["l1d_ways"]
         c.l2_bytes, c.l2_ways = caches["l2"], caches["l2_ways"]
@@ -1073,13 +1073,13 @@ def gemm_blocking(KernelSet kernels, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, P
     if nc > 0:
         req.nc = nc
     im2row_gemm_blocking_resolve(kernels.kern.gemm_tile, m, n, k, &req, &out)
-    return {"kc": out.kc, "mc": out.mc, "nc": out.nc,
+    return {"kc": out.kc, "kc_m": out.kc_m, "mc": out.mc, "nc": out.nc,
             "work_floats": im2row_gemm_work_floats(kernels.kern.gemm_tile, n, k, &req)}
 
 
 def gemm_tile(KernelSet kernels):
-    """kernels' register tile as the blocking model sees it: dict mr, nr, rows."""
+    """kernels' register tile as the blocking model sees it: dict mr, nr, rows, nr_m."""
     cdef const im2row_gemm_tile *t = kernels.kern.gemm_tile
     if t == NULL:
         raise ValueError(f"ISA {kernels.isa} has no packed GEMM")
-    return {"mr": t.mr, "nr": t.nr, "rows": t.rows}
+    return {"mr": t.mr, "nr": t.nr, "rows": t.rows, "nr_m": t.nr_m}

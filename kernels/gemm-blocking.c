@@ -26,6 +26,7 @@ void im2row_gemm_blocking_model(const im2row_gemm_tile *tile, const im2row_cache
 {
     if (tile->nr <= 0) { /* a tile that packs nothing (the scalar oracle): no blocking */
         out->kc = NC_ALL;
+        out->kc_m = NC_ALL;
         out->mc = NC_ALL;
         out->nc = NC_ALL;
         out->copy_b = -1;
@@ -39,6 +40,10 @@ void im2row_gemm_blocking_model(const im2row_gemm_tile *tile, const im2row_cache
     const ptrdiff_t ways_a = max_p(1, (w1 - 1) * tile->mr / (tile->mr + tile->nr));
     const ptrdiff_t ways_b = max_p(1, w1 - 1 - ways_a);
     const ptrdiff_t kc = max_p(8, round_down(ways_b * way1 / (tile->nr * FLOAT_BYTES), 8));
+    /* The m-vectorised tile keeps its whole A micro-panel in registers per k step and stores C
+     * transposed, element by element, once per slice: its narrow strip takes every way but
+     * one for the streamed A and one for C, so slices are long and C is rarely stored. */
+    const ptrdiff_t kc_m = max_p(8, round_down(max_p(1, w1 - 2) * way1 / (max_p(tile->nr_m, 1) * FLOAT_BYTES), 8));
 
     /* L2: the A block takes all ways but two (the B strip's copy and the B rows being copied
      * from also pass through L2, and C tiles). */
@@ -54,6 +59,7 @@ void im2row_gemm_blocking_model(const im2row_gemm_tile *tile, const im2row_cache
         nc = max_p(tile->nr, round_down(share / 2 / (kc * FLOAT_BYTES), tile->nr));
     }
     out->kc = kc;
+    out->kc_m = kc_m;
     out->mc = mc;
     out->nc = nc;
     out->copy_b = 0;
@@ -74,6 +80,8 @@ void im2row_gemm_blocking_resolve(const im2row_gemm_tile *tile, ptrdiff_t m, ptr
     im2row_gemm_blocking model;
     host_model(tile, &model);
     ptrdiff_t kc = request && request->kc > 0 ? request->kc : model.kc;
+    ptrdiff_t kc_m = request && request->kc > 0 ? request->kc : model.kc_m;
+    if (request && request->kc_m > 0) kc_m = request->kc_m;
     ptrdiff_t mc = request && request->mc > 0 ? request->mc : model.mc;
     ptrdiff_t nc = request && request->nc > 0 ? request->nc : model.nc;
     const ptrdiff_t mr = max_p(tile->mr, 1), nr = max_p(tile->nr, 1);
@@ -82,6 +90,9 @@ void im2row_gemm_blocking_resolve(const im2row_gemm_tile *tile, ptrdiff_t m, ptr
     kc = min_p(max_p(kc, 1), k);
     const ptrdiff_t slices = (k + kc - 1) / kc;
     out->kc = (k + slices - 1) / slices;
+    kc_m = min_p(max_p(kc_m, 1), k);
+    const ptrdiff_t slices_m = (k + kc_m - 1) / kc_m;
+    out->kc_m = (k + slices_m - 1) / slices_m;
 
     mc = round_up(min_p(max_p(mc, 1), m), mr);
     const ptrdiff_t blocks = (m + mc - 1) / mc;
@@ -106,11 +117,11 @@ ptrdiff_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, ptrdiff_t n, ptr
         im2row_cache_info_get(&caches);
         if (n * FLOAT_BYTES < caches.page_bytes) return 0;
     }
-    im2row_gemm_blocking model;
-    host_model(tile, &model);
-    const ptrdiff_t kc = min_p(request && request->kc > 0 ? request->kc : model.kc, k);
-    /* kc row pointers (two floats each on 64-bit), the kc x nr strip, a cache line of slack
-     * for aligning the strip */
+    im2row_gemm_blocking b;
+    im2row_gemm_blocking_resolve(tile, 1, n, k, request, &b);
+    /* kc + kc_m row pointers (two floats each on 64-bit), the larger of a kc x nr and a
+     * kc_m x nr_m strip, slack for aligning the pointers and the strip */
     const ptrdiff_t pointer_floats = (ptrdiff_t)((sizeof(float *) + FLOAT_BYTES - 1) / FLOAT_BYTES);
-    return kc * pointer_floats + kc * tile->nr + 64 / FLOAT_BYTES + pointer_floats;
+    const ptrdiff_t strip = max_p(b.kc * tile->nr, b.kc_m * tile->nr_m);
+    return (b.kc + b.kc_m) * pointer_floats + strip + 64 / FLOAT_BYTES + pointer_floats;
 }

@@ -109,6 +109,7 @@ def test_model_fits_the_caches(isa, host):
     assert b["kc"] * tile["nr"] * 4 <= caches["l1d"] * (caches["l1d_ways"] - 1) / caches["l1d_ways"] \
         or caches["l1d_ways"] <= 2 and b["kc"] * tile["nr"] * 4 <= caches["l1d"] / 2
     assert b["mc"] % tile["mr"] == 0 and b["mc"] * b["kc"] * 4 <= caches["l2"]
+    assert b["kc_m"] * tile["nr_m"] * 4 <= caches["l1d"] and b["kc_m"] >= b["kc"]
     if caches["l3"]:
         assert b["nc"] % tile["nr"] == 0
         assert b["nc"] * b["kc"] * 4 <= caches["l3"] / caches["l3_sharing"] / 2 + tile["nr"] * b["kc"] * 4
@@ -137,6 +138,7 @@ def test_resolve_fits_the_shape(isa, m, n, k):
     for kc, mc in [(0, 0), (1, 1), (7, mr), (k + 3, m + 5), (2 * k, 3 * mr)]:
         b = _core.gemm_blocking(kernels, m, n, k, kc=kc, mc=mc)
         assert 1 <= b["kc"] <= k and b["kc"] <= (kc or b["kc"])
+        assert 1 <= b["kc_m"] <= k and b["kc_m"] <= (kc or b["kc_m"])     # kc sets both
         slices = -(-k // b["kc"])
         assert (slices - 1) * b["kc"] < k                      # equal slices, none empty
         assert b["mc"] % mr == 0 and mr <= b["mc"] <= -(-m // mr) * mr

@@ -29,7 +29,7 @@
 #define GEMM_MR_VAR im2row_gemm_mr__neon
 #define GEMM_TILE_VAR im2row_gemm_tile__neon
 /* The n-vectorised tile always covers the whole 8-row panel (lane FMAs over two A vectors). */
-enum { MR = 8, VW = 4, NV_ROWS = 8 };
+enum { MR = 8, VW = 4, NV_ROWS = 8, M_NR = 3 };
 /* 2 panels (4 vectors per column) already keep 8-12 accumulators independent. */
 #define GEMM_M_QUAD 0
 

@@ -84,7 +84,9 @@ int im2row_cache_info_from(const char *source, im2row_cache_info *out);
  * floats, private to this call (no alignment needed); when that is 0 the kernel copies
  * nothing and work may be NULL.  Kernels never allocate. */
 typedef struct im2row_gemm_blocking {
-    ptrdiff_t kc;   /* depth of one k slice (slices are equal: kc <= the value asked for) */
+    ptrdiff_t kc;   /* depth of one k slice of the n-vectorised tiles (slices are equal:
+                       kc <= the value asked for); asking for kc sets kc_m too */
+    ptrdiff_t kc_m; /* the same for the m-vectorised tiles, whose B strips are narrow */
     ptrdiff_t mc;   /* rows of A per block, a multiple of the tile's mr */
     ptrdiff_t nc;   /* columns of B per panel, a multiple of the tile's nr */
     int copy_b;     /* copy B strips into work: 0 = the model's rule (when B rows, n floats or
@@ -96,6 +98,7 @@ typedef struct im2row_gemm_tile {
     ptrdiff_t mr;       /* panel height of packed A (a k step of one panel is mr floats) */
     ptrdiff_t nr;       /* widest B strip a tile streams (columns); 0: the kernel packs nothing */
     ptrdiff_t rows;     /* rows of the n-vectorised tile that streams that strip */
+    ptrdiff_t nr_m;     /* widest strip of the m-vectorised tile */
 } im2row_gemm_tile;
 
 typedef void (*im2row_gemm_fn)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
@@ -104,8 +107,10 @@ typedef void (*im2row_gemm_fn)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                const im2row_gemm_blocking *blocking, float *work);
 
 /* The model (kernels/gemm-blocking.c, after Low et al. 2016), shape-free: kc so the kc x nr B
- * strip fills the L1 ways the streamed A micro-panels and C leave; mc so the mc x kc A block
- * fills L2 but two ways; nc so the kc x nc B panel fills half of this core's L3 share. */
+ * strip fills the L1 ways the streamed A micro-panels and C leave (kc_m likewise for the
+ * narrow m-tile strips); mc so the mc x kc A block fills L2 but two ways; nc so the kc x nc B
+ * panel fills half of this core's L3 share.  A panel of one strip reuses no A block, so the
+ * kernels do not slice k there. */
 void im2row_gemm_blocking_model(const im2row_gemm_tile *tile, const im2row_cache_info *caches,
                                 im2row_gemm_blocking *out);
 /* The blocking a kernel runs for this shape: `request` fields > 0 (request may be NULL), else

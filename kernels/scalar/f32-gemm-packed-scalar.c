@@ -20,7 +20,7 @@
 extern const ptrdiff_t im2row_gemm_mr__scalar;
 const ptrdiff_t im2row_gemm_mr__scalar = 4;
 extern const im2row_gemm_tile im2row_gemm_tile__scalar;
-const im2row_gemm_tile im2row_gemm_tile__scalar = {4, 0, 4};
+const im2row_gemm_tile im2row_gemm_tile__scalar = {4, 0, 4, 0};
 
 void im2row_pack_a(float *dst, const float *a, ptrdiff_t lda, ptrdiff_t m, ptrdiff_t k, ptrdiff_t mr)
 {

@@ -30,7 +30,7 @@
 #define GEMM_FN im2row_gemm__avx2
 #define GEMM_MR_VAR im2row_gemm_mr__avx2
 #define GEMM_TILE_VAR im2row_gemm_tile__avx2
-enum { MR = 8, VW = 8, NV_ROWS = 4 };
+enum { MR = 8, VW = 8, NV_ROWS = 4, M_NR = 6 };
 #define GEMM_M_QUAD 1
 
 /* R rows (of one packed panel, starting at `a`) x NV vectors of 8 columns (w = 8*NV). */

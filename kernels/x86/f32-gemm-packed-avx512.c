@@ -30,7 +30,7 @@
 #define GEMM_FN im2row_gemm__avx512
 #define GEMM_MR_VAR im2row_gemm_mr__avx512
 #define GEMM_TILE_VAR im2row_gemm_tile__avx512
-enum { MR = 16, VW = 16, NV_ROWS = 8 };
+enum { MR = 16, VW = 16, NV_ROWS = 8, M_NR = 12 };
 #define GEMM_M_QUAD 1
 
 /* R rows (of one packed panel, starting at `a`) x NV vectors of 16 columns, w columns in all:

@@ -136,7 +136,7 @@ static long check_one(const variant *v, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, p
     const float **brows = malloc(sizeof(*brows) * (size_t)k);
     for (ptrdiff_t kk = 0; kk < k; kk++) brows[kk] = b.p + (k - 1 - kk) * ldb;
     /* use_work forces the copy (the model's rule copies only at n of a page or more) */
-    im2row_gemm_blocking forced = {0, 0, 0, 1};
+    im2row_gemm_blocking forced = {.copy_b = 1};
     if (blocking) forced = *blocking, forced.copy_b = 1;
     const im2row_gemm_blocking *blk = use_work ? &forced : blocking;
     const ptrdiff_t work_n = im2row_gemm_work_floats(v->tile, n, k, blk);
@@ -204,7 +204,9 @@ static long check_blockings(const variant *v, long *bad)
             if (kcs[a] < 1) continue;
             for (size_t b = 0; b < sizeof mcs / sizeof mcs[0]; b++) {
                 for (size_t c = 0; c < sizeof ncs / sizeof ncs[0]; c++) {
-                    const im2row_gemm_blocking blk = {kcs[a], mcs[b], ncs[c], 0};
+                    /* every other case slices the m-tiles differently from the n-tiles */
+                    const im2row_gemm_blocking blk = {.kc = kcs[a], .mc = mcs[b], .nc = ncs[c],
+                                                      .kc_m = cases & 8 ? kcs[(a + 3) % 7] : 0};
                     const int acc = (int)(cases & 1);
                     const ptrdiff_t cs = cases % 3 == 1 ? 3 : 1;
                     const ptrdiff_t ldc = (n - 1) * cs + 1 + (cases & 2 ? 2 : 0);
@@ -225,6 +227,7 @@ static long check_blockings(const variant *v, long *bad)
         im2row_gemm_blocking blk;
         im2row_gemm_blocking_model(v->tile, &hosts[h], &blk);
         if (v->tile->nr > 0 && (blk.kc * v->tile->nr * 4 > hosts[h].l1d_bytes || blk.mc * blk.kc * 4 > hosts[h].l2_bytes ||
+                                blk.kc_m * v->tile->nr_m * 4 > hosts[h].l1d_bytes ||
                                 blk.mc % mr != 0 || (hosts[h].l3_bytes > 0 && blk.nc % v->tile->nr != 0))) {
             fprintf(stderr, "  %s model for %s: kc=%td mc=%td nc=%td does not fit its caches\n", v->name,
                     hosts[h].source, blk.kc, blk.mc, blk.nc);
@@ -385,7 +388,7 @@ static double fma_peak(const char *isa)
     return best;
 }
 
-/* IM2ROW_GEMM_KC / _MC / _NC / _COPY override the model in the bench (0 or unset: the model). */
+/* IM2ROW_GEMM_KC / _KCM / _MC / _NC / _COPY override the model in the bench (0 or unset: the model). */
 static ptrdiff_t env_size(const char *name)
 {
     const char *s = getenv(name);
@@ -483,8 +486,9 @@ static int run_bench(int reps, int nsel, char **sel)
         memcpy(shapes, all_shapes, sizeof all_shapes);
     }
     /* IM2ROW_GEMM_COPY=1 copies B strips at every n, -1 never (default: the model's rule) */
-    const im2row_gemm_blocking blk = {env_size("IM2ROW_GEMM_KC"), env_size("IM2ROW_GEMM_MC"),
-                                      env_size("IM2ROW_GEMM_NC"), (int)env_size("IM2ROW_GEMM_COPY")};
+    const im2row_gemm_blocking blk = {.kc = env_size("IM2ROW_GEMM_KC"), .kc_m = env_size("IM2ROW_GEMM_KCM"),
+                                      .mc = env_size("IM2ROW_GEMM_MC"), .nc = env_size("IM2ROW_GEMM_NC"),
+                                      .copy_b = (int)env_size("IM2ROW_GEMM_COPY")};
     load_sgemm();
     im2row_cache_info caches;
     im2row_cache_info_get(&caches);
@@ -498,8 +502,8 @@ static int run_bench(int reps, int nsel, char **sel)
         if (cols[ci].peak > 0.0 && (ci == 0 || cols[ci - 1].v != cols[ci].v)) {
             im2row_gemm_blocking model;
             im2row_gemm_blocking_resolve(cols[ci].v->tile, 1 << 20, 1 << 20, 1 << 20, &blk, &model);
-            printf("%-7s FMA peak %.1f GF/s (register-only loop); blocking kc=%td mc=%td nc=%td (%s)\n",
-                   cols[ci].v->name, cols[ci].peak, model.kc, model.mc, model.nc,
+            printf("%-7s FMA peak %.1f GF/s (register-only loop); blocking kc=%td kc_m=%td mc=%td nc=%td (%s)\n",
+                   cols[ci].v->name, cols[ci].peak, model.kc, model.kc_m, model.mc, model.nc,
                    blk.kc || blk.mc || blk.nc ? "IM2ROW_GEMM_* override" : "model");
         }
     }
