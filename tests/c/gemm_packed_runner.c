@@ -1,10 +1,14 @@
 /* Standalone runner for the f32-gemm-packed kernel family.
  *
  *   gemm_packed check   every compiled variant usable on this CPU against a double-precision
- *                       naive GEMM over many odd shapes; exit status 1 on any mismatch.
- *   gemm_packed bench [reps [variant...]]
+ *                       naive GEMM over many odd shapes and blockings (the model's on several
+ *                       cache hierarchies, and kc / mc / nc at their edges), B strips copied
+ *                       or read in place; exit status 1 on any mismatch.
+ *   gemm_packed bench [reps [variant[:inplace]...]]
  *                       GF/s of the variants (all by default) and of OpenBLAS sgemm at
- *                       convolution shapes, side by side: min over reps after warm-up, 1 thread.
+ *                       convolution shapes, side by side: min over reps after warm-up, 1 thread,
+ *                       and % of this ISA's FMA peak (a register-only loop timed at start).
+ *                       Environment: IM2ROW_BENCH_SHAPES, IM2ROW_GEMM_KC/_KCM/_MC/_NC/_COPY.
  *
  * sgemm is loaded with dlopen from $IM2ROW_SGEMM_LIB (e.g. scipy's libscipy_openblas*.so), so
  * the check needs no BLAS at all (define GEMM_PACKED_NO_DLOPEN for static builds).  The runner
