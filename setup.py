@@ -5,6 +5,7 @@ the rest of the extension stays baseline and runs on any CPU of the architecture
 table in kernels/dispatch.c picks a variant at run time."""
 import os
 import subprocess
+import sys
 import sysconfig
 import tempfile
 from pathlib import Path
@@ -51,20 +52,30 @@ def kernel_sources():
 
 
 def openmp_flags(compiler_cmd):
-    """-fopenmp if the compiler accepts it and links libgomp; else [] and a serial build.
+    """(flags, why not): -fopenmp if the compiler, run as the build runs it (the whole command:
+    CC="ccache gcc", a cross compiler with --sysroot and its flags), compiles and links an
+    OpenMP program; else [] and the reason.
 
     IM2ROW_NO_OPENMP=1 forces the serial build (the core's prange loops then run in order)."""
     if os.environ.get("IM2ROW_NO_OPENMP"):
-        return []
+        return [], "IM2ROW_NO_OPENMP is set"
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "probe.c"
         src.write_text("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+        command = list(compiler_cmd) + ["-fopenmp", str(src), "-o", str(Path(tmp) / "probe")]
         try:
-            done = subprocess.run(compiler_cmd + ["-fopenmp", str(src), "-o", str(Path(tmp) / "probe")],
-                                  capture_output=True)
-        except OSError:
-            return []
-        return ["-fopenmp"] if done.returncode == 0 else []
+            done = subprocess.run(command, capture_output=True, text=True)
+        except OSError as exc:
+            return [], f"cannot run {command[0]!r} ({exc})"
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            return [], f"'{' '.join(compiler_cmd)} -fopenmp' failed: {last}"
+        return ["-fopenmp"], None
+
+
+def say_loudly(text):
+    bar = "!" * 78
+    print(f"\n{bar}\n{text}\n{bar}\n", file=sys.stderr, flush=True)
 
 
 class BuildWithIsaFlags(build_ext):
@@ -77,15 +88,39 @@ class BuildWithIsaFlags(build_ext):
             flags = BASE_FLAGS + ISA_FLAGS.get(isa, []) if isa else BASE_FLAGS
             objects += self.compiler.compile(
                 [source], output_dir=self.build_temp, include_dirs=[str(KERNELS / "include")],
-                extra_postargs=flags, depends=[str(p) for p in sorted((KERNELS / "include").iterdir())])
+                extra_postargs=flags, depends=header_files())
+        self.check_kernels_link(objects)
         ext.extra_objects = list(ext.extra_objects or []) + objects
-        omp = openmp_flags(list(self.compiler.compiler_so[:1]) + [
-            arg for arg in self.compiler.compiler_so[1:] if arg.startswith("--sysroot")])
+        omp, why_not = openmp_flags(self.compiler.compiler_so)
         if not omp:
-            print("im2row: building without OpenMP: conv2d will run on one thread")
+            say_loudly(f"im2row: building WITHOUT OpenMP ({why_not}):\n"
+                       f"conv2d will run on ONE thread whatever threads= says.  Install an "
+                       f"OpenMP runtime (gcc: libgomp) or fix CC, then rebuild.")
         ext.extra_compile_args = list(ext.extra_compile_args or []) + omp
         ext.extra_link_args = list(ext.extra_link_args or []) + omp
         super().build_extension(ext)
+
+    def check_kernels_link(self, objects):
+        """Link the kernels alone with --no-undefined: a kernel the dispatch table names but no
+        compiled file defines (a missing ISA file) is a link error here, not a silently
+        missing ISA or an import error later.  (The extension itself cannot be linked so:
+        it leaves the Python C API to the interpreter.)"""
+        if not sys.platform.startswith("linux"):
+            return
+        probe = os.path.join(self.build_temp, "im2row-kernels-link-check.so")
+        self.compiler.link_shared_object(objects, probe, libraries=["m"],
+                                         extra_postargs=["-Wl,--no-undefined"])
+
+
+def header_files():
+    return [str(p) for p in sorted((KERNELS / "include").iterdir()) if p.is_file()]
+
+
+def all_kernel_files():
+    """Every C source of every architecture (an sdist must build on any of them)."""
+    return [str(p) for folder in ("scalar", "x86", "arm")
+            for p in sorted((KERNELS / folder).glob("*.c"))] + [
+                str(KERNELS / name) for name in ("dispatch.c", "cpuinfo.c", "gemm-blocking.c")]
 
 
 extension = Extension(
@@ -94,6 +129,7 @@ extension = Extension(
     include_dirs=[str(KERNELS / "include"), numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=["-O3"],
+    depends=all_kernel_files() + header_files(),
 )
 
 setup(

@@ -26,41 +26,11 @@ from .wisdom import forget_plans, load_plans, save_plans  # noqa: E402
 _wisdom.install()
 
 
-def _source_checkout_tuner():
-    """In a source checkout run in place, im2row.tuner lives in ../tuner (installs map it with
-    package-dir); make `import im2row.tuner` find it there too."""
-    import importlib.abc
-    import importlib.util
-    import os
-    import sys
-
-    init = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "tuner", "__init__.py")
-    if not os.path.isfile(init) or os.path.isdir(os.path.join(os.path.dirname(__file__), "tuner")):
-        return
-
-    class _Finder(importlib.abc.MetaPathFinder):
-        def find_spec(self, fullname, path=None, target=None):
-            if fullname != __name__ + ".tuner":
-                return None
-            return importlib.util.spec_from_file_location(
-                fullname, init, submodule_search_locations=[os.path.dirname(init)])
-
-    if not any(type(f).__name__ == "_Finder" and getattr(f, "_im2row", False)
-               for f in sys.meta_path):
-        finder = _Finder()
-        finder._im2row = True
-        sys.meta_path.append(finder)
-
-
-_source_checkout_tuner()
-
-
 def tune(model_layers, **options):
     """Tune a model's convolution shapes and store the plans in the plan cache; returns a
     report (print it for a table).  See im2row.tuner.tune for the options (n_trials, timeout,
-    threads, cache, storage, progress, input_shape, ...).  Needs optuna (pip install
-    im2row[tune])."""
+    threads, cache, storage, progress, input_shape, ...).  Needs optuna: without it,
+    ModuleNotFoundError "tuning needs optuna: pip install 'im2row[tune]'"."""
     from .tuner import tune as _tune
 
     return _tune(model_layers, **options)

@@ -24,12 +24,11 @@ USAGE = """usage: python -m im2row {info,tune,run,bench} ...
 
 
 def info(argv=None) -> int:
-    import argparse
-
     import im2row
     from im2row import hwinfo, wisdom
+    from im2row._cli import Parser
 
-    p = argparse.ArgumentParser(prog="python -m im2row info",
+    p = Parser(prog="python -m im2row info",
                                 description="What im2row detected on this machine.")
     p.add_argument("--cache", default=None, help="plan cache file to describe")
     args = p.parse_args(argv)
@@ -40,7 +39,8 @@ def info(argv=None) -> int:
     identity = wisdom.machine_identity()
     lines = [
         f"im2row        {im2row.__version__} (core build {identity['build']})",
-        f"CPU           {hwinfo.cpu_model()} ({identity['arch']})",
+        f"CPU           {hwinfo.cpu_model()} ({identity['arch']}; {_cpu_id_text(identity)})",
+        "caches        " + ", ".join(f"{k} {_bytes_text(v)}" for k, v in identity["caches"].items()),
         "CPU features  " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in features.items()),
         f"kernel ISAs   {', '.join(hwinfo.available_isas())} (in use: {hwinfo.get_isa()})",
         f"BLAS          {blas['name']} {blas['version'] or ''} ({blas['architecture'] or '?'}, "
@@ -59,6 +59,19 @@ def info(argv=None) -> int:
                          f"{summary['plans']} in all, {summary['machines']} machine(s)")
     print("\n".join(lines))
     return 0
+
+
+def _cpu_id_text(identity: dict) -> str:
+    cpu_id = identity.get("cpu_id") or {}
+    cores = cpu_id.get("cores", [cpu_id])
+    return " | ".join(" ".join(f"{k} {v}" for k, v in core.items()) for core in cores) or "?"
+
+
+def _bytes_text(value: int) -> str:
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size and value % size == 0:
+            return f"{value // size} {unit}"
+    return f"{value} B"
 
 
 def _find_benchmark() -> Path | None:
@@ -95,23 +108,42 @@ def bench(argv) -> int:
     return 0
 
 
+def _tune(argv) -> int:
+    try:
+        from im2row.tuner.cli import main as tune_main
+    except ModuleNotFoundError as exc:
+        if exc.name != "optuna" and "optuna" not in str(exc):
+            raise
+        print(f"python -m im2row tune: {exc}", file=sys.stderr)
+        return 2
+    return tune_main(argv)
+
+
 def main(argv=None) -> int:
+    from im2row._cli import UsageError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "info":
-        return info(rest)
-    if command == "tune":
-        from im2row.tuner.cli import main as tune_main
-        return tune_main(rest)
-    if command == "run":
-        from im2row.modelrun import main as run_main
-        return run_main(rest)
-    if command == "bench":
-        return bench(rest)
-    print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    try:
+        if command == "info":
+            return info(rest)
+        if command == "tune":
+            return _tune(rest)
+        if command == "run":
+            from im2row.modelrun import main as run_main
+            return run_main(rest)
+        if command == "bench":
+            return bench(rest)
+    except UsageError as exc:
+        print(f"python -m im2row {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # argparse: --help (0) or an argument error (2, one line)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    print(f"python -m im2row: error: unknown command {command!r} (commands: info, tune, run, "
+          f"bench; --help for more)", file=sys.stderr)
     return 2
 
 

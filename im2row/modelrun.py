@@ -3,13 +3,13 @@ runtime picks (tuned from the plan cache, else the default), check each result a
 independent path (classic im2row + SciPy's BLAS sgemm) and time it.  Never imports optuna."""
 from __future__ import annotations
 
-import argparse
 import math
 import time
 
 import numpy as np
 
 from . import _threads, wisdom
+from ._cli import Parser, positive_int, read_model
 from ._api import Conv2d
 from .layers import builtin_models, collect_layers, unique_specs
 from .plan import Plan, choose_plan
@@ -99,19 +99,20 @@ def run_model(model, *, threads=None, batch=None, repeats=5, cache=None, seed=0,
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m im2row run",
         description="Run a model's convolution shapes with the tuned (or default) plans, check "
                     "each against classic im2row + BLAS sgemm, and time them.")
     p.add_argument("model", help=f"built-in model ({', '.join(builtin_models())}), a layer-suite "
                                  f".json file or an .onnx model")
-    p.add_argument("--threads", type=int, default=None, help="threads per call (default: "
-                                                             "im2row's default)")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default: the model's)")
-    p.add_argument("--repeats", type=int, default=5, help="timing samples per shape")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="threads per call (default: im2row's default)")
+    p.add_argument("--batch", type=positive_int, default=None,
+                   help="batch size (default: the model's)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timing samples per shape")
     p.add_argument("--cache", default=None, help="plan cache file to load (default: the "
                                                  "user's cache, as at run time)")
     args = p.parse_args(argv)
-    rows = run_model(args.model, threads=args.threads, batch=args.batch, repeats=args.repeats,
+    rows = run_model(read_model(args.model), threads=args.threads, batch=args.batch, repeats=args.repeats,
                      cache=args.cache)
     return 0 if all(r["error"] <= TOLERANCE for r in rows) else 1

@@ -8,6 +8,12 @@ from dataclasses import asdict, dataclass
 from typing import Iterable
 
 LAYOUTS = ("NCHW", "NHWC")
+# Largest stride, dilation or padding accepted: far beyond any image, and small enough that
+# every size derived from it (padded extent, dilated span, offsets) fits the core's ssize_t.
+MAX_GEOMETRY = (1 << 40) - 1  # the core checks every geometry value against 2**40 too
+# Largest padded input side: an output row longer than this is not an image (and plans walk
+# the output columns).
+MAX_EXTENT = (1 << 31) - 1
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,8 @@ def _pair(value, name: str, *, minimum: int) -> tuple:
         pair = (int(pair[0]), int(pair[1]))
     if min(pair) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if max(pair) > MAX_GEOMETRY:
+        raise ValueError(f"{name} must be < 2**40, got {value!r}")
     return pair
 
 
@@ -145,6 +153,8 @@ def resolve_padding(padding, kernel: tuple, dilation: tuple, stride: tuple) -> t
             raise TypeError(f"padding values must be ints, got {padding!r}")
         if min(values) < 0:
             raise ValueError(f"padding must be >= 0, got {padding!r}")
+        if max(values) > MAX_GEOMETRY:
+            raise ValueError(f"padding must be < 2**40, got {padding!r}")
         return tuple(int(v) for v in values)
     raise ValueError(f"padding must have 2 (h, w) or 4 (top, left, bottom, right) values, got {padding!r}")
 
@@ -201,6 +211,9 @@ def make_spec(input_shape: Iterable[int], weight_shape: Iterable[int], *, stride
                     dilation[0], dilation[1], groups, layout)
     padded_h = height + pads[0] + pads[2]
     padded_w = width + pads[1] + pads[3]
+    if max(padded_h, padded_w) > MAX_EXTENT:
+        raise ValueError(f"padded input {padded_h}x{padded_w} is larger than im2row supports "
+                         f"({MAX_EXTENT} per side)")
     span_h = dilation[0] * (kernel_h - 1) + 1
     span_w = dilation[1] * (kernel_w - 1) + 1
     if span_h > padded_h or span_w > padded_w:

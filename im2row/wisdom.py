@@ -10,7 +10,10 @@ File (JSON, schema 1):
     {"format": "im2row-plans", "schema": 1,
      "machines": {
         "<machine id>": {
-            "identity": {"cpu": ..., "arch": ..., "cpu_features": [...], "isas": [...],
+            "identity": {"cpu": ..., "cpu_id": {"family", "model", "stepping", ...  (x86)
+                                                | "cores": [{"implementer", "part", ...}]},
+                         "caches": {"l1d", "l2", "l3", "line"}, "arch": ...,
+                         "cpu_features": [...], "isas": [...],
                          "blas": {"name", "version", "architecture", "threading"},
                          "im2row": "0.1.0", "build": "<hash of the compiled core>"},
             "plans": {
@@ -19,7 +22,8 @@ File (JSON, schema 1):
                                "time_s": ..., "default_time_s": ..., "default_plan": {...},
                                "trials": ..., "tuned_at": "2025-01-01T00:00:00Z"}}}}}
 
-The machine id hashes the identity: plans are used only on the same CPU model and ISA flags,
+The machine id hashes the identity: plans are used only on the same CPU (model string, x86
+family/model/stepping or aarch64 MIDR implementer/part/variant, cache sizes) and ISA flags,
 with the same BLAS build and the same im2row version and compiled core (FFTW's rule: wisdom is
 valid for the same hardware and binaries).  One file may hold several machines' plans (a file
 shipped with an application).  Within a machine, a plan key is the thread count, the active
@@ -44,6 +48,7 @@ import hashlib
 import json
 import os
 import platform
+import stat
 import sys
 import tempfile
 import threading
@@ -128,6 +133,8 @@ def machine_identity() -> dict:
     blas = blas_info()
     return {
         "cpu": hwinfo.cpu_model(),
+        "cpu_id": hwinfo.cpu_identity(),
+        "caches": hwinfo.cache_sizes(),
         "arch": platform.machine(),
         "cpu_features": sorted(k for k, v in hwinfo.cpu_features().items() if v),
         "isas": list(hwinfo.available_isas()),
@@ -176,23 +183,143 @@ def _empty_document() -> dict:
 
 
 class CacheProblem(Exception):
-    """Why a cache file cannot be used (corrupt, unreadable, other schema)."""
+    """Why a cache file cannot be read or written (corrupt, hostile, unreadable, unwritable)."""
 
 
-def read_document(path) -> dict | None:
-    """The parsed file, None if it does not exist; CacheProblem if it is unusable."""
-    path = Path(path)
+MAX_FILE_BYTES = 64 << 20   # far above any real cache; a bigger "cache" is not one
+MAX_DEPTH = 32              # the schema nests 6 deep; deeper is hostile (RecursionError bait)
+MAX_THREADS = 1 << 16
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, None if it does not exist.  Opened non-blocking and checked to be a
+    regular file first, so a FIFO or device at the path cannot hang or flood the reader."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise CacheProblem(f"unreadable ({exc.strerror or exc})") from None
+    except (OSError, ValueError) as exc:
+        raise CacheProblem(f"unreadable ({getattr(exc, 'strerror', None) or exc})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+        os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CacheProblem("not a regular file")
+        raise CacheProblem(f"{info.st_size} bytes, more than a plan cache holds "
+                           f"({MAX_FILE_BYTES})")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise CacheProblem(f"unreadable ({exc.strerror or exc})") from None
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _too_deep(data) -> bool:
+    """Nested deeper than MAX_DEPTH (checked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _parse(raw: bytes):
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise CacheProblem("corrupt: JSON nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise CacheProblem(f"corrupt or truncated JSON ({exc})") from None
+    if _too_deep(data):
+        raise CacheProblem(f"corrupt: JSON nested more than {MAX_DEPTH} deep")
+    return data
+
+
+# -- entry checks: a plan entry is applied only if every field is what record() writes ----------
+
+def _is_int(value) -> bool:
+    return type(value) is int  # noqa: E721  (bool, float and numpy scalars are not plan fields)
+
+
+def _checked_spec(data) -> ConvSpec:
+    from .spec import LAYOUTS, make_spec
+
+    if not isinstance(data, dict) or set(data) != set(_SPEC_FIELDS):
+        raise ValueError("'spec' does not have the ConvSpec fields")
+    for name, value in data.items():
+        if name == "layout":
+            if value not in LAYOUTS:
+                raise ValueError(f"spec layout {value!r}")
+        elif not _is_int(value) or not 0 <= value < 1 << 62:
+            raise ValueError(f"spec field {name}={value!r}")
+    spec = ConvSpec(**data)
+    again = make_spec(spec.input_shape, spec.weight_shape, stride=(spec.stride_h, spec.stride_w),
+                      padding=(spec.pad_top, spec.pad_left, spec.pad_bottom, spec.pad_right),
+                      dilation=(spec.dilation_h, spec.dilation_w), groups=spec.groups,
+                      layout=spec.layout)
+    if again != spec:
+        raise ValueError("'spec' is not a valid convolution")
+    return spec
+
+
+def _checked_plan(data, spec: ConvSpec, name: str = "plan") -> Plan:
+    if not isinstance(data, dict):
+        raise ValueError(f"'{name}' is not an object")
+    plan = Plan.from_dict(data)
+    defaults = Plan()
+    for field in data:
+        if type(getattr(plan, field)) is not type(getattr(defaults, field)):
+            raise ValueError(f"{name} field {field}={getattr(plan, field)!r} has the wrong type")
+    _plan_module.validate_plan(spec, plan)
+    return plan
+
+
+def _optional_number(entry: dict, name: str) -> None:
+    value = entry.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e9:
+        raise ValueError(f"{name}={value!r}")
+
+
+def checked_entry(key: str, entry) -> tuple:
+    """(slot, batch, plan) of a plan entry for this machine; ValueError saying what is wrong.
+    slot = (threads, active ISA, shape key), the index key of lookup()."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"not an object but {type(entry).__name__}")
+    try:
+        spec = _checked_spec(entry.get("spec"))
+        plan = _checked_plan(entry.get("plan"), spec)
+        threads, isa = entry.get("threads"), entry.get("active_isa")
+        if not _is_int(threads) or not 1 <= threads <= MAX_THREADS:
+            raise ValueError(f"threads={threads!r}")
+        if isa not in hwinfo.available_isas():
+            raise ValueError(f"active_isa={isa!r} is not available here")
+        if entry.get("default_plan") is not None:
+            _checked_plan(entry["default_plan"], spec, "default_plan")
+        for name in ("time_s", "default_time_s", "trials", "space"):
+            _optional_number(entry, name)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(str(exc) or type(exc).__name__) from None
+    if key != plan_key(spec, threads, isa):
+        raise ValueError("the key does not match the entry's spec, threads and ISA")
+    return (threads, isa, shape_key(spec)), spec.batch, plan
+
+
+def _checked_document(data) -> tuple:
+    """(document with only usable entries, [(key, reason), ...] of what was dropped).
+    Machines are re-keyed by their identity: an edited identity is another machine.  This
+    machine's entries are checked field by field; other machines' need only be objects (they
+    are kept for those machines, never applied here)."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CacheProblem("not an im2row plan cache")
     if data.get("schema") != SCHEMA:
@@ -200,22 +327,54 @@ def read_document(path) -> dict | None:
     machines = data.get("machines")
     if not isinstance(machines, dict):
         raise CacheProblem("corrupt: 'machines' is not an object")
+    here = machine_id()
+    bad = []
     rekeyed = {}
     for mid, group in machines.items():
         if (not isinstance(group, dict) or not isinstance(group.get("identity"), dict)
                 or not isinstance(group.get("plans"), dict)):
-            raise CacheProblem(f"corrupt: machine {mid!r} lacks identity/plans")
-        # The id is recomputed from the identity itself: an edited identity is another machine.
-        dest = rekeyed.setdefault(_identity_id(group["identity"]),
-                                  {"identity": group["identity"], "plans": {}})
-        dest["plans"].update(group["plans"])
+            bad.append((mid, "machine without identity/plans objects"))
+            continue
+        try:
+            mid = _identity_id(group["identity"])
+        except (TypeError, ValueError, RecursionError):
+            bad.append((mid, "unreadable identity"))
+            continue
+        dest = rekeyed.setdefault(mid, {"identity": group["identity"], "plans": {}})
+        for key, entry in group["plans"].items():
+            try:
+                if mid == here:
+                    checked_entry(key, entry)
+                elif not isinstance(entry, dict):
+                    raise ValueError(f"not an object but {type(entry).__name__}")
+            except ValueError as exc:
+                bad.append((key, str(exc)))
+                continue
+            dest["plans"][key] = entry
     data["machines"] = rekeyed
-    return data
+    return data, bad
+
+
+def read_document(path) -> tuple:
+    """(parsed file, bad entries) -- (None, []) if it does not exist; CacheProblem if the file
+    as a whole is unusable.  Bad entries, [(key, reason)], are left out of the document."""
+    raw = _read_bytes(Path(path))
+    if raw is None:
+        return None, []
+    return _checked_document(_parse(raw))
+
+
+def describe_bad(bad: list, limit: int = 3) -> str:
+    """'2 invalid plan entries ignored: 'k' (reason), ...' for a warning or report."""
+    parts = [f"{key!r} ({reason})" for key, reason in bad[:limit]]
+    more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
+    noun = "entry" if len(bad) == 1 else "entries"
+    return f"{len(bad)} invalid plan {noun} ignored: " + "; ".join(parts) + more
 
 
 def _merge_into(target: dict, source: dict) -> int:
     """Merge source's machines/plans into target (newer tuned_at wins). Returns plans added
-    or replaced."""
+    or replaced.  Both hold checked documents (entries are objects)."""
     changed = 0
     for mid, group in source.get("machines", {}).items():
         dest = target["machines"].setdefault(
@@ -255,7 +414,6 @@ def _file_lock(path: Path):
 
 
 def _atomic_write(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -274,22 +432,43 @@ def _atomic_write(path: Path, document: dict) -> None:
         raise
 
 
-def merge_into_file(path, document: dict) -> None:
-    """Merge `document` into the cache file at path: under the lock, read, merge, replace."""
+def merge_into_file(path, document: dict, warn=None) -> None:
+    """Merge `document` into the cache file at path: under the lock, read, merge, replace.
+    A corrupt file or bad entries are replaced, with warn(message) (default: a warning);
+    CacheProblem when the file cannot be written (the reason in words)."""
     path = Path(path)
-    with _file_lock(path):
-        try:
-            current = read_document(path)
-        except CacheProblem as exc:
-            warnings.warn(f"im2row plan cache {path}: {exc}; replacing it", RuntimeWarning,
-                          stacklevel=3)
-            current = None
-        merged = current if current is not None else _empty_document()
-        _merge_into(merged, document)
-        _atomic_write(path, merged)
+    warn = warn or (lambda message: warnings.warn(
+        f"im2row plan cache {path}: {message}; replacing it", RuntimeWarning, stacklevel=4))
+    try:
+        if os.path.lexists(path) and not path.is_file():
+            raise CacheProblem("not a regular file; left as it is")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(path):
+            try:
+                current, bad = read_document(path)
+            except CacheProblem as exc:
+                warn(str(exc))
+                current, bad = None, []
+            if bad:
+                warn(describe_bad(bad))
+            merged = current if current is not None else _empty_document()
+            _merge_into(merged, document)
+            _atomic_write(path, merged)
+    except OSError as exc:  # read-only, a directory or a file in the way, lock timeout, ...
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise CacheProblem(f"cannot write ({reason})") from None
 
 
 # -- the in-memory store ----------------------------------------------------------------------
+
+_CONSEQUENCE = {"read": "using default plans for those shapes",
+                "replace": "writing the plans in memory over it",
+                "write": "the plans are kept in memory only"}
+
+
+def _problem_text(path, message: str, kind: str) -> str:
+    return f"im2row plan cache {path}: {message}; {_CONSEQUENCE[kind]}"
+
 
 class PlanStore:
     """Plans in memory (every machine's, as read), with an index for this machine."""
@@ -300,6 +479,7 @@ class PlanStore:
         self._index: dict = {}          # (threads, isa, shape_key) -> {batch: Plan}
         self._auto_load = True          # read the default cache file on the first lookup
         self._warned: set = set()
+        self._write_failures: dict = {}  # absolute path -> why the last write failed
 
     # state ----------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -309,6 +489,7 @@ class PlanStore:
             self._index = {}
             self._auto_load = True
             self._warned = set()
+            self._write_failures = {}
 
     def forget(self) -> None:
         with self._lock:
@@ -316,43 +497,41 @@ class PlanStore:
             self._index = {}
             self._auto_load = False
 
-    def _warn_once(self, path, message: str) -> None:
+    def _warn_once(self, path, message: str, kind: str = "read") -> None:
+        """One warning per file for the life of the process (or until reset()): the first
+        problem met, with what follows from it ('read': the file's plans are not used,
+        'replace': a writer replaces what it cannot use, 'write': plans stay in memory)."""
         key = os.path.abspath(os.fspath(path))
-        if key in self._warned:
-            return
-        self._warned.add(key)
-        warnings.warn(f"im2row plan cache {path}: {message}; using default plans for "
-                      f"those shapes", RuntimeWarning, stacklevel=4)
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        warnings.warn(_problem_text(path, message, kind), RuntimeWarning, stacklevel=4)
 
-    def _rebuild_index(self) -> int:
-        """Index this machine's plans; returns how many entries could not be read."""
+    def _rebuild_index(self) -> None:
+        """Index this machine's plans (entries in memory are checked: see checked_entry)."""
         index: dict = {}
-        bad = 0
         group = self._document["machines"].get(machine_id())
-        for entry in (group or {}).get("plans", {}).values():
-            try:
-                spec = ConvSpec(**entry["spec"])
-                plan = Plan.from_dict(entry["plan"])
-                slot = (int(entry["threads"]), str(entry["active_isa"]), shape_key(spec))
-                if entry.get("dtype", DTYPE) != DTYPE:
-                    continue
-            except (KeyError, TypeError, ValueError):
-                bad += 1
+        for key, entry in (group or {}).get("plans", {}).items():
+            if entry.get("dtype", DTYPE) != DTYPE:
                 continue
-            index.setdefault(slot, {})[spec.batch] = plan
+            try:
+                slot, batch, plan = checked_entry(key, entry)
+            except ValueError:  # read entries are checked already; never index a bad one
+                continue
+            index.setdefault(slot, {})[batch] = plan
         self._index = index
-        return bad
 
     # reading --------------------------------------------------------------------------------
     def load(self, path, *, explicit: bool) -> int:
         """Merge a cache file into memory; returns how many plans it holds for this machine.
-        Problems are warned about once per file, never raised."""
+        Problems are warned about once per file, never raised; bad entries are named in the
+        warning and left out."""
         path = Path(path)
         try:
-            document = read_document(path)
+            document, bad = read_document(path)
         except CacheProblem as exc:
-            with self._lock:
-                self._warn_once(path, str(exc))
+            self._warn_once(path, str(exc))
             return 0
         with self._lock:
             if document is None:
@@ -360,19 +539,19 @@ class PlanStore:
                     self._warn_once(path, "no such file")
                 return 0
             _merge_into(self._document, document)
-            bad = self._rebuild_index()
+            self._rebuild_index()
             total = sum(len(g["plans"]) for g in document["machines"].values())
             mine = len(document["machines"].get(machine_id(), {}).get("plans", {}))
-            if bad:
-                self._warn_once(path, f"{bad} unreadable plan entr{'y' if bad == 1 else 'ies'}")
-            elif total and not mine:
-                ident = machine_identity()
-                self._warn_once(path, (
-                    f"its {total} plan(s) were tuned on another machine or im2row build "
-                    f"(this one: {ident['cpu']!r}, ISAs {ident['isas']}, "
-                    f"{ident['blas']['name']} {ident['blas']['version']}, "
-                    f"im2row {ident['im2row']} build {ident['build']})"))
-            return mine
+        if bad:
+            self._warn_once(path, describe_bad(bad))
+        elif total and not mine:
+            ident = machine_identity()
+            self._warn_once(path, (
+                f"its {total} plan(s) were tuned on another machine or im2row build "
+                f"(this one: {ident['cpu']!r}, ISAs {ident['isas']}, "
+                f"{ident['blas']['name']} {ident['blas']['version']}, "
+                f"im2row {ident['im2row']} build {ident['build']})"))
+        return mine
 
     def _ensure_loaded(self) -> None:
         if not self._auto_load:
@@ -400,8 +579,7 @@ class PlanStore:
             plan = by_batch.get(spec.batch)
             return plan if plan is not None else by_batch[min(by_batch)]
         except Exception as exc:  # a lookup must never break a convolution
-            with self._lock:
-                self._warn_once("<lookup>", f"lookup failed ({exc!r})")
+            self._warn_once("<lookup>", f"lookup failed ({exc!r})")
             return None
 
     def entry(self, spec: ConvSpec, threads: int, active_isa: str | None = None) -> dict | None:
@@ -436,23 +614,54 @@ class PlanStore:
             _merge_into(self._document, document)
             self._rebuild_index()
 
+    def write(self, path, document: dict) -> bool:
+        """Merge document into the file at path.  On failure: one warning per path, the reason
+        kept for write_failure(path), False; the plans stay in memory either way."""
+        path = Path(path)
+        failures_key = os.path.abspath(os.fspath(path))
+        try:
+            merge_into_file(path, document,
+                            warn=lambda message: self._warn_once(path, message, "replace"))
+        except CacheProblem as exc:
+            with self._lock:
+                self._write_failures[failures_key] = str(exc)
+            self._warn_once(path, str(exc), kind="write")
+            return False
+        with self._lock:
+            self._write_failures.pop(failures_key, None)
+        return True
+
+    def write_failure(self, path) -> str | None:
+        """Why the last write to path failed, None if it succeeded (or none was tried)."""
+        if path is None:
+            return None
+        with self._lock:
+            return self._write_failures.get(os.path.abspath(os.fspath(path)))
+
     def record(self, spec: ConvSpec, plan: Plan, *, threads: int, path=None,
                active_isa: str | None = None, **meta) -> dict:
         """Store one tuned plan in memory and merge it into the cache file (path, else the
-        default cache; nothing is written when the cache is off)."""
+        default cache; nothing is written when the cache is off).  A file that cannot be
+        written gives one warning (see write()); the plan is in memory regardless."""
         key, entry = self.make_entry(spec, plan, threads=threads, active_isa=active_isa, **meta)
         self.add({key: entry})
         target = Path(path) if path is not None else default_cache_path()
         if target is not None:
-            merge_into_file(target, {"machines": {machine_id(): {
+            self.write(target, {"machines": {machine_id(): {
                 "identity": machine_identity(), "plans": {key: entry}}}})
         return entry
 
     def save(self, path) -> int:
+        """Write every plan in memory to path; the number written (0, with a warning, when
+        the file cannot be written)."""
         self._ensure_loaded()
         with self._lock:
             snapshot = json.loads(json.dumps(self._document))
-        merge_into_file(path, snapshot)
+        if not self.write(path, snapshot):
+            # an explicit save always says why it wrote nothing
+            warnings.warn(_problem_text(path, self.write_failure(path), "write"),
+                          RuntimeWarning, stacklevel=3)
+            return 0
         return sum(len(g["plans"]) for g in snapshot["machines"].values())
 
 
@@ -488,7 +697,8 @@ def load_plans(path=None) -> int:
 
 def save_plans(path=None) -> int:
     """Write every plan in memory to a file (merged with what the file holds), atomically.
-    Without a path, to the default cache.  Returns the number of plans written."""
+    Without a path, to the default cache.  Returns the number of plans written; a file that
+    cannot be written gives one warning and 0 (the plans stay in memory)."""
     if path is None:
         path = default_cache_path()
         if path is None:
@@ -511,12 +721,12 @@ def cache_summary(path=None) -> dict:
     """For `python -m im2row info`: where the cache is and what it holds."""
     path = Path(path) if path is not None else default_cache_path()
     summary = {"path": None if path is None else str(path), "exists": False, "machines": 0,
-               "plans": 0, "plans_here": 0, "problem": None}
+               "plans": 0, "plans_here": 0, "bad": 0, "problem": None}
     if path is None:
         summary["problem"] = f"disabled ({ENV_VAR}=off)"
         return summary
     try:
-        document = read_document(path)
+        document, bad = read_document(path)
     except CacheProblem as exc:
         summary["exists"] = True
         summary["problem"] = str(exc)
@@ -527,4 +737,7 @@ def cache_summary(path=None) -> dict:
     summary["machines"] = len(document["machines"])
     summary["plans"] = sum(len(g["plans"]) for g in document["machines"].values())
     summary["plans_here"] = len(document["machines"].get(machine_id(), {}).get("plans", {}))
+    summary["bad"] = len(bad)
+    if bad:
+        summary["problem"] = describe_bad(bad)
     return summary

@@ -3,51 +3,46 @@
 #include <string.h>
 #include "im2row_kernels.h"
 
-/* SIMD variants are weak references: a build that lacks one (an ISA file not compiled for this
- * target) still links, and that ISA's table is simply not offered. */
-#if defined(__GNUC__)
-#define IM2ROW_OPTIONAL __attribute__((weak))
-#else
-#define IM2ROW_OPTIONAL
-#endif
-
+/* Every SIMD variant of the target architecture is a plain (strong) reference: a build that
+ * lacks one of its ISA files fails to link (setup.py links the kernels with --no-undefined)
+ * instead of silently dropping that ISA.  Which ISA a CPU gets is decided at run time only. */
 extern const ptrdiff_t im2row_gemm_mr__scalar;
 extern const im2row_gemm_tile im2row_gemm_tile__scalar;
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define IM2ROW_X86 1
-IM2ROW_OPTIONAL void im2row_gather__avx2(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
-IM2ROW_OPTIONAL void im2row_scatter_bias__avx2(float *, ptrdiff_t, const float *, ptrdiff_t, float);
-IM2ROW_OPTIONAL void im2row_dwconv__avx2(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+void im2row_gather__avx2(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+void im2row_scatter_bias__avx2(float *, ptrdiff_t, const float *, ptrdiff_t, float);
+void im2row_dwconv__avx2(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                          ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                          ptrdiff_t, ptrdiff_t, float);
-IM2ROW_OPTIONAL void im2row_dwconv__avx512(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+void im2row_dwconv__avx512(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                            ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                            ptrdiff_t, ptrdiff_t, float);
-IM2ROW_OPTIONAL void im2row_gemm__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
+void im2row_gemm__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
                        float *, ptrdiff_t, ptrdiff_t, int,
                        const im2row_gemm_blocking *, float *);
-IM2ROW_OPTIONAL void im2row_gemm__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
+void im2row_gemm__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
                          float *, ptrdiff_t, ptrdiff_t, int,
                        const im2row_gemm_blocking *, float *);
-IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__avx2;
-IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__avx512;
-IM2ROW_OPTIONAL extern const im2row_gemm_tile im2row_gemm_tile__avx2;
-IM2ROW_OPTIONAL extern const im2row_gemm_tile im2row_gemm_tile__avx512;
+extern const ptrdiff_t im2row_gemm_mr__avx2;
+extern const ptrdiff_t im2row_gemm_mr__avx512;
+extern const im2row_gemm_tile im2row_gemm_tile__avx2;
+extern const im2row_gemm_tile im2row_gemm_tile__avx512;
 #endif
 
 #if defined(__aarch64__)
 #define IM2ROW_ARM64 1
-IM2ROW_OPTIONAL void im2row_gather__neon(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
-IM2ROW_OPTIONAL void im2row_scatter_bias__neon(float *, ptrdiff_t, const float *, ptrdiff_t, float);
-IM2ROW_OPTIONAL void im2row_dwconv__neon(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+void im2row_gather__neon(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+void im2row_scatter_bias__neon(float *, ptrdiff_t, const float *, ptrdiff_t, float);
+void im2row_dwconv__neon(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                          ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                          ptrdiff_t, ptrdiff_t, float);
-IM2ROW_OPTIONAL void im2row_gemm__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
+void im2row_gemm__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
                        float *, ptrdiff_t, ptrdiff_t, int,
                        const im2row_gemm_blocking *, float *);
-IM2ROW_OPTIONAL extern const ptrdiff_t im2row_gemm_mr__neon;
-IM2ROW_OPTIONAL extern const im2row_gemm_tile im2row_gemm_tile__neon;
+extern const ptrdiff_t im2row_gemm_mr__neon;
+extern const im2row_gemm_tile im2row_gemm_tile__neon;
 #endif
 
 int im2row_cpu_has_avx2_fma(void) {
@@ -86,18 +81,14 @@ static void detect_once(void) {
     int n = 0;
     if (table_count >= 0) return;
 #ifdef IM2ROW_X86
-    if (im2row_cpu_has_avx512() && im2row_gather__avx2 && im2row_dwconv__avx512 &&
-        im2row_gemm__avx512 && &im2row_gemm_mr__avx512 &&
-        &im2row_gemm_tile__avx512) {
+    if (im2row_cpu_has_avx512()) {
         im2row_kernels t = {"avx512", im2row_gather__avx2, im2row_scatter_bias__avx2,
                             im2row_dwconv__avx512, im2row_gemm__avx512, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__avx512;
         t.gemm_tile = &im2row_gemm_tile__avx512;
         tables[n++] = t;
     }
-    if (im2row_cpu_has_avx2_fma() && im2row_gather__avx2 && im2row_scatter_bias__avx2 &&
-        im2row_dwconv__avx2 && im2row_gemm__avx2 && &im2row_gemm_mr__avx2 &&
-        &im2row_gemm_tile__avx2) {
+    if (im2row_cpu_has_avx2_fma()) {
         im2row_kernels t = {"avx2", im2row_gather__avx2, im2row_scatter_bias__avx2,
                             im2row_dwconv__avx2, im2row_gemm__avx2, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__avx2;
@@ -106,9 +97,7 @@ static void detect_once(void) {
     }
 #endif
 #ifdef IM2ROW_ARM64
-    if (im2row_gather__neon && im2row_scatter_bias__neon && im2row_dwconv__neon &&
-        im2row_gemm__neon && &im2row_gemm_mr__neon &&
-        &im2row_gemm_tile__neon) {
+    if (im2row_cpu_has_neon()) {
         im2row_kernels t = {"neon", im2row_gather__neon, im2row_scatter_bias__neon,
                             im2row_dwconv__neon, im2row_gemm__neon, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__neon;

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from im2row._cli import Parser, UsageError, positive_int, read_model, seconds
 
 from .search import DEFAULT_REPEATS, DEFAULT_TIMEOUT, DEFAULT_TRIALS
 
@@ -21,16 +22,16 @@ def _shape(text: str) -> tuple:
 def build_parser(prog: str = "python -m im2row tune") -> argparse.ArgumentParser:
     from im2row.layers import builtin_models
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=prog, description="Tune the convolution plans of a model on this machine and store "
                                "them in the plan cache (Conv2d/conv2d then use them).")
     p.add_argument("model", help=f"built-in model ({', '.join(builtin_models())}), a layer-suite "
                                  f".json file or an .onnx model")
-    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+    p.add_argument("--trials", type=positive_int, default=DEFAULT_TRIALS,
                    help=f"distinct plans measured per shape at most (default {DEFAULT_TRIALS})")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+    p.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
                    help=f"seconds per distinct shape, 0 = no limit (default {DEFAULT_TIMEOUT:g})")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="thread count to tune for (default: im2row's default thread count)")
     p.add_argument("--cache", default=None,
                    help="plan cache file to write (default: $IM2ROW_PLAN_CACHE or "
@@ -40,7 +41,7 @@ def build_parser(prog: str = "python -m im2row tune") -> argparse.ArgumentParser
                         "sqlite:///tune.db or a MySQL/PostgreSQL URL)")
     p.add_argument("--input-shape", type=_shape, default=None,
                    help="N,C,H,W of an ONNX model's input when it has symbolic dims")
-    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
+    p.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS,
                    help=f"timing samples per candidate (default {DEFAULT_REPEATS})")
     p.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto",
                    help="'cpu': the calling thread's CPU time (robust on a loaded machine; "
@@ -55,20 +56,19 @@ def build_parser(prog: str = "python -m im2row tune") -> argparse.ArgumentParser
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        print("im2row tune needs optuna: pip install 'im2row[tune]'", file=sys.stderr)
-        return 2
     from .search import tune
 
-    report = tune(args.model, n_trials=args.trials,
+    layers = read_model(args.model, args.input_shape)
+    report = tune(layers, n_trials=args.trials,
                   timeout=None if args.timeout <= 0 else args.timeout, threads=args.threads,
                   cache=args.cache, storage=args.storage, progress=not args.no_progress,
                   input_shape=args.input_shape, seed=args.seed, retune=args.retune,
                   repeats=args.repeats, clock=args.clock)
     print(report)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report.to_dict(), f, indent=1)
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(report.to_dict(), f, indent=1)
+        except OSError as exc:
+            raise UsageError(f"--json {args.json}: {exc.strerror or exc}") from None
     return 1 if any(r.status == "failed" for r in report.layers) else 0

@@ -122,6 +122,7 @@ class TuneReport:
     threads: int = 1
     cache: str | None = None
     settings: dict = field(default_factory=dict)
+    cache_error: str | None = None  # why the plans could not be written to `cache`
 
     def __iter__(self):
         return iter(self.layers)
@@ -146,7 +147,8 @@ class TuneReport:
 
     def to_dict(self) -> dict:
         d, t = self.totals()
-        return {"threads": self.threads, "cache": self.cache, "settings": self.settings,
+        return {"threads": self.threads, "cache": self.cache, "cache_error": self.cache_error,
+                "settings": self.settings,
                 "layers": [r.to_dict() for r in self.layers],
                 "total_default_s": d, "total_tuned_s": t}
 
@@ -176,7 +178,9 @@ class TuneReport:
         head = (f"im2row tuning: {len(self.layers)} distinct shape(s), {self.threads} thread(s); "
                 f"ms = median of the final interleaved re-timing"
                 + (f" ({self.settings['clock']} clock)" if self.settings.get("clock") else ""))
-        if self.cache:
+        if self.cache and self.cache_error:
+            head += f"\nplans NOT saved to {self.cache}: {self.cache_error} (kept in memory)"
+        elif self.cache:
             head += f", plans in {self.cache}"
         return head + "\n" + "\n".join(out)
 

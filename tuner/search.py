@@ -391,6 +391,7 @@ def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None 
         bar.close()
     return TuneReport(results, threads=threads,
                       cache=None if cache_path is None else str(cache_path),
+                      cache_error=store.write_failure(cache_path),
                       settings={"n_trials": n_trials, "timeout": timeout, "repeats": repeats,
                                 "clock": resolve_clock(clock, threads), "seed": seed})
 

@@ -7,8 +7,11 @@
 # Steps: host tools from apt (only what is missing) -> arm64 Debian sysroot, unpacked only
 # (cached) -> aarch64 numpy/scipy/pytest wheels into that sysroot, pinned to the host's
 # versions (cached) -> copy of the checkout in a temporary dir, Cython on the host, C compiled
-# by aarch64-linux-gnu-gcc -> standalone C kernel checkers (tests/c) under qemu -> pytest
-# under qemu, sharded over the CPUs.  Exit status 0 only if everything passed and the build
+# by aarch64-linux-gnu-gcc into an aarch64 wheel (dist: $IM2ROW_ARM_WHEEL_DIR if set) -> the
+# wheel installed by the host's pip for the aarch64 target, the copy's own im2row sources
+# removed, so only the installed wheel can be imported -> standalone C kernel checkers
+# (tests/c) under qemu -> .ci/smoke.py and pytest under qemu, sharded over the CPUs.
+# Exit status 0 only if everything passed and the build
 # offers 'neon'.  See tests/arm/README.md for the variables and what is covered.
 set -Eeuo pipefail
 
@@ -163,7 +166,7 @@ fi
 
 # Run the arm64 interpreter: clean environment, no binfmt_misc needed.
 QENV=(env -i PATH=/usr/bin:/bin HOME="$WORK/home" LANG=C.UTF-8 TMPDIR="$WORK/tmp"
-      QEMU_LD_PREFIX="$SYSROOT" QEMU_CPU="$CPU_MODEL" PYTHONPATH="$SITE:$WORK/src:$WORK/src/tests/arm"
+      QEMU_LD_PREFIX="$SYSROOT" QEMU_CPU="$CPU_MODEL" PYTHONPATH="$SITE:$WORK/site-im2row:$WORK/src/tests/arm"
       PYTHONDONTWRITEBYTECODE=1 IM2ROW_NO_SUBPROCESS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
       IM2ROW_ARM_SLOW_FILTER="$SLOW_FILTER"
       ${IM2ROW_ARM_HYPOTHESIS_EXAMPLES:+IM2ROW_ARM_HYPOTHESIS_EXAMPLES=$IM2ROW_ARM_HYPOTHESIS_EXAMPLES})
@@ -177,20 +180,34 @@ tar -C "$REPO" -cf - --exclude=./.git --exclude=./build --exclude=./dist --exclu
     --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache --exclude=.hypothesis \
     --exclude=./tests/c/bin --exclude=./kernels/_core.c --exclude=./tmp . | tar -C "$SRC" -xf -
 NEON_SRCS=$(cd "$SRC/kernels/arm" 2>/dev/null && ls -- *.c 2>/dev/null | tr '\n' ' ' || true)
-log "build: aarch64 extension in $SRC (NEON sources: ${NEON_SRCS:-none})"
+log "build: aarch64 wheel from $SRC (NEON sources: ${NEON_SRCS:-none})"
 CROSS="aarch64-linux-gnu-gcc --sysroot=$SYSROOT"
 ( cd "$SRC" && CC="$CROSS" LDSHARED="$CROSS -shared" LDFLAGS="" CFLAGS="" CPPFLAGS="" \
     _PYTHON_HOST_PLATFORM=linux-aarch64 SETUPTOOLS_EXT_SUFFIX=.cpython-311-aarch64-linux-gnu.so \
-    "$HOST_PY" setup.py -q build_ext --inplace --build-temp "$WORK/build-temp" \
-        --build-lib "$WORK/build-lib" -I "$SYSROOT/usr/include/python$PYVER" \
-        -I "$SYSROOT/usr/include/aarch64-linux-gnu/python$PYVER" ) >"$WORK/build.log" 2>&1 \
-    || { cat "$WORK/build.log"; die "aarch64 build failed"; }
-SO=$(ls "$SRC"/im2row/_core*.so 2>/dev/null || true)
-[ -n "$SO" ] || { cat "$WORK/build.log"; die "no extension module built"; }
+    "$HOST_PY" setup.py -q build --build-base "$WORK/build" \
+        build_ext -I "$SYSROOT/usr/include/python$PYVER" \
+        -I "$SYSROOT/usr/include/aarch64-linux-gnu/python$PYVER" \
+        bdist_wheel --plat-name linux_aarch64 --bdist-dir "$WORK/bdist" --dist-dir "$WORK/dist" ) \
+    >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; die "aarch64 build failed"; }
+WHEEL=$(ls "$WORK"/dist/im2row-*-linux_aarch64.whl 2>/dev/null || true)
+[ -n "$WHEEL" ] || { cat "$WORK/build.log"; die "no aarch64 wheel built"; }
+SO_IN_WHEEL=$("$HOST_PY" -c 'import sys, zipfile; print(*[n for n in zipfile.ZipFile(sys.argv[1]).namelist() if n.endswith(".so")])' "$WHEEL")
+[ -n "$SO_IN_WHEEL" ] || die "$(basename "$WHEEL") holds no extension module"
+grep -iE "warning:|without OpenMP" "$WORK/build.log" | head -20 || true
+# Install it as pip installs it on an aarch64 machine (tags checked, metadata, entry points);
+# the host's pip does the unpacking, the emulated Python never runs pip.
+"$HOST_PY" -m pip install -q --disable-pip-version-check --no-deps --no-compile \
+    --only-binary=:all: --implementation cp --python-version $PYVER --abi cp311 \
+    --platform linux_aarch64 --target "$WORK/site-im2row" "$WHEEL" </dev/null \
+    >"$WORK/pip-wheel.log" 2>&1 || { cat "$WORK/pip-wheel.log"; die "the aarch64 wheel does not install"; }
+SO=$(ls "$WORK"/site-im2row/im2row/_core*.so 2>/dev/null || true)
+[ -n "$SO" ] || die "the installed wheel has no im2row/_core*.so"
 file_arch=$(od -An -tx1 -j18 -N2 "$SO" | tr -d ' ')
 [ "$file_arch" = "b700" ] || die "$SO is not an aarch64 ELF (e_machine $file_arch)"
-grep -E "warning:|without OpenMP" "$WORK/build.log" | head -20 || true
-log "build: $(basename "$SO") ok"
+if [ -n "${IM2ROW_ARM_WHEEL_DIR:-}" ]; then mkdir -p "$IM2ROW_ARM_WHEEL_DIR"; cp "$WHEEL" "$IM2ROW_ARM_WHEEL_DIR/"; fi
+# The tests must exercise the wheel, not the copy's sources (conftest imports im2row).
+rm -rf "$SRC/im2row" "$SRC/tuner" "$SRC"/*.egg-info
+log "build: $(basename "$WHEEL") ok, installed in $WORK/site-im2row"
 
 STATUS=0
 FAILS=()
@@ -225,13 +242,15 @@ fi
 
 # ---------------------------------------------------------------- 7. the emulated import check
 ( cd "$WORK" && "${QENV[@]}" IM2ROW_ISA=neon "${APY[@]}" -c '
-import platform, im2row, numpy, scipy
+import platform, sys, im2row, numpy, scipy
 print("python", platform.python_version(), platform.machine(), "| numpy", numpy.__version__,
       "| scipy", scipy.__version__)
 print("im2row", im2row.__version__, "from", im2row.__file__)
 print("available_isas", im2row.available_isas(), "| active", im2row.get_isa())
 print("cpu_features", im2row.cpu_features())
-' ) >"$WORK/isas.log" 2>&1 || { cat "$WORK/isas.log"; die "im2row does not import on the emulated aarch64 Python"; }
+assert "/site-im2row/" in im2row.__file__, "im2row was not imported from the installed wheel"
+' && "${QENV[@]}" IM2ROW_ISA=neon IM2ROW_PLAN_CACHE=off "${APY[@]}" "$SRC/.ci/smoke.py" "$WORK/site-im2row" ) \
+    >"$WORK/isas.log" 2>&1 || { cat "$WORK/isas.log"; die "the installed aarch64 wheel does not import or fails its smoke test"; }
 sed 's/^/    /' "$WORK/isas.log"
 if grep -q "^available_isas.*'neon'" "$WORK/isas.log"; then
     log "neon kernels present"
