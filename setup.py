@@ -39,7 +39,8 @@ def target_arch():
 def kernel_sources():
     """Scalar sources always; SIMD sources for the target architecture, tagged by ISA."""
     sources = [(str(p), None) for p in sorted((KERNELS / "scalar").glob("*.c"))]
-    sources.append((str(KERNELS / "dispatch.c"), None))
+    # dispatch, cache detection and the GEMM blocking model: baseline code for every target
+    sources += [(str(KERNELS / name), None) for name in ("dispatch.c", "cpuinfo.c", "gemm-blocking.c")]
     arch = target_arch()
     if arch == "x86_64":
         for p in sorted((KERNELS / "x86").glob("*.c")):
@@ -118,7 +119,8 @@ def header_files():
 def all_kernel_files():
     """Every C source of every architecture (an sdist must build on any of them)."""
     return [str(p) for folder in ("scalar", "x86", "arm")
-            for p in sorted((KERNELS / folder).glob("*.c"))] + [str(KERNELS / "dispatch.c")]
+            for p in sorted((KERNELS / folder).glob("*.c"))] + [
+                str(KERNELS / name) for name in ("dispatch.c", "cpuinfo.c", "gemm-blocking.c")]
 
 
 extension = Extension(

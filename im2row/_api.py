@@ -265,7 +265,8 @@ class Conv2d:
                 conv = _core.Convolution(
                     core_spec(image), plan.algorithm, max(plan.column_block, 1),
                     plan.channel_block, plan.row_block, kernels, plan.gemm == "packed",
-                    plan.parallel == "shared", self._packed_for(image, plan, kernels), self._bias)
+                    plan.parallel == "shared", self._packed_for(image, plan, kernels), self._bias,
+                    plan.gemm_kc, plan.gemm_mc)
             entry = _ShapeEntry(conv, plan, spec, unbatched, run_threads)
             self._entries[shape, threads] = entry
             while len(self._entries) > self.max_shapes:

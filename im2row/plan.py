@@ -49,6 +49,8 @@ class Plan:
                   then the band of output rows a worker takes (0 = sized to the L2 cache) and
                   gemm, parallel, column_block, channel_block do not apply.  A caller whose
                   layout differs pays one transform of the input and one of the output.
+    gemm_kc, gemm_mc: packed GEMM only: its k slice and rows of A per block (0 = the analytic
+                  model's choice from this host's caches, kernels/gemm-blocking.c).
     """
 
     algorithm: str = "incremental"
@@ -59,6 +61,8 @@ class Plan:
     isa: str = "auto"
     parallel: str = "split"
     layout: str = "NCHW"
+    gemm_kc: int = 0
+    gemm_mc: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,8 +135,31 @@ def row_blocks(spec: ConvSpec) -> list:
     return [0] + [rb for rb in (1, 2, 4, 8, 16, 32) if rb < spec.out_height]
 
 
+def gemm_blockings(spec: ConvSpec, isa: str | None = None) -> tuple:
+    """(kc choices, mc choices) of the packed GEMM: 0 (the model's) and the model's kc halved
+    and doubled, mc halved and quartered, where they change the blocking at this shape's
+    GEMM depth and height (small GEMMs get just [0])."""
+    isa = isa or hwinfo.get_isa()
+    if isa == "scalar" or spec.group_in_channels == 1 and spec.groups > 1:
+        return [0], [0]
+    kernels = hwinfo.kernel_set(isa)
+    m, k = spec.group_out_channels, spec.group_in_channels * spec.kernel_h * spec.kernel_w
+    big = 1 << 30
+    model = _core.gemm_blocking(kernels, big, 1, big)      # the host's, before fitting a shape
+    here = _core.gemm_blocking(kernels, m, 1, k)
+    kcs, mcs = [0], [0]
+    for kc in (model["kc"] // 2, model["kc"] * 2):
+        if kc > 0 and _core.gemm_blocking(kernels, m, 1, k, kc=kc)["kc"] != here["kc"]:
+            kcs.append(kc)
+    for mc in (model["mc"] // 2, model["mc"] // 4):
+        if mc > 0 and _core.gemm_blocking(kernels, m, 1, k, mc=mc)["mc"] != here["mc"]:
+            mcs.append(mc)
+    return kcs, mcs
+
+
 def plan_space(spec: ConvSpec) -> dict:
     """Every choice that is valid for this shape, per plan field."""
+    kcs, mcs = gemm_blockings(spec)
     return {
         "algorithm": list(dict.fromkeys(valid_algorithms(spec) + nhwc_algorithms(spec))),
         "column_block": column_blocks(spec),
@@ -142,6 +169,8 @@ def plan_space(spec: ConvSpec) -> dict:
         "isa": hwinfo.available_isas(),
         "parallel": list(PARALLEL),
         "layout": list(LAYOUTS),
+        "gemm_kc": kcs,
+        "gemm_mc": mcs,
     }
 
 
@@ -163,7 +192,7 @@ def validate_plan(spec: ConvSpec, plan: Plan) -> None:
                          "plan runs our GEMM: use parallel='split' or 'shared'")
     if plan.isa != "auto" and plan.isa not in hwinfo.available_isas():
         raise ValueError(f"ISA {plan.isa!r} is not available; available: {hwinfo.available_isas()}")
-    for name in ("column_block", "channel_block", "row_block"):
+    for name in ("column_block", "channel_block", "row_block", "gemm_kc", "gemm_mc"):
         value = getattr(plan, name)
         try:
             value = operator.index(value)
@@ -191,9 +220,12 @@ def scratch_bytes(spec: ConvSpec, plan: Plan, threads: int = 1) -> int:
 
 def _nchw_scratch_bytes(spec: ConvSpec, plan: Plan, threads: int) -> int:
     own_threads = 1 if (plan.parallel == "blas" and plan.gemm == "sgemm") else threads
+    packed = plan.gemm == "packed"
+    kernels = hwinfo.kernel_set(plan.resolved().isa) if packed else None
     return 4 * _core.scratch_floats(core_spec(spec), plan.algorithm, max(plan.column_block, 1),
                                     plan.channel_block, plan.row_block, max(spec.batch, 1),
-                                    own_threads, plan.gemm == "packed", plan.parallel == "shared")
+                                    own_threads, packed, plan.parallel == "shared", kernels,
+                                    plan.gemm_kc, plan.gemm_mc)
 
 
 def image_input_bytes(spec: ConvSpec) -> int:

@@ -31,9 +31,19 @@ cdef extern from "im2row_kernels.h" nogil:
                                       Py_ssize_t phase_w, const float *w, Py_ssize_t kh,
                                       Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                                       Py_ssize_t dh, Py_ssize_t dw, float bias)
+    ctypedef struct im2row_gemm_blocking:
+        Py_ssize_t kc, kc_m, mc, nc
+        int copy_b
+    ctypedef struct im2row_gemm_tile:
+        Py_ssize_t mr, nr, rows, nr_m
+    ctypedef struct im2row_cache_info:
+        Py_ssize_t l1d_bytes, l1d_ways, l2_bytes, l2_ways, l3_bytes, l3_ways, l3_sharing
+        Py_ssize_t line_bytes, page_bytes
+        const char *source
     ctypedef void (*im2row_gemm_fn)(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                     const float *a_packed, const float *const *b_rows,
-                                    float *c, Py_ssize_t ldc, Py_ssize_t cs, int accumulate)
+                                    float *c, Py_ssize_t ldc, Py_ssize_t cs, int accumulate,
+                                    const im2row_gemm_blocking *blocking, float *work)
     ctypedef struct im2row_kernels:
         const char *isa
         im2row_gather_fn gather
@@ -41,6 +51,16 @@ cdef extern from "im2row_kernels.h" nogil:
         im2row_dwconv_fn dwconv
         im2row_gemm_fn gemm
         Py_ssize_t gemm_mr
+        const im2row_gemm_tile *gemm_tile
+    void im2row_cache_info_get(im2row_cache_info *out)
+    int im2row_cache_info_from(const char *source, im2row_cache_info *out)
+    void im2row_gemm_blocking_model(const im2row_gemm_tile *tile, const im2row_cache_info *caches,
+                                    im2row_gemm_blocking *out)
+    void im2row_gemm_blocking_resolve(const im2row_gemm_tile *tile, Py_ssize_t m, Py_ssize_t n,
+                                      Py_ssize_t k, const im2row_gemm_blocking *request,
+                                      im2row_gemm_blocking *out)
+    Py_ssize_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, Py_ssize_t n, Py_ssize_t k,
+                                       const im2row_gemm_blocking *request)
     int im2row_cpu_has_avx2_fma()
     int im2row_cpu_has_avx512()
     int im2row_cpu_has_neon()
@@ -84,6 +104,8 @@ cdef struct Schedule:
                                     # weights one pass reads stay in cache
     bint direct                     # the packed GEMM writes a class's columns straight into
                                     # the output (column stride G, needs G * B == OW)
+    im2row_gemm_blocking gemm       # the packed GEMM's blocking request (0 = the model's)
+    Py_ssize_t gemm_work            # floats of B-strip copy buffer per worker; 0 = B read in place
 
 
 cdef int _make_schedule(const Geometry *g, Py_ssize_t column_block, Py_ssize_t channel_block,
@@ -125,6 +147,9 @@ cdef int _schedule_for(const Geometry *g, int code, Py_ssize_t column_block,
                        Py_ssize_t channel_block, Py_ssize_t row_block, bint packed,
                        Schedule *s) except -1:
     """The incremental schedule; other algorithms do not use one (nor its stride limit)."""
+    s.gemm.kc = s.gemm.kc_m = s.gemm.mc = s.gemm.nc = 0
+    s.gemm.copy_b = 0
+    s.gemm_work = 0
     if _make_schedule(g, column_block, channel_block, row_block, packed, s) != 0:
         if code == ALG_INCREMENTAL:
             raise ValueError("incremental im2row supports vertical strides up to 64")
@@ -173,10 +198,38 @@ cdef Py_ssize_t _data_floats(const Geometry *g, int algorithm, const Schedule *s
 
 
 cdef Py_ssize_t _scratch_floats(const Geometry *g, int algorithm, const Schedule *s) noexcept nogil:
-    """Scratch one worker needs for one (image, group): the buffer, a pass's output block and
-    the row pointers (kept 8-byte aligned after the floats)."""
+    """Scratch one worker needs for one (image, group): the buffer, a pass's output block,
+    the row pointers (kept 8-byte aligned after the floats) and the packed GEMM's B strip."""
     cdef Py_ssize_t data = _data_floats(g, algorithm, s)
-    return data + (data & 1) + 2 * _row_pointers(g, algorithm)
+    return data + (data & 1) + 2 * _row_pointers(g, algorithm) + s.gemm_work
+
+
+cdef inline float *_work_area(const Geometry *g, int algorithm, const Schedule *s,
+                              float *scratch) noexcept nogil:
+    """A worker's B-strip buffer for the packed GEMM (the end of its scratch); NULL: in place."""
+    if s.gemm_work == 0 or scratch == NULL:
+        return NULL
+    return scratch + _scratch_floats(g, algorithm, s) - s.gemm_work
+
+
+cdef int _schedule_gemm(const Geometry *g, int algorithm, const im2row_kernels *kern, bint packed,
+                        Py_ssize_t gemm_kc, Py_ssize_t gemm_mc, Schedule *s) noexcept nogil:
+    """The packed GEMM's blocking request and the B-strip buffer it needs per worker (at the
+    widest GEMM this plan runs: n output positions)."""
+    cdef Py_ssize_t n = g.OH * g.OW
+    s.gemm.kc = gemm_kc if gemm_kc > 0 else 0
+    s.gemm.mc = gemm_mc if gemm_mc > 0 else 0
+    s.gemm.nc = s.gemm.kc_m = 0
+    s.gemm.copy_b = 0
+    s.gemm_work = 0
+    if algorithm == ALG_INCREMENTAL:
+        n = s.RB * s.B
+    elif algorithm == ALG_ROWWISE:
+        n = g.OW
+    if packed and kern != NULL and kern.gemm_tile != NULL and algorithm != ALG_DEPTHWISE:
+        s.gemm_work = im2row_gemm_work_floats(kern.gemm_tile, n, _row_pointers(g, algorithm),
+                                              &s.gemm)
+    return 0
 
 
 cdef inline const float **_pointer_area(const Geometry *g, int algorithm, const Schedule *s,
@@ -269,13 +322,14 @@ cdef void _patch_fill(const Geometry *g, const im2row_kernels *kern, const float
 cdef void _patch_gemm(const Geometry *g, const im2row_kernels *kern, bint packed,
                       const float *patches, const float *const *rows, const float *w,
                       const float *bias, float *out, Py_ssize_t oc0,
-                      Py_ssize_t oc1) noexcept nogil:
+                      Py_ssize_t oc1, const im2row_gemm_blocking *blocking,
+                      float *work) noexcept nogil:
     """Output channels [oc0, oc1) of classic / pointwise: one GEMM on the patch matrix (rows:
-    the pointers to its rows, for the packed GEMM)."""
+    the pointers to its rows, for the packed GEMM; work: its B-strip buffer or NULL)."""
     cdef Py_ssize_t M = g.OH * g.OW, K = g.Cg * g.kh * g.kw
     _fill_bias(out + oc0 * M, oc1 - oc0, M, bias + oc0 if bias != NULL else NULL)
     if packed:
-        kern.gemm(oc1 - oc0, M, K, w + oc0 * K, rows, out + oc0 * M, M, 1, 1)
+        kern.gemm(oc1 - oc0, M, K, w + oc0 * K, rows, out + oc0 * M, M, 1, 1, blocking, work)
     else:
         _sgemm(oc1 - oc0, M, K, w + oc0 * K, patches, M, out + oc0 * M, M, True)
 
@@ -321,7 +375,7 @@ cdef void _ring_gemm(const Geometry *g, const Schedule *s, const im2row_kernels 
                      bint packed, Py_ssize_t weight_block, const float *ring,
                      const float *const *rows, const float *w, const float *bias, float *out,
                      float *block_rows, Py_ssize_t t, Py_ssize_t oc0, Py_ssize_t oc1,
-                     Py_ssize_t oh0, Py_ssize_t nrows, bint first) noexcept nogil:
+                     Py_ssize_t oh0, Py_ssize_t nrows, bint first, float *work) noexcept nogil:
     """Output channels [oc0, oc1) of column class t, output rows [oh0, oh0 + nrows).
 
     packed: one GEMM over every kernel row through `rows` (see _ring_rows).  sgemm: one GEMM
@@ -344,7 +398,7 @@ cdef void _ring_gemm(const Geometry *g, const Schedule *s, const im2row_kernels 
         c_out = block_rows
     if packed:
         kern.gemm(oc1 - oc0, M, ktotal, w + oc0 * ktotal, rows, c_out, ldc,
-                  s.G if in_place else 1, in_place)
+                  s.G if in_place else 1, in_place, &s.gemm, work)
     else:
         for i in range(g.kh):
             p = (i * g.dh) % g.sh
@@ -382,7 +436,8 @@ cdef void _run_classes(const Geometry *g, const Schedule *s, const im2row_kernel
                     _ring_rows(g, s, scratch, t, rows)
                 _ring_gemm(g, s, kern, packed, weight_block, scratch, rows, w, bias, out,
                            block_rows, t, ob, ob_end, oh0, nrows,
-                           oh0 == 0 and t == t0 and not prefilled)
+                           oh0 == 0 and t == t0 and not prefilled,
+                           _work_area(g, ALG_INCREMENTAL, s, scratch))
             oh0 += nrows
         ob = ob_end
 
@@ -415,7 +470,7 @@ cdef void _band_fill(const Geometry *g, const Schedule *s, const im2row_kernels 
 
 cdef void _band_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
                      const float *band, const float **rows, const float *w, const float *bias,
-                     float *out, Py_ssize_t oh0, Py_ssize_t nrows) noexcept nogil:
+                     float *out, Py_ssize_t oh0, Py_ssize_t nrows, float *work) noexcept nogil:
     """One packed GEMM per output row of the band, over all of K, so it writes the output
     row once and the bias is added while the row is still in cache (memory-bound layers
     would pay a whole extra pass over the output for a bias written first).  Its patch
@@ -433,7 +488,7 @@ cdef void _band_gemm(const Geometry *g, const Schedule *s, const im2row_kernels 
                         band + ((c * g.sw + tap % g.sw) * span + oy * g.sh + i * g.dh) * phase_w
                         + tap // g.sw)
         row = out + (oh0 + oy) * g.OW
-        kern.gemm(g.OCg, g.OW, K, w, rows, row, plane, 1, 0)
+        kern.gemm(g.OCg, g.OW, K, w, rows, row, plane, 1, 0, &s.gemm, work)
         if bias != NULL:
             for oc in range(g.OCg):
                 _add_bias(row + oc * plane, g.OW, bias[oc])
@@ -449,7 +504,8 @@ cdef void _run_bands(const Geometry *g, const Schedule *s, const im2row_kernels 
         oh0 = b * s.RB
         nrows = s.RB if oh0 + s.RB <= g.OH else g.OH - oh0
         _band_fill(g, s, kern, x, scratch, 0, g.Cg, oh0, nrows)
-        _band_gemm(g, s, kern, scratch, rows, w, bias, out, oh0, nrows)
+        _band_gemm(g, s, kern, scratch, rows, w, bias, out, oh0, nrows,
+                   _work_area(g, ALG_ROWWISE, s, scratch))
 
 
 cdef void _run_depthwise(const Geometry *g, const im2row_kernels *kern, const float *x,
@@ -492,7 +548,8 @@ cdef void _run_task(const Geometry *g, const Schedule *s, int code, const im2row
         patches = _patches_ready(g, code, kern, x, scratch, 0, g.Cg)
         rows = _pointer_area(g, code, s, scratch)
         _strided_rows(rows, patches, g.Cg * g.kh * g.kw, g.OH * g.OW)
-        _patch_gemm(g, kern, packed, patches, rows, w, bias, out, 0, g.OCg)
+        _patch_gemm(g, kern, packed, patches, rows, w, bias, out, 0, g.OCg, &s.gemm,
+                    _work_area(g, code, s, scratch))
 
 
 cdef class KernelSet:
@@ -592,20 +649,25 @@ cdef Py_ssize_t _call_scratch(const Geometry *g, int code, Schedule *s, Py_ssize
     mode[0] = _parallel_mode(g, s, code, batch * g.groups, threads, shared)
     if mode[0] == MODE_CHANNELS:
         s.CB = g.OCg
+        s.gemm_work = 0     # threads share one buffer: their GEMMs read B in place
         return _scratch_floats(g, code, s)
     return _scratch_floats(g, code, s) * (threads if threads > 1 else 1)
 
 
 def scratch_floats(tuple spec, str algorithm, Py_ssize_t column_block,
                    Py_ssize_t channel_block=0, Py_ssize_t row_block=0, Py_ssize_t batch=1,
-                   int threads=1, bint packed=True, bint shared=False):
-    """Floats of scratch one call of this plan allocates (the workspace), for `threads`."""
+                   int threads=1, bint packed=True, bint shared=False, KernelSet kernels=None,
+                   Py_ssize_t gemm_kc=0, Py_ssize_t gemm_mc=0):
+    """Floats of scratch one call of this plan allocates (the workspace), for `threads`
+    (kernels: the packed GEMM's ISA, whose B-strip buffer counts too; None: without it)."""
     cdef Geometry g
     cdef Schedule s
     cdef int mode
     _geometry(spec, &g)
     code = ALGORITHMS[algorithm]
     _schedule_for(&g, code, column_block, channel_block, row_block, packed, &s)
+    _schedule_gemm(&g, code, kernels.kern if kernels is not None else NULL, packed, gemm_kc,
+                   gemm_mc, &s)
     return _call_scratch(&g, code, &s, batch, threads, shared, &mode)
 
 
@@ -740,7 +802,8 @@ cdef class Convolution:
 
     def __init__(self, tuple spec, str algorithm, Py_ssize_t column_block,
                  Py_ssize_t channel_block, Py_ssize_t row_block, KernelSet kernels,
-                 bint packed, bint shared, cnp.ndarray weights, object bias):
+                 bint packed, bint shared, cnp.ndarray weights, object bias,
+                 Py_ssize_t gemm_kc=0, Py_ssize_t gemm_mc=0):
         cdef cnp.ndarray bias_arr
         if algorithm not in ALGORITHMS:
             raise ValueError(f"core: unknown algorithm {algorithm!r}")
@@ -759,6 +822,9 @@ cdef class Convolution:
             raise ValueError("core: blocks must be >= 0")
         _schedule_for(&self.g, self.code, column_block, channel_block, row_block, self.packed,
                       &self.s)
+        if gemm_kc < 0 or gemm_mc < 0:
+            raise ValueError("core: gemm_kc and gemm_mc must be >= 0 (0 = the model's)")
+        _schedule_gemm(&self.g, self.code, self.kern, self.packed, gemm_kc, gemm_mc, &self.s)
         if not self.packed and self.code != ALG_DEPTHWISE:
             _check_blas_sizes(&self.g, &self.s, self.code)
         if (weights.dtype != np.float32 or weights.ndim != 1
@@ -922,7 +988,7 @@ cdef int _execute(const Geometry *g, Schedule *s, int code, int mode,
                             hi = (lo + 1) * chunk if (lo + 1) * chunk < g.OCg else g.OCg
                             _ring_gemm(g, s, kern, packed, wblock, scratch, rows, wg, bg,
                                        og, scratch + s.K * s.rows * s.B + lo * chunk * nrows * s.B,
-                                       t, lo * chunk, hi, oh0, nrows, oh0 == 0 and t == 0)
+                                       t, lo * chunk, hi, oh0, nrows, oh0 == 0 and t == 0, NULL)
                 oh0 += nrows
         else:
             with nogil:
@@ -935,7 +1001,8 @@ cdef int _execute(const Geometry *g, Schedule *s, int code, int mode,
                 _strided_rows(rows, patches, g.Cg * g.kh * g.kw, g.OH * g.OW)
                 for lo in prange(nchunks, num_threads=nthreads, schedule='static'):
                     hi = (lo + 1) * chunk if (lo + 1) * chunk < g.OCg else g.OCg
-                    _patch_gemm(g, kern, packed, patches, rows, wg, bg, og, lo * chunk, hi)
+                    _patch_gemm(g, kern, packed, patches, rows, wg, bg, og, lo * chunk, hi,
+                                &s.gemm, NULL)
     return 0
 
 
@@ -955,6 +1022,67 @@ def fingerprint(cnp.ndarray a not None):
     with nogil:
         im2row_fingerprint(data, n, sums)
     return (<char *>sums)[:sizeof(sums)]
+
+
+# ---- caches and the packed GEMM's blocking (kernels/cpuinfo.c, kernels/gemm-blocking.c) ----
+
+cdef dict _cache_dict(const im2row_cache_info *c):
+    return {"l1d": c.l1d_bytes, "l1d_ways": c.l1d_ways, "l2": c.l2_bytes, "l2_ways": c.l2_ways,
+            "l3": c.l3_bytes, "l3_ways": c.l3_ways, "l3_sharing": c.l3_sharing,
+            "line": c.line_bytes, "page": c.page_bytes, "source": c.source.decode()}
+
+
+def cache_info(source=None):
+    """The host's caches per core, detected once: dict of l1d, l2, l3 and line (bytes), their
+    ways, l3_sharing (logical CPUs per L3; l3 == 0: none), page (bytes) and source ('sysfs', 'cpuid',
+    'ctr_el0', 'fallback').  source= asks that one source only (None if it has no answer)."""
+    cdef im2row_cache_info c
+    if source is None:
+        im2row_cache_info_get(&c)
+        return _cache_dict(&c)
+    if im2row_cache_info_from(str(source).encode(), &c) != 0:
+        return None
+    return _cache_dict(&c)
+
+
+def gemm_blocking(KernelSet kernels, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t kc=0,
+                  Py_ssize_t mc=0, Py_ssize_t nc=0, dict caches=None):
+    """The blocking kernels' packed GEMM runs for an m x n x k product: dict kc, kc_m, mc, nc (after
+    fitting to the shape) and work_floats (its B-strip buffer).  kc/mc/nc > 0 override the
+    model; caches (a dict like cache_info()) evaluates the model for another host.  work_floats
+    is 0 where B is read in place (rows less than a page apart)."""
+    cdef im2row_gemm_blocking req, out
+    cdef im2row_cache_info c
+    if kernels.kern.gemm_tile == NULL:
+        raise ValueError(f"ISA {kernels.isa} has no packed GEMM")
+    if m < 1 or n < 1 or k < 1:
+        raise ValueError(f"gemm_blocking needs m, n, k >= 1, got {m}, {n}, {k}")
+    req.kc, req.kc_m, req.mc, req.nc, req.copy_b = 0, 0, 0, 0, 0
+    if caches is not None:
+        c.l1d_bytes, c.l1d_ways = caches["l1d"], caches["l1d_ways"]
+        c.l2_bytes, c.l2_ways = caches["l2"], caches["l2_ways"]
+        c.l3_bytes, c.l3_ways = caches["l3"], caches["l3_ways"]
+        c.l3_sharing, c.line_bytes = caches["l3_sharing"], caches["line"]
+        c.page_bytes = caches.get("page", 4096)
+        c.source = b"given"
+        im2row_gemm_blocking_model(kernels.kern.gemm_tile, &c, &req)
+    if kc > 0:
+        req.kc = kc
+    if mc > 0:
+        req.mc = mc
+    if nc > 0:
+        req.nc = nc
+    im2row_gemm_blocking_resolve(kernels.kern.gemm_tile, m, n, k, &req, &out)
+    return {"kc": out.kc, "kc_m": out.kc_m, "mc": out.mc, "nc": out.nc,
+            "work_floats": im2row_gemm_work_floats(kernels.kern.gemm_tile, n, k, &req)}
+
+
+def gemm_tile(KernelSet kernels):
+    """kernels' register tile as the blocking model sees it: dict mr, nr, rows, nr_m."""
+    cdef const im2row_gemm_tile *t = kernels.kern.gemm_tile
+    if t == NULL:
+        raise ValueError(f"ISA {kernels.isa} has no packed GEMM")
+    return {"mr": t.mr, "nr": t.nr, "rows": t.rows, "nr_m": t.nr_m}
 
 
 include "nhwc.pxi"

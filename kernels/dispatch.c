@@ -7,6 +7,7 @@
  * lacks one of its ISA files fails to link (setup.py links the kernels with --no-undefined)
  * instead of silently dropping that ISA.  Which ISA a CPU gets is decided at run time only. */
 extern const ptrdiff_t im2row_gemm_mr__scalar;
+extern const im2row_gemm_tile im2row_gemm_tile__scalar;
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define IM2ROW_X86 1
@@ -19,11 +20,15 @@ void im2row_dwconv__avx512(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float
                            ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                            ptrdiff_t, ptrdiff_t, float);
 void im2row_gemm__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
-                       float *, ptrdiff_t, ptrdiff_t, int);
+                       float *, ptrdiff_t, ptrdiff_t, int,
+                       const im2row_gemm_blocking *, float *);
 void im2row_gemm__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
-                         float *, ptrdiff_t, ptrdiff_t, int);
+                         float *, ptrdiff_t, ptrdiff_t, int,
+                       const im2row_gemm_blocking *, float *);
 extern const ptrdiff_t im2row_gemm_mr__avx2;
 extern const ptrdiff_t im2row_gemm_mr__avx512;
+extern const im2row_gemm_tile im2row_gemm_tile__avx2;
+extern const im2row_gemm_tile im2row_gemm_tile__avx512;
 #endif
 
 #if defined(__aarch64__)
@@ -34,8 +39,10 @@ void im2row_dwconv__neon(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *
                          ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                          ptrdiff_t, ptrdiff_t, float);
 void im2row_gemm__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
-                       float *, ptrdiff_t, ptrdiff_t, int);
+                       float *, ptrdiff_t, ptrdiff_t, int,
+                       const im2row_gemm_blocking *, float *);
 extern const ptrdiff_t im2row_gemm_mr__neon;
+extern const im2row_gemm_tile im2row_gemm_tile__neon;
 #endif
 
 /* f32-igemm-nhwc / f32-dwconv-nhwc (channels-last), strong references like the rest. */
@@ -99,36 +106,40 @@ static void detect_once(void) {
 #ifdef IM2ROW_X86
     if (im2row_cpu_has_avx512()) {
         im2row_kernels t = {"avx512", im2row_gather__avx2, im2row_scatter_bias__avx2,
-                            im2row_dwconv__avx512, im2row_gemm__avx512, 0};
+                            im2row_dwconv__avx512, im2row_gemm__avx512, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__avx512;
         IM2ROW_NHWC_SET(t, avx512);
+        t.gemm_tile = &im2row_gemm_tile__avx512;
         tables[n++] = t;
     }
     if (im2row_cpu_has_avx2_fma()) {
         im2row_kernels t = {"avx2", im2row_gather__avx2, im2row_scatter_bias__avx2,
-                            im2row_dwconv__avx2, im2row_gemm__avx2, 0};
+                            im2row_dwconv__avx2, im2row_gemm__avx2, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__avx2;
         IM2ROW_NHWC_SET(t, avx2);
+        t.gemm_tile = &im2row_gemm_tile__avx2;
         tables[n++] = t;
     }
 #endif
 #ifdef IM2ROW_ARM64
     if (im2row_cpu_has_neon()) {
         im2row_kernels t = {"neon", im2row_gather__neon, im2row_scatter_bias__neon,
-                            im2row_dwconv__neon, im2row_gemm__neon, 0};
+                            im2row_dwconv__neon, im2row_gemm__neon, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__neon;
         IM2ROW_NHWC_SET(t, neon);
+        t.gemm_tile = &im2row_gemm_tile__neon;
         tables[n++] = t;
     }
 #endif
     {
         im2row_kernels t = {"scalar", im2row_gather__scalar, im2row_scatter_bias__scalar,
-                            im2row_dwconv__scalar, im2row_gemm__scalar, 0};
+                            im2row_dwconv__scalar, im2row_gemm__scalar, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__scalar;
         t.igemm_nhwc = im2row_igemm_nhwc__scalar;
         t.igemm_nhwc_mr = im2row_igemm_nhwc_mr__scalar;
         t.igemm_nhwc_nr = im2row_igemm_nhwc_nr__scalar;
         t.dwconv_nhwc = im2row_dwconv_nhwc__scalar;
+        t.gemm_tile = &im2row_gemm_tile__scalar;
         tables[n++] = t;
     }
     table_count = n;

@@ -42,6 +42,9 @@ RELEVANT = {
     # others are pinned to the one layout that has them (PINNED: indirect is NHWC only).
     "layout": lambda p, ctx: (p.get("algorithm") in ctx.nchw_algorithms
                               and p.get("algorithm") in ctx.nhwc_algorithms),
+    # The packed GEMM's cache blocking (0 = the model's); sgemm and depthwise have none.
+    "gemm_kc": lambda p, ctx: p.get("gemm") == "packed",
+    "gemm_mc": lambda p, ctx: p.get("gemm") == "packed",
 }
 
 

@@ -4,17 +4,19 @@
  *   C (m x n, element (i, j) at c[i*ldc + j*cs]) = [C +] A (m x k) @ B (k x n, row kk at b_rows[kk])
  *   A packed by im2row_pack_a with mr = im2row_gemm_mr__neon = 8:
  *     a_packed[(panel*k + kk)*8 + r] = A[panel*8 + r][kk], zero past row m.
- *   B and C are read in place; no alignment needed.  accumulate == 0 overwrites C.
+ *   C is written in place; B is read in place, or strip by strip copied into `work` (see the
+ *   blocking below); no alignment needed.  accumulate == 0 overwrites C.
  *   Requires m, n, k >= 1, cs >= 1, ldc >= (n-1)*cs + 1.  Never allocates; reads no float of A or B
  *   outside the packed panels / the k x n view, writes nothing outside the m x n view of C.
  *
- * Two register tiles, because B is not packed (32 q registers):
+ * Two register tiles (32 q registers):
  *   n-vectorised  8 rows x 4*nv columns (nv <= 3, 24 accumulators): one B row is loaded as
  *                 vectors, the 8 A values of a k-step as two vectors used by lane (fmla .s[i]).
  *   m-vectorised  8*p rows x nc columns (nc <= 3): A k-steps are the vectors, B scalars the
  *                 multipliers; the tile is stored transposed.  Used for the n % 4 tail.
- * Blocking (gemm-packed-driver.inc): KC = 256, MC = 128, so the A block is 128 KB and a column
- * strip of B (KC x 12, 12 KB) comes from L1.
+ * 24 accumulators + 2 A + 3 B vectors = 29 of 32 registers.
+ * Blocking (gemm-packed-driver.inc, gemm-blocking.c): from the host's caches at run time, the
+ * same model as on x86; a kc x 12 B strip is copied once per A block and streams from L1.
  */
 #if defined(__aarch64__)
 #include <stddef.h>
@@ -25,8 +27,9 @@
 
 #define GEMM_FN im2row_gemm__neon
 #define GEMM_MR_VAR im2row_gemm_mr__neon
+#define GEMM_TILE_VAR im2row_gemm_tile__neon
 /* The n-vectorised tile always covers the whole 8-row panel (lane FMAs over two A vectors). */
-enum { MR = 8, KC = 256, MC = 128, VW = 4, NV_ROWS = 8 };
+enum { MR = 8, VW = 4, NV_ROWS = 8, M_NR = 3 };
 /* 2 panels (4 vectors per column) already keep 8-12 accumulators independent. */
 #define GEMM_M_QUAD 0
 

@@ -47,17 +47,82 @@ typedef void (*im2row_dwconv_fn)(float *out, ptrdiff_t out_stride, ptrdiff_t oh,
                                  ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dh, ptrdiff_t dw,
                                  float bias);
 
+/* ---- cache hierarchy, detected once (kernels/cpuinfo.c) ------------------------------
+ * Per core: L1 data, L2 and L3 (bytes, ways), line size, and how many logical CPUs share one
+ * L3.  A field the source does not give keeps its fallback (32 KB/8 L1D, 512 KB/8 L2,
+ * 8 MB/16 L3, 64-byte lines). */
+typedef struct im2row_cache_info {
+    ptrdiff_t l1d_bytes, l1d_ways;
+    ptrdiff_t l2_bytes, l2_ways;
+    ptrdiff_t l3_bytes, l3_ways;      /* l3_bytes == 0: the CPU has no L3 */
+    ptrdiff_t l3_sharing;             /* logical CPUs sharing one L3 (>= 1) */
+    ptrdiff_t line_bytes;
+    ptrdiff_t page_bytes;             /* virtual memory page (sysconf), 4096 if unknown */
+    const char *source;               /* "sysfs", "cpuid", "ctr_el0" (line size only), "fallback" */
+} im2row_cache_info;
+
+/* The host's caches (first call detects: sysfs, else cpuid / CTR_EL0, else the fallback). */
+void im2row_cache_info_get(im2row_cache_info *out);
+/* One source only ("sysfs", "cpuid", "fallback"): 0 and *out filled if it answered, else -1. */
+int im2row_cache_info_from(const char *source, im2row_cache_info *out);
+
 /* ---- f32-gemm-packed: C (m x n) (+)= A_packed (m x k) @ B (k x n) ----------------------
  * A is the weight matrix, packed once by `pack_a` into panels of `mr` rows:
  *   packed[panel][kk][r] = A[panel*mr + r][kk]  (zero for rows past m).
- * B is read in place through row pointers: row kk is b_rows[kk][0 .. n).  The rows are views
+ * B is reached through row pointers: row kk is b_rows[kk][0 .. n).  The rows are views
  * of the im2row buffer, so one GEMM can take every kernel row's fixed-offset view, in the
  * ring's current slot order, without copies or rotated weights.
  * C element (i, j) is c[i*ldc + j*cs]: cs > 1 lets a column class (output columns t, t+G, ...)
- * land in the output directly.  accumulate=0 overwrites C, 1 adds to it. */
+ * land in the output directly.  accumulate=0 overwrites C, 1 adds to it.
+ *
+ * Blocking (BLIS's loops around one register tile): for each panel of nc columns, each k
+ * slice of kc, each block of mc rows of A (mc x kc packed A stays in L2), each strip of B
+ * columns the tile is wide (kc x strip, copied into `work` so that it streams from L1 instead
+ * of through kc row pointers), every tile of rows.  `blocking` NULL or a field 0 = the
+ * analytic model's value for this host (im2row_gemm_blocking_resolve).
+ * `work`: NULL reads B in place; else at least im2row_gemm_work_floats(tile, n, k, blocking)
+ * floats, private to this call (no alignment needed); when that is 0 the kernel copies
+ * nothing and work may be NULL.  Kernels never allocate. */
+typedef struct im2row_gemm_blocking {
+    ptrdiff_t kc;   /* depth of one k slice of the n-vectorised tiles (slices are equal:
+                       kc <= the value asked for); asking for kc sets kc_m too */
+    ptrdiff_t kc_m; /* the same for the m-vectorised tiles, whose B strips are narrow */
+    ptrdiff_t mc;   /* rows of A per block, a multiple of the tile's mr */
+    ptrdiff_t nc;   /* columns of B per panel, a multiple of the tile's nr */
+    int copy_b;     /* copy B strips into work: 0 = the model's rule (when B rows, n floats or
+                       more apart, fall on separate pages), 1 = always, -1 = never */
+} im2row_gemm_blocking;
+
+/* What the model needs to know of one ISA's register tiles. */
+typedef struct im2row_gemm_tile {
+    ptrdiff_t mr;       /* panel height of packed A (a k step of one panel is mr floats) */
+    ptrdiff_t nr;       /* widest B strip a tile streams (columns); 0: the kernel packs nothing */
+    ptrdiff_t rows;     /* rows of the n-vectorised tile that streams that strip */
+    ptrdiff_t nr_m;     /* widest strip of the m-vectorised tile */
+} im2row_gemm_tile;
+
 typedef void (*im2row_gemm_fn)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                const float *a_packed, const float *const *b_rows,
-                               float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate);
+                               float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate,
+                               const im2row_gemm_blocking *blocking, float *work);
+
+/* The model (kernels/gemm-blocking.c, after Low et al. 2016), shape-free: kc so the kc x nr B
+ * strip fills the L1 ways the streamed A micro-panels and C leave (kc_m likewise for the
+ * narrow m-tile strips); mc so the mc x kc A block fills L2 but two ways; nc so the kc x nc B
+ * panel fills half of this core's L3 share.  A panel of one strip reuses no A block, so the
+ * kernels do not slice k there. */
+void im2row_gemm_blocking_model(const im2row_gemm_tile *tile, const im2row_cache_info *caches,
+                                im2row_gemm_blocking *out);
+/* The blocking a kernel runs for this shape: `request` fields > 0 (request may be NULL), else
+ * the model's for this host; then fitted to the shape: kc in [1, k] in equal slices, mc a
+ * multiple of mr in [mr, m rounded up] in equal blocks, nc a multiple of nr (or n). */
+void im2row_gemm_blocking_resolve(const im2row_gemm_tile *tile, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                  const im2row_gemm_blocking *request, im2row_gemm_blocking *out);
+/* Floats of `work` an m x n x k GEMM needs with this blocking request: 0 where it copies no
+ * B strips (tiles that pack nothing, copy_b < 0, or the model's rule says in place); the
+ * same for every m. */
+ptrdiff_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, ptrdiff_t n, ptrdiff_t k,
+                                  const im2row_gemm_blocking *request);
 
 /* ---- f32-igemm-nhwc: channels-last convolution as an indirect GEMM ------------------------
  * out[p*ldc + j] = bias[j] + sum_{t<ks, ch<kc} (a[p*ks + t] + a_offset)[ch] * W[t*kc + ch][j]
@@ -98,6 +163,7 @@ typedef struct im2row_kernels {
     im2row_dwconv_fn dwconv;
     im2row_gemm_fn gemm;      /* NULL when this ISA has no packed GEMM */
     ptrdiff_t gemm_mr;        /* panel height expected by `gemm`'s packed A */
+    const im2row_gemm_tile *gemm_tile;  /* its tiles, for the blocking model and `work` */
     im2row_igemm_nhwc_fn igemm_nhwc;
     ptrdiff_t igemm_nhwc_mr;  /* output pixels per register tile (the driver's band unit) */
     ptrdiff_t igemm_nhwc_nr;  /* panel width expected by `igemm_nhwc`'s packed weights */
@@ -130,7 +196,7 @@ void im2row_dwconv__scalar(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float
                            ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                            ptrdiff_t, ptrdiff_t, float);
 void im2row_gemm__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
-                         float *, ptrdiff_t, ptrdiff_t, int);
+                         float *, ptrdiff_t, ptrdiff_t, int, const im2row_gemm_blocking *, float *);
 
 void im2row_igemm_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *,
                                ptrdiff_t, const float *, float *, ptrdiff_t);

@@ -6,6 +6,8 @@
  *     a_packed[(panel*k + kk)*mr + r] = A[panel*mr + r][kk], zero past row m.
  *   accumulate == 0 overwrites C (whatever it held, NaN included), != 0 adds to it.
  *   Requires m, n, k >= 1, cs >= 1, ldc >= (n-1)*cs + 1.  Never allocates.
+ *   No cache blocking and no copies: `blocking` and `work` are accepted and ignored (its tile
+ *   has nr = 0, so callers size no work for it).
  *
  * im2row_pack_a is shared by every ISA: each one packs with its own mr.
  */
@@ -17,6 +19,8 @@
 
 extern const ptrdiff_t im2row_gemm_mr__scalar;
 const ptrdiff_t im2row_gemm_mr__scalar = 4;
+extern const im2row_gemm_tile im2row_gemm_tile__scalar;
+const im2row_gemm_tile im2row_gemm_tile__scalar = {4, 0, 4, 0};
 
 void im2row_pack_a(float *dst, const float *a, ptrdiff_t lda, ptrdiff_t m, ptrdiff_t k, ptrdiff_t mr)
 {
@@ -38,9 +42,11 @@ void im2row_pack_a(float *dst, const float *a, ptrdiff_t lda, ptrdiff_t m, ptrdi
 }
 
 void im2row_gemm__scalar(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_packed,
-                         const float *const *b_rows, float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate)
+                         const float *const *b_rows, float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate,
+                         const im2row_gemm_blocking *blocking, float *work)
 {
     enum { MR = 4 };
+    (void)blocking, (void)work;
     gemm_packed_check_args(m, n, k, a_packed, b_rows, c, ldc, cs);
     assert(im2row_gemm_mr__scalar == MR);
 

@@ -4,18 +4,21 @@
  *   C (m x n, element (i, j) at c[i*ldc + j*cs]) = [C +] A (m x k) @ B (k x n, row kk at b_rows[kk])
  *   A packed by im2row_pack_a with mr = im2row_gemm_mr__avx2 = 8:
  *     a_packed[(panel*k + kk)*8 + r] = A[panel*8 + r][kk], zero past row m.
- *   B and C are read in place; no alignment needed.  accumulate == 0 overwrites C.
+ *   C is written in place; B is read in place, or strip by strip copied into `work` (see the
+ *   blocking below); no alignment needed.  accumulate == 0 overwrites C.
  *   Requires m, n, k >= 1, cs >= 1, ldc >= (n-1)*cs + 1.  Never allocates; reads no float of A or B
  *   outside the packed panels / the k x n view, writes nothing outside the m x n view of C.
  *
- * Two register tiles, because B is not packed and n is often small (16 ymm registers):
+ * Two register tiles, because n is often small (16 ymm registers):
  *   n-vectorised  4 rows x 8*nv columns (nv <= 3, 12 accumulators): one B row is loaded as
  *                 vectors, A scalars are broadcast.  Used for whole 8-column vectors.
  *   m-vectorised  8*p rows x nc columns (nc <= 6): one packed A k-step is exactly one ymm
  *                 (8 rows), B scalars are broadcast; the tile is stored transposed.  Used for
  *                 the n % 8 tail, so no masked loads or stores are needed anywhere.
- * Blocking (gemm-packed-driver.inc): KC = 512, MC = 256 (A block 512 KB) measured best on Zen 5,
- * 1 MB L2.
+ * 12 accumulators + 3 B vectors + 1 broadcast fill the 16 registers; 12 independent FMAs per k
+ * step cover 4-cycle latency x 2 pipes; 3 loads + 4 broadcasts per 12 FMAs fit 2 loads/cycle.
+ * Blocking (gemm-packed-driver.inc, gemm-blocking.c): from the host's caches at run time; a
+ * kc x 24 B strip is copied once per A block and streams from L1.
  */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <stddef.h>
@@ -26,7 +29,8 @@
 
 #define GEMM_FN im2row_gemm__avx2
 #define GEMM_MR_VAR im2row_gemm_mr__avx2
-enum { MR = 8, KC = 512, MC = 256, VW = 8, NV_ROWS = 4 };
+#define GEMM_TILE_VAR im2row_gemm_tile__avx2
+enum { MR = 8, VW = 8, NV_ROWS = 4, M_NR = 6 };
 #define GEMM_M_QUAD 1
 
 /* R rows (of one packed panel, starting at `a`) x NV vectors of 8 columns (w = 8*NV). */
@@ -90,7 +94,7 @@ GEMM_INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride
         }
         a += MR;
     }
-    /* Transposing through the stack costs 8*NC scalar updates per KC*NC*P FMAs: a few %. */
+    /* Transposing through the stack costs 8*NC scalar updates per kc*NC*P FMAs: a few %. */
     float tmp[6][8];
 #pragma GCC unroll 4
     for (int p = 0; p < P; p++) {

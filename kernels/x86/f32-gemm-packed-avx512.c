@@ -4,18 +4,21 @@
  *   C (m x n, element (i, j) at c[i*ldc + j*cs]) = [C +] A (m x k) @ B (k x n, row kk at b_rows[kk])
  *   A packed by im2row_pack_a with mr = im2row_gemm_mr__avx512 = 16:
  *     a_packed[(panel*k + kk)*16 + r] = A[panel*16 + r][kk], zero past row m.
- *   B and C are read in place; no alignment needed.  accumulate == 0 overwrites C.
+ *   C is written in place; B is read in place, or strip by strip copied into `work` (see the
+ *   blocking below); no alignment needed.  accumulate == 0 overwrites C.
  *   Requires m, n, k >= 1, cs >= 1, ldc >= (n-1)*cs + 1.  Never allocates; reads no float of A or B
  *   outside the packed panels / the k x n view, writes nothing outside the m x n view of C.
  *
- * Two register tiles, because B is not packed and n is often small:
+ * Two register tiles, because n is often small (32 zmm registers):
  *   n-vectorised  8 rows x 16*nv columns (nv <= 3, 24 accumulators): one B row is loaded as
  *                 vectors, A scalars are broadcast.  Used for whole 16-column vectors.
  *   m-vectorised  16*p rows x nc columns (nc <= 12): one packed A k-step is exactly one zmm
  *                 (16 rows), B scalars are broadcast; the tile is stored transposed.  Used for
  *                 the n % 16 tail and for n < 16, where the n-vectorised tile would waste lanes.
- * Blocking (gemm-packed-driver.inc): a 1 MB L2 and full-width FMA on Zen 5 measured best with
- * KC = 512, MC = 256 (A block 512 KB; B from L2 is fast enough here).
+ * 24 accumulators cover 4-cycle FMA latency x 2 pipes three times over; per k step the 8 x 48
+ * tile issues 3 B loads + 8 broadcasts for 24 FMAs, well within 2-3 loads per cycle.
+ * Blocking (gemm-packed-driver.inc, gemm-blocking.c): from the host's caches at run time; a
+ * kc x 48 B strip is copied once per A block and streams from L1.
  */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <stddef.h>
@@ -26,7 +29,8 @@
 
 #define GEMM_FN im2row_gemm__avx512
 #define GEMM_MR_VAR im2row_gemm_mr__avx512
-enum { MR = 16, KC = 512, MC = 256, VW = 16, NV_ROWS = 8 };
+#define GEMM_TILE_VAR im2row_gemm_tile__avx512
+enum { MR = 16, VW = 16, NV_ROWS = 8, M_NR = 12 };
 #define GEMM_M_QUAD 1
 
 /* R rows (of one packed panel, starting at `a`) x NV vectors of 16 columns, w columns in all:
@@ -95,7 +99,7 @@ GEMM_INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride
         }
         a += MR;
     }
-    /* Transposing through the stack costs 16*NC scalar updates per KC*NC*P FMAs: a few %. */
+    /* Transposing through the stack costs 16*NC scalar updates per kc*NC*P FMAs: a few %. */
     float tmp[12][16];
 #pragma GCC unroll 4
     for (int p = 0; p < P; p++) {
