@@ -138,6 +138,13 @@ def _sysfs_caches() -> dict:
 @functools.lru_cache(maxsize=1)
 def _cache_sizes() -> tuple:
     found = _sysfs_caches()
+    # Where sysfs says nothing, the core's own detection (cpuid leaves 4 / 0x8000001D on
+    # x86, CTR_EL0's line size on aarch64): the same source the GEMM blocking model reads.
+    core = _core.cache_info()
+    if core.get("source") not in (None, "sysfs", "fallback"):
+        for key in ("l1d", "l2", "l3", "line"):
+            if key not in found and core.get(key, 0) > 0:
+                found[key] = int(core[key])
     for key, name in _SYSCONF.items():
         if key not in found and hasattr(os, "sysconf") and name in getattr(os, "sysconf_names", {}):
             value = _positive(lambda: os.sysconf(name))
@@ -149,7 +156,8 @@ def _cache_sizes() -> tuple:
 def cache_sizes() -> dict:
     """{'l1d', 'l2', 'l3', 'line'}: bytes of the L1 data cache, L2 and L3 of one core (cpu0)
     and the L1 line size; the single place Python asks.  From sysfs
-    (/sys/devices/system/cpu/cpu0/cache/index*), else sysconf, else 32 KiB / 256 KiB / 0
+    (/sys/devices/system/cpu/cpu0/cache/index*), else the core's cpuid / CTR_EL0 detection
+    (kernels/cpuinfo.c), else sysconf, else 32 KiB / 256 KiB / 0
     (no L3 known) / 64.  Read once per process."""
     return dict(_cache_sizes())
 
