@@ -249,10 +249,11 @@ class Conv2d:
             unbatched = len(shape) == 3
             spec = self._spec_for((1,) + shape if unbatched else shape)
             image = spec.with_batch(1)
-            # The plan is the one for the requested threads (what tune() measured and recorded
-            # at that count); the call runs on as many of them as its work can use.
+            # The call runs on as many threads as its work can use; a tuned plan is looked up
+            # under the requested count (what tune() measured and recorded), the default is
+            # the one for the threads that really run.
             run_threads = useful_threads(spec, threads)
-            plan = self._forced_plan or choose_plan(image, threads,
+            plan = self._forced_plan or choose_plan(image, threads, run_threads=run_threads,
                                                     max_workspace=self.max_workspace)
             validate_plan(image, plan)
             plan = plan.resolved()

@@ -441,10 +441,11 @@ def set_tuned_lookup(lookup) -> None:
 
 
 def choose_plan(spec: ConvSpec, threads: int | None = None, *,
-                max_workspace=INPUT_BUDGET) -> Plan:
+                max_workspace=INPUT_BUDGET, run_threads: int | None = None) -> Plan:
     """The tuned plan for this shape and thread count (default: im2row's current count) if
     one is cached, still valid and within max_workspace (see default_plan), else the
-    default."""
+    default for run_threads (the threads the call will really use, useful_threads; default
+    `threads`): a small layer asked to run on 8 threads gets the plan that is best on 1."""
     if threads is None:
         threads = get_num_threads()
     limit = budget_bytes(spec, int(threads), max_workspace)
@@ -458,7 +459,7 @@ def choose_plan(spec: ConvSpec, threads: int | None = None, *,
                 fits = False
             if fits:
                 return plan
-    return default_plan(spec, threads, max_workspace=max_workspace)
+    return default_plan(spec, run_threads or threads, max_workspace=max_workspace)
 
 
 # Work below which one more thread costs more than it saves: starting a parallel region and

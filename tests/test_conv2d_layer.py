@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import im2row
+from im2row.plan import useful_threads
 from conftest import assert_matches_reference, make_operands, reference_pair
 
 pytestmark = pytest.mark.usefixtures("no_tuned_plans")
@@ -33,12 +34,18 @@ def test_input_shape_plans_at_construction(input_shape, rng):
     plan, workspace = layer.plan, layer.workspace_bytes
     assert isinstance(plan, im2row.Plan)
     assert type(workspace) is int and type(layer.packed_weight_bytes) is int
-    spec = im2row.make_spec((1, 8, 12, 10), w.shape, padding=1)
-    assert plan == im2row.default_plan(spec).resolved()
-    y = layer(x)                                         # batch 3: same prepared plan
+    image = im2row.make_spec((1, 8, 12, 10), w.shape, padding=1)
+    assert plan == expected_plan(image, input_shape[0] if len(input_shape) == 4 else 1)
+    y = layer(x)                                         # batch 3: planned for its own work
     assert_matches_reference(y, x, w, b, padding=1)
-    assert layer.plan == plan    # the workspace may grow: threads can take whole images
-    assert layer.workspace_bytes >= workspace
+    assert layer.plan == expected_plan(image, 3)
+
+
+def expected_plan(image, batch):
+    """The default plan a call of `batch` images gets: the one for the threads its work can
+    use (plan.useful_threads) out of the default count."""
+    threads = useful_threads(image.with_batch(batch), im2row.get_num_threads())
+    return im2row.default_plan(image, threads).resolved()
 
 
 WORKSPACE_CASES = [(32, 28, 32, 3, 1), (64, 56, 64, 3, 1), (16, 40, 48, 5, 2), (48, 20, 96, 3, 2),
@@ -83,7 +90,7 @@ def test_reuse_across_spatial_sizes(rng):
         x = rng.uniform(-1, 1, shape).astype(np.float32)
         assert_matches_reference(layer(x), x, w, b, padding=1)
         spec = im2row.make_spec((1,) + shape[1:], w.shape, padding=1)
-        assert layer.plan == im2row.default_plan(spec).resolved()
+        assert layer.plan == expected_plan(spec, shape[0])
         plans.setdefault(shape[2:], layer.plan)
         assert layer.plan == plans[shape[2:]]
 

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from im2row import Conv2d, default_plan
+from im2row.plan import useful_threads
 from im2row.modelrun import example_operands
 from im2row.plan import Plan
 from im2row.spec import ConvSpec
@@ -82,7 +83,8 @@ class Bench:
         self.min_time = float(min_time)
         self.x, self.w, self.b = example_operands(spec, np.random.default_rng(seed))
         self.out = np.empty(spec.output_shape, np.float32)
-        self.default = default_plan(spec, self.threads).resolved()
+        # the default the runtime gives this shape: the plan for the threads its work can use
+        self.default = default_plan(spec, useful_threads(spec, self.threads)).resolved()
         run = self.runner(self.default)
         run()
         self.reference = self.out.astype(np.float64)
