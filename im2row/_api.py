@@ -364,11 +364,15 @@ class Conv2d:
 
 
 def _hashable(value):
-    """An argument as part of a dictionary key, its type included (groups=2.0 must not find
-    the layer built for groups=2: the new call has to be refused like any other)."""
-    if isinstance(value, (list, tuple)):
-        return (type(value), tuple(_hashable(v) for v in value))
-    return (type(value), value)
+    """An argument as part of a dictionary key that keeps its type apart (groups=2.0 must not
+    find the layer built for groups=2: the new call has to be refused like any other).  Plain
+    ints, strings and None stand for themselves; anything else is tagged with its type."""
+    kind = type(value)
+    if kind is int or kind is str or value is None:
+        return value
+    if kind is tuple or kind is list:
+        return (kind, tuple(v if type(v) is int else _hashable(v) for v in value))
+    return (kind, value)
 
 
 class _LayerCache:
