@@ -19,8 +19,8 @@ import numpy as np
 
 from . import _core, hwinfo
 from ._threads import blas_threads, check_threads, get_num_threads
-from .plan import (INPUT_BUDGET, Plan, choose_plan, core_spec, layout_transform_bytes,
-                   nhwc_row_block, useful_threads, validate_plan)
+from .plan import (INPUT_BUDGET, Plan, check_budget, choose_plan, core_spec,
+                   layout_transform_bytes, nhwc_row_block, useful_threads, validate_plan)
 from .spec import ConvSpec, check_layer_args, make_spec
 
 _F32 = np.dtype(np.float32)
@@ -72,7 +72,7 @@ def _pack_format(plan: Plan, kernels) -> tuple:
 class _ShapeEntry:
     """Everything a call with one exact input shape needs, built once."""
 
-    __slots__ = ("conv", "plan", "spec", "unbatched", "threads", "result_shape",
+    __slots__ = ("conv", "plan", "spec", "unbatched", "result_shape",
                  "nchw_out_shape", "blas_threads", "core_threads", "nhwc", "nhwc_out_shape")
 
     def __init__(self, conv, plan: Plan, spec: ConvSpec, unbatched: bool, threads: int):
@@ -80,7 +80,6 @@ class _ShapeEntry:
         self.plan = plan
         self.spec = spec
         self.unbatched = unbatched
-        self.threads = threads
         self.result_shape = spec.output_shape[1:] if unbatched else spec.output_shape
         self.nchw_out_shape = (spec.batch, spec.out_channels, spec.out_height, spec.out_width)
         # NHWC plans run the channels-last core on NHWC arrays
@@ -148,13 +147,7 @@ class Conv2d:
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.layout = layout
         self.max_shapes = max_shapes
-        if max_workspace is not INPUT_BUDGET and max_workspace is not None:
-            if isinstance(max_workspace, bool) or not isinstance(max_workspace, int):
-                raise TypeError(f"max_workspace must be an int (bytes), None or "
-                                f"im2row.INPUT_BUDGET, got {max_workspace!r}")
-            if max_workspace < 0:
-                raise ValueError(f"max_workspace must be >= 0, got {max_workspace}")
-        self.max_workspace = max_workspace
+        self.max_workspace = check_budget(max_workspace)
         self._packs: dict = {}                  # _pack_format -> packed weights (shared)
         self._entries: OrderedDict = OrderedDict()   # (input shape, threads) -> _ShapeEntry
         self._last: _ShapeEntry | None = None
@@ -312,7 +305,7 @@ class Conv2d:
     def __call__(self, x, *, out=None):
         if type(x) is not np.ndarray or x.dtype != _F32:
             x = _as_float32("input", x)
-        threads = self.threads if self.threads is not None else get_num_threads()
+        threads = self._threads()
         key = (x.shape, threads)
         entry = self._entries.get(key)
         if entry is None:

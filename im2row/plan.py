@@ -306,12 +306,10 @@ class _InputBudget:
 INPUT_BUDGET = _InputBudget()
 
 
-def workspace_limit(spec: ConvSpec, max_workspace=INPUT_BUDGET) -> int | None:
-    """max_workspace -> bytes (None: no limit).  INPUT_BUDGET is one image's input bytes."""
-    if max_workspace is INPUT_BUDGET:
-        return image_input_bytes(spec)
-    if max_workspace is None:
-        return None
+def check_budget(max_workspace=INPUT_BUDGET):
+    """A max_workspace argument checked: INPUT_BUDGET, None (no limit) or bytes as an int."""
+    if max_workspace is INPUT_BUDGET or max_workspace is None:
+        return max_workspace
     if isinstance(max_workspace, bool):
         raise TypeError(f"max_workspace must be an int (bytes), None or INPUT_BUDGET, got "
                         f"{max_workspace!r}")
@@ -323,6 +321,12 @@ def workspace_limit(spec: ConvSpec, max_workspace=INPUT_BUDGET) -> int | None:
     if limit < 0:
         raise ValueError(f"max_workspace must be >= 0 bytes, got {limit}")
     return int(limit)
+
+
+def workspace_limit(spec: ConvSpec, max_workspace=INPUT_BUDGET) -> int | None:
+    """max_workspace -> bytes (None: no limit).  INPUT_BUDGET is one image's input bytes."""
+    limit = check_budget(max_workspace)
+    return image_input_bytes(spec) if limit is INPUT_BUDGET else limit
 
 
 class WorkspaceError(ValueError):

@@ -859,13 +859,6 @@ cdef class Convolution:
         cdef int mode
         return self._floats(batch, threads, &s, &mode)
 
-    def parallel_mode(self, Py_ssize_t batch=1, int threads=1):
-        """How run splits the work: 'tasks', 'classes' or 'channels'."""
-        cdef Schedule s
-        cdef int mode
-        self._floats(batch, threads, &s, &mode)
-        return ("tasks", "classes", "channels")[mode]
-
     def run(self, cnp.ndarray x not None, cnp.ndarray out not None, int threads=1):
         cdef Schedule s
         cdef int mode
