@@ -779,6 +779,31 @@ def set_workspace_poison(bint on):
 DEF IDLE_WORKSPACES = 2
 
 
+cdef class _WorkspacePool:
+    """The workspaces of one prepared convolution: a call takes one at least as large as it
+    needs (np.empty: never zeroed; NaN-filled when poisoning) and gives it back afterwards."""
+    cdef list _idle
+
+    def __cinit__(self):
+        self._idle = []
+
+    cdef cnp.ndarray take(self, Py_ssize_t floats):
+        cdef cnp.ndarray work
+        while self._idle:
+            work = self._idle.pop()
+            if work.shape[0] >= floats:
+                break
+        else:       # none idle, or all too small (those are dropped)
+            work = np.empty(floats, dtype=np.float32)
+        if _poison_workspace:
+            work.fill(np.nan)
+        return work
+
+    cdef give(self, cnp.ndarray work):
+        if len(self._idle) < IDLE_WORKSPACES:
+            self._idle.append(work)
+
+
 cdef class Convolution:
     """One convolution shape prepared for one plan: geometry, schedule and kernel table are
     checked and built once; the packed weights (pack_weights) and the bias are referenced, not
@@ -798,7 +823,7 @@ cdef class Convolution:
     cdef readonly object bias
     cdef readonly str algorithm
     cdef readonly KernelSet kernels
-    cdef list _idle
+    cdef _WorkspacePool _pool
 
     def __init__(self, tuple spec, str algorithm, Py_ssize_t column_block,
                  Py_ssize_t channel_block, Py_ssize_t row_block, KernelSet kernels,
@@ -846,7 +871,7 @@ cdef class Convolution:
                     or bias_arr.shape[0] != self.g.OC or not bias_arr.flags.c_contiguous):
                 raise ValueError("core: bias must be a contiguous float32 array of length OC")
         self.bias = bias
-        self._idle = []
+        self._pool = _WorkspacePool()
 
     cdef Py_ssize_t _floats(self, Py_ssize_t batch, int threads, Schedule *s, int *mode):
         s[0] = self.s
@@ -881,15 +906,7 @@ cdef class Convolution:
             return out
         total = self._floats(N, nthreads, &s, &mode)
         if total > 0:
-            while self._idle:
-                work = self._idle.pop()
-                if work.shape[0] >= total:
-                    break
-                work = None
-            if work is None:
-                work = np.empty(total, dtype=np.float32)
-            if _poison_workspace:
-                work.fill(np.nan)
+            work = self._pool.take(total)
         try:
             _execute(g, &s, self.code, mode, self.kern, self.packed, self.wblock,
                      self.group_weights, <const float *>cnp.PyArray_DATA(x),
@@ -899,8 +916,8 @@ cdef class Convolution:
                      <float *>cnp.PyArray_DATA(work) if work is not None else NULL,
                      N, nthreads)
         finally:
-            if work is not None and len(self._idle) < IDLE_WORKSPACES:
-                self._idle.append(work)
+            if work is not None:
+                self._pool.give(work)
         return out
 
 

@@ -281,7 +281,7 @@ cdef class NhwcConvolution:
     cdef readonly str algorithm
     cdef readonly KernelSet kernels
     cdef cnp.ndarray _zero
-    cdef list _idle
+    cdef _WorkspacePool _pool
 
     def __init__(self, tuple spec, str algorithm, Py_ssize_t row_block, KernelSet kernels,
                  cnp.ndarray weights):
@@ -301,7 +301,7 @@ cdef class NhwcConvolution:
             raise ValueError("core: packed weights do not match the plan (pack_weights_nhwc)")
         self.weights = weights
         self._zero = np.zeros(w.zero_floats, dtype=np.float32)
-        self._idle = []
+        self._pool = _WorkspacePool()
 
     def workspace_floats(self, Py_ssize_t batch=1, int threads=1):
         """Floats one call of `batch` images on `threads` threads uses: the workers' pointer
@@ -338,15 +338,7 @@ cdef class NhwcConvolution:
             return out
         _nhwc_work(g, self.code, self.row_block, self.kern, N, nthreads, &w)
         total = w.thread_floats * nthreads
-        while self._idle:
-            work = self._idle.pop()
-            if work.shape[0] >= total:
-                break
-            work = None
-        if work is None:
-            work = np.empty(total, dtype=np.float32)
-        if _poison_workspace:
-            work.fill(np.nan)
+        work = self._pool.take(total)
         xp = <const float *>cnp.PyArray_DATA(x)
         wp = <const float *>cnp.PyArray_DATA(self.weights)
         op = <float *>cnp.PyArray_DATA(out)
@@ -365,6 +357,5 @@ cdef class NhwcConvolution:
                                scratch + tid * w.thread_floats, rest // w.nchunks,
                                rest % w.nchunks)
         finally:
-            if len(self._idle) < IDLE_WORKSPACES:
-                self._idle.append(work)
+            self._pool.give(work)
         return out
