@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _core, hwinfo
 from ._threads import blas_threads, check_threads, get_num_threads
-from .plan import (INPUT_BUDGET, Plan, check_budget, choose_plan, core_spec,
+from .plan import (INPUT_BUDGET, Plan, check_budget, choose_plan, classic_passes, core_spec,
                    layout_transform_bytes, nhwc_row_block, useful_threads, validate_plan)
 from .spec import ConvSpec, check_layer_args, make_spec
 
@@ -64,9 +64,10 @@ def _pack_format(plan: Plan, kernels) -> tuple:
         return ("nhwc-depthwise",) if plan.algorithm == "depthwise" else ("nhwc-panels",)
     if plan.algorithm == "depthwise":
         return ("depthwise",)
+    passes = classic_passes(plan)
     if plan.gemm == "packed":
-        return ("panels", kernels.gemm_mr)
-    return ("rotated",) if plan.algorithm == "incremental" else ("rows",)
+        return ("panels", kernels.gemm_mr) + passes
+    return ("rotated",) if plan.algorithm == "incremental" else ("rows",) + passes
 
 
 class _ShapeEntry:
@@ -214,18 +215,21 @@ class Conv2d:
     def _threads(self) -> int:
         return self.threads if self.threads is not None else get_num_threads()
 
-    def _pack(self, isa: str, geometry: tuple, algorithm: str, packed: bool, layout: str):
+    def _pack(self, isa: str, geometry: tuple, algorithm: str, packed: bool, layout: str,
+              channel_block: int = 0):
         kernels = hwinfo.kernel_set(isa)
         if layout == "NHWC":
             return _core.pack_weights_nhwc(geometry, algorithm, self._weight, self._bias, kernels)
-        return _core.pack_weights(geometry, algorithm, self._weight, kernels, packed)
+        return _core.pack_weights(geometry, algorithm, self._weight, kernels, packed,
+                                  channel_block)
 
     def _packed_for(self, spec: ConvSpec, plan: Plan, kernels) -> np.ndarray:
         fmt = _pack_format(plan, kernels)
         for key, array in self._packs.items():
             if key[0] == fmt and key[1] == plan.isa:
                 return array
-        key = (plan.isa, core_spec(spec), plan.algorithm, plan.gemm == "packed", plan.layout)
+        key = (plan.isa, core_spec(spec), plan.algorithm, plan.gemm == "packed", plan.layout,
+               sum(classic_passes(plan)))
         array = self._pack(*key)
         self._packs[(fmt,) + key] = array
         return array

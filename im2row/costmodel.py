@@ -315,9 +315,15 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
         gemm = _gemm_seconds(h, ocg, oh * ow, cg, g, b_bytes)
         return max(gemm, stream) + fill, g, 1
     if algo == "classic":
+        # in passes of per_pass input channels: the same taps copied, a pass's buffer, one
+        # GEMM per pass adding into the output
+        per_pass = plan.channel_block if 0 < plan.channel_block < cg else cg
+        passes = -(-cg // per_pass)
         patch = float(k * oh * ow)
-        fill = _gather_seconds(h, patch * g, k * oh * g, sw, in_bytes, 4.0 * patch)
-        gemm = _gemm_seconds(h, ocg, oh * ow, k, g, 4.0 * patch)
+        buffer = 4.0 * per_pass * spec.kernel_h * spec.kernel_w * oh * ow
+        fill = _gather_seconds(h, patch * g, k * oh * g, sw, in_bytes, buffer)
+        gemm = _gemm_seconds(h, ocg, oh * ow, per_pass * spec.kernel_h * spec.kernel_w,
+                             g * passes, buffer)
         return max(gemm, stream) + fill, g, 1
     if algo == "rowwise":
         rb = plan.row_block or oh

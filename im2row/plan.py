@@ -30,8 +30,11 @@ class Plan:
                   it: packed GEMM only), 'classic' (whole patch matrix), 'pointwise' (1x1:
                   GEMM on the input itself when strides allow), 'depthwise' (direct kernel).
     column_block: incremental only: output columns per buffer fill (GEMM N = OH * column_block).
-    channel_block: incremental only: output channels per pass over the columns (0 = all), so a
-                  pass's weights stay in cache when they are large and the columns many.
+    channel_block: channels per pass (0 = all).  incremental: output channels per pass over
+                  the columns, so a pass's weights stay in cache when they are large and the
+                  columns many.  classic: input channels per pass: the buffer is one pass's
+                  patch matrix and the passes' GEMMs accumulate, so a small map with many
+                  channels runs one GEMM as wide as its output within a small buffer.
     row_block:    incremental and rowwise: output rows per band (0 = all); an incremental
                   band goes through every column class before the next, so its output and
                   buffer stay in cache; a rowwise band is what its buffer holds.
@@ -125,9 +128,30 @@ def column_blocks(spec: ConvSpec) -> list:
 
 
 def channel_blocks(spec: ConvSpec) -> list:
-    """0 (all output channels in one pass) and a few multiples of 16 below the group's count."""
+    """0 (all channels in one pass), a few multiples of 16 below the group's output channels
+    (incremental) and the group's input channels split into 2-16 passes (classic)."""
     ocg = spec.group_out_channels
-    return [0] + [cb for cb in (16, 32, 64, 128, 256) if cb < ocg]
+    return sorted({0} | {cb for cb in (16, 32, 64, 128, 256) if cb < ocg}
+                  | set(input_passes(spec)))
+
+
+def input_passes(spec: ConvSpec) -> list:
+    """Classic's input channels per pass: the group's channels in 2, 4, 8 or 16 equal passes,
+    each still at least one GEMM k slice deep (below that, a pass's GEMM would store C more
+    often than it computes)."""
+    cg, taps = spec.group_in_channels, spec.kernel_h * spec.kernel_w
+    return sorted({-(-cg // parts) for parts in (2, 4, 8, 16)
+                   if -(-cg // parts) < cg and -(-cg // parts) * taps >= MIN_PASS_DEPTH})
+
+
+# The shallowest classic pass: a GEMM depth below which one pass's C traffic outweighs it.
+MIN_PASS_DEPTH = 256
+
+
+def classic_passes(plan: Plan) -> tuple:
+    """(input channels per pass,) of a classic plan run in passes, else (): what its packed
+    weights' layout depends on."""
+    return (plan.channel_block,) if plan.algorithm == "classic" and plan.channel_block else ()
 
 
 def row_blocks(spec: ConvSpec) -> list:
@@ -360,6 +384,8 @@ def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
     if "incremental" in algorithms and not spec.is_pointwise:
         out += _incremental_candidates(spec, gemm, threads)
     out.append(Plan("classic", gemm=gemm))
+    if not spec.is_pointwise:
+        out += [Plan("classic", 0, per_pass, gemm=gemm) for per_pass in input_passes(spec)]
     return out
 
 

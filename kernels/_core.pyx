@@ -102,6 +102,10 @@ cdef struct Schedule:
     Py_ssize_t K                    # GEMM depth per kernel row: Cg * kw
     Py_ssize_t CB                   # output channels per pass over the classes, so the
                                     # weights one pass reads stay in cache
+    # Classic im2row: input channels per pass.  The patch matrix of one pass (CC*kh*kw rows)
+    # is the buffer and the passes' GEMMs accumulate, so a small map with many channels keeps
+    # a GEMM as wide as the whole output within a buffer smaller than the input.
+    Py_ssize_t CC
     bint direct                     # the packed GEMM writes a class's columns straight into
                                     # the output (column stride G, needs G * B == OW)
     im2row_gemm_blocking gemm       # the packed GEMM's blocking request (0 = the model's)
@@ -143,6 +147,18 @@ cdef int _make_schedule(const Geometry *g, Py_ssize_t column_block, Py_ssize_t c
     return 0
 
 
+cdef inline Py_ssize_t _input_pass(const Geometry *g, int code,
+                                   Py_ssize_t channel_block) noexcept nogil:
+    """Input channels per pass: classic splits them by channel_block, the rest take all."""
+    if code == ALG_CLASSIC and 0 < channel_block < g.Cg:
+        return channel_block
+    return g.Cg
+
+
+cdef inline Py_ssize_t _input_passes(const Geometry *g, Py_ssize_t per_pass) noexcept nogil:
+    return (g.Cg + per_pass - 1) // per_pass
+
+
 cdef int _schedule_for(const Geometry *g, int code, Py_ssize_t column_block,
                        Py_ssize_t channel_block, Py_ssize_t row_block, bint packed,
                        Schedule *s) except -1:
@@ -150,6 +166,7 @@ cdef int _schedule_for(const Geometry *g, int code, Py_ssize_t column_block,
     s.gemm.kc = s.gemm.kc_m = s.gemm.mc = s.gemm.nc = 0
     s.gemm.copy_b = 0
     s.gemm_work = 0
+    s.CC = _input_pass(g, code, channel_block)
     if _make_schedule(g, column_block, channel_block, row_block, packed, s) != 0:
         if code == ALG_INCREMENTAL:
             raise ValueError("incremental im2row supports vertical strides up to 64")
@@ -185,7 +202,7 @@ cdef Py_ssize_t _data_floats(const Geometry *g, int algorithm, const Schedule *s
         # ring buffer + (unless one class covers the whole width) a pass's GEMM output
         return s.K * s.rows * s.B + (s.CB * s.RB * s.B if s.G > 1 and not s.direct else 0)
     if algorithm == ALG_CLASSIC:
-        return g.Cg * g.kh * g.kw * g.OH * g.OW
+        return s.CC * g.kh * g.kw * g.OH * g.OW
     if algorithm == ALG_POINTWISE:
         if _pointwise_is_view(g):
             return 0
@@ -304,15 +321,16 @@ cdef void _fill_bias(float *out, Py_ssize_t planes, Py_ssize_t plane_size,
 # (over output channels [oc0, oc1)), so threads can share one buffer and split the work.
 
 cdef void _patch_fill(const Geometry *g, const im2row_kernels *kern, const float *x,
-                      float *patches, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """Classic patch matrix rows (c, i, j) for channels [c0, c1): row = one tap's view of the
-    input at every output position."""
+                      float *patches, Py_ssize_t first, Py_ssize_t c0,
+                      Py_ssize_t c1) noexcept nogil:
+    """Classic patch matrix rows (c, i, j) for channels [c0, c1) of a matrix whose row 0 is
+    channel `first`'s (a pass's): row = one tap's view of the input at every output position."""
     cdef Py_ssize_t c, i, j, oh, M = g.OH * g.OW
     cdef float *row
     for c in range(c0, c1):
         for i in range(g.kh):
             for j in range(g.kw):
-                row = patches + ((c * g.kh + i) * g.kw + j) * M
+                row = patches + (((c - first) * g.kh + i) * g.kw + j) * M
                 for oh in range(g.OH):
                     _gather_row(kern, row + oh * g.OW, x + c * g.H * g.W,
                                 oh * g.sh - g.pt + i * g.dh, g.H, g.W, j * g.dw - g.pl, g.sw,
@@ -320,14 +338,17 @@ cdef void _patch_fill(const Geometry *g, const im2row_kernels *kern, const float
 
 
 cdef void _patch_gemm(const Geometry *g, const im2row_kernels *kern, bint packed,
-                      const float *patches, const float *const *rows, const float *w,
-                      const float *bias, float *out, Py_ssize_t oc0,
-                      Py_ssize_t oc1, const im2row_gemm_blocking *blocking,
+                      const float *patches, const float *const *rows, Py_ssize_t K,
+                      const float *w, const float *bias, float *out, Py_ssize_t oc0,
+                      Py_ssize_t oc1, bint first, const im2row_gemm_blocking *blocking,
                       float *work) noexcept nogil:
-    """Output channels [oc0, oc1) of classic / pointwise: one GEMM on the patch matrix (rows:
-    the pointers to its rows, for the packed GEMM; work: its B-strip buffer or NULL)."""
-    cdef Py_ssize_t M = g.OH * g.OW, K = g.Cg * g.kh * g.kw
-    _fill_bias(out + oc0 * M, oc1 - oc0, M, bias + oc0 if bias != NULL else NULL)
+    """Output channels [oc0, oc1) of classic / pointwise: one GEMM of depth K on the patch
+    matrix of one input-channel pass (rows: the pointers to its rows, for the packed GEMM;
+    work: its B-strip buffer or NULL), added to the output; the first pass writes the bias
+    there first."""
+    cdef Py_ssize_t M = g.OH * g.OW
+    if first:
+        _fill_bias(out + oc0 * M, oc1 - oc0, M, bias + oc0 if bias != NULL else NULL)
     if packed:
         kern.gemm(oc1 - oc0, M, K, w + oc0 * K, rows, out + oc0 * M, M, 1, 1, blocking, work)
     else:
@@ -528,7 +549,7 @@ cdef const float *_patches_ready(const Geometry *g, int code, const im2row_kerne
     returns the matrix."""
     if code == ALG_POINTWISE and _pointwise_is_view(g):
         return x
-    _patch_fill(g, kern, x, scratch, c0, c1)
+    _patch_fill(g, kern, x, scratch, c0, c0, c1)
     return scratch
 
 
@@ -538,6 +559,7 @@ cdef void _run_task(const Geometry *g, const Schedule *s, int code, const im2row
     """One whole (image, group), serially, with a private scratch."""
     cdef const float *patches
     cdef const float **rows
+    cdef Py_ssize_t c0 = 0, c1, taps = g.kh * g.kw
     if code == ALG_INCREMENTAL:
         _run_classes(g, s, kern, packed, weight_block, x, w, bias, out, scratch, 0, s.G, False)
     elif code == ALG_ROWWISE:
@@ -545,11 +567,15 @@ cdef void _run_task(const Geometry *g, const Schedule *s, int code, const im2row
     elif code == ALG_DEPTHWISE:
         _run_depthwise(g, kern, x, w, bias, out, scratch)
     else:
-        patches = _patches_ready(g, code, kern, x, scratch, 0, g.Cg)
         rows = _pointer_area(g, code, s, scratch)
-        _strided_rows(rows, patches, g.Cg * g.kh * g.kw, g.OH * g.OW)
-        _patch_gemm(g, kern, packed, patches, rows, w, bias, out, 0, g.OCg, &s.gemm,
-                    _work_area(g, code, s, scratch))
+        while c0 < g.Cg:
+            c1 = c0 + s.CC if c0 + s.CC < g.Cg else g.Cg
+            patches = _patches_ready(g, code, kern, x, scratch, c0, c1)
+            _strided_rows(rows, patches, (c1 - c0) * taps, g.OH * g.OW)
+            _patch_gemm(g, kern, packed, patches, rows, (c1 - c0) * taps,
+                        w + (c0 // s.CC) * weight_block, bias, out, 0, g.OCg, c0 == 0, &s.gemm,
+                        _work_area(g, code, s, scratch))
+            c0 = c1
 
 
 cdef class KernelSet:
@@ -703,18 +729,43 @@ cdef bint _rotated_weights(int code, bint packed) noexcept nogil:
 
 
 def pack_weights(tuple spec, str algorithm, cnp.ndarray weight, KernelSet kernels,
-                 bint packed):
+                 bint packed, Py_ssize_t channel_block=0):
     """Arrange the (OC, Cg, kh, kw) weights the way `algorithm` reads them.
 
     Returns a float32 array: per group, the GEMM's left operand(s), plain row-major or packed
     into kernels.gemm_mr-row panels for our GEMM.  Incremental im2row on sgemm needs one copy
-    per ring offset (slot s holds tap (s - offset) % kw) and per kernel row."""
+    per ring offset (slot s holds tap (s - offset) % kw) and per kernel row.  Classic im2row in
+    passes of channel_block input channels needs one matrix per pass (the last one's columns
+    short of a whole pass: the block keeps a whole pass's size)."""
     cdef Geometry g
     cdef cnp.ndarray[cnp.float32_t, ndim=2] plain
     cdef cnp.ndarray[cnp.float32_t, ndim=1] dst
-    cdef Py_ssize_t m, k, mr, blocks, b, block
+    cdef Py_ssize_t m, k, mr, blocks, b, block, per_pass, passes, q, k0, kq, ntaps
     _geometry(spec, &g)
     code = ALGORITHMS[algorithm]
+    if channel_block < 0:
+        raise ValueError("core: channel_block must be >= 0")
+    per_pass = _input_pass(&g, code, channel_block)
+    if per_pass < g.Cg:
+        passes = _input_passes(&g, per_pass)
+        ntaps = g.kh * g.kw
+        full = np.ascontiguousarray(weight, dtype=np.float32).reshape(
+            g.groups, g.OCg, g.Cg * ntaps)
+        mr = kernels.kern.gemm_mr if packed else 1
+        m = ((g.OCg + mr - 1) // mr) * mr
+        block = _weight_block(&g, code, kernels.kern if kernels is not None else NULL, packed, per_pass)
+        dst = np.zeros(g.groups * passes * block, dtype=np.float32)
+        for b in range(g.groups):
+            for q in range(passes):
+                k0 = q * per_pass * ntaps
+                kq = min(per_pass * ntaps, g.Cg * ntaps - k0)
+                plain = np.ascontiguousarray(full[b, :, k0:k0 + kq])
+                if packed:
+                    im2row_pack_a(&dst[(b * passes + q) * block], &plain[0, 0], kq, g.OCg, kq, mr)
+                else:
+                    dst[(b * passes + q) * block:(b * passes + q) * block + g.OCg * kq] = (
+                        plain.reshape(-1))
+        return dst
     w = np.ascontiguousarray(weight, dtype=np.float32).reshape(
         g.groups, g.OCg, g.Cg, g.kh, g.kw)
     if code == ALG_DEPTHWISE:
@@ -743,9 +794,10 @@ def pack_weights(tuple spec, str algorithm, cnp.ndarray weight, KernelSet kernel
 
 
 cdef Py_ssize_t _weight_block(const Geometry *g, int code, const im2row_kernels *kern,
-                              bint packed) noexcept nogil:
-    """Floats between consecutive GEMM weight matrices in pack_weights' output."""
-    cdef Py_ssize_t k = g.Cg * g.kw if _rotated_weights(code, packed) else g.Cg * g.kh * g.kw
+                              bint packed, Py_ssize_t per_pass) noexcept nogil:
+    """Floats between consecutive GEMM weight matrices in pack_weights' output (per_pass:
+    input channels per classic pass)."""
+    cdef Py_ssize_t k = g.Cg * g.kw if _rotated_weights(code, packed) else per_pass * g.kh * g.kw
     cdef Py_ssize_t m = g.OCg
     if packed:
         m = ((m + kern.gemm_mr - 1) // kern.gemm_mr) * kern.gemm_mr
@@ -855,13 +907,13 @@ cdef class Convolution:
         if (weights.dtype != np.float32 or weights.ndim != 1
                 or not weights.flags.c_contiguous):
             raise ValueError("core: weights must be pack_weights' 1-D float32 array")
-        self.wblock = _weight_block(&self.g, self.code, self.kern, self.packed)
+        self.wblock = _weight_block(&self.g, self.code, self.kern, self.packed, self.s.CC)
         if _rotated_weights(self.code, self.packed):
             self.group_weights = self.wblock * self.g.kw * self.g.kh
         elif self.code == ALG_DEPTHWISE:
             self.group_weights = self.g.OCg * self.g.kh * self.g.kw
         else:
-            self.group_weights = self.wblock
+            self.group_weights = self.wblock * _input_passes(&self.g, self.s.CC)
         if weights.shape[0] != self.group_weights * self.g.groups:
             raise ValueError("core: packed weights do not match the plan")
         self.weights = weights
@@ -928,7 +980,7 @@ cdef int _execute(const Geometry *g, Schedule *s, int code, int mode,
     """One call's work over N images, split as `mode` says; scratch holds _call_scratch
     floats for that mode."""
     cdef Py_ssize_t scratch_n = _scratch_floats(g, code, s), tasks = N * g.groups
-    cdef Py_ssize_t task, n, grp, chunk, nchunks, units, lo, hi, t, align, oh0, nrows
+    cdef Py_ssize_t task, n, grp, chunk, nchunks, units, lo, hi, t, align, oh0, nrows, c0, c1
     cdef int tid
     cdef float *mine
     cdef const float *xg
@@ -1001,18 +1053,24 @@ cdef int _execute(const Geometry *g, Schedule *s, int code, int mode,
                                        t, lo * chunk, hi, oh0, nrows, oh0 == 0 and t == 0, NULL)
                 oh0 += nrows
         else:
-            with nogil:
-                if code == ALG_POINTWISE and _pointwise_is_view(g):
-                    patches = xg
-                else:
-                    for lo in prange(g.Cg, num_threads=nthreads, schedule='static'):
-                        _patch_fill(g, kern, xg, scratch, lo, lo + 1)
-                    patches = scratch
-                _strided_rows(rows, patches, g.Cg * g.kh * g.kw, g.OH * g.OW)
-                for lo in prange(nchunks, num_threads=nthreads, schedule='static'):
-                    hi = (lo + 1) * chunk if (lo + 1) * chunk < g.OCg else g.OCg
-                    _patch_gemm(g, kern, packed, patches, rows, wg, bg, og, lo * chunk, hi,
-                                &s.gemm, NULL)
+            # classic / pointwise, a pass of s.CC input channels at a time
+            c0 = 0
+            while c0 < g.Cg:
+                c1 = c0 + s.CC if c0 + s.CC < g.Cg else g.Cg
+                with nogil:
+                    if code == ALG_POINTWISE and _pointwise_is_view(g):
+                        patches = xg
+                    else:
+                        for lo in prange(c0, c1, num_threads=nthreads, schedule='static'):
+                            _patch_fill(g, kern, xg, scratch, c0, lo, lo + 1)
+                        patches = scratch
+                    _strided_rows(rows, patches, (c1 - c0) * g.kh * g.kw, g.OH * g.OW)
+                    for lo in prange(nchunks, num_threads=nthreads, schedule='static'):
+                        hi = (lo + 1) * chunk if (lo + 1) * chunk < g.OCg else g.OCg
+                        _patch_gemm(g, kern, packed, patches, rows, (c1 - c0) * g.kh * g.kw,
+                                    wg + (c0 // s.CC) * wblock, bg, og, lo * chunk, hi, c0 == 0,
+                                    &s.gemm, NULL)
+                c0 = c1
     return 0
 
 
