@@ -91,6 +91,9 @@ def _cases():
                 variants = _incremental_variants(spec)
             elif algorithm == "rowwise":   # every band height of the plan space
                 variants = [(0, 0, rb) for rb in row_blocks(spec)]
+            elif algorithm == "classic":   # input-channel passes: 1, a split, a short last one
+                cg = spec.group_in_channels
+                variants = [(0, ch, 0) for ch in sorted({0, 1, 2, max(cg - 1, 1), cg, cg + 3})]
             else:
                 variants = [(0, 0, 0)]
             for block, channels, rows in variants:
@@ -98,6 +101,8 @@ def _cases():
                     tag = algorithm
                     if algorithm == "incremental":
                         tag += f"-cb{block}" + (f"-ch{channels}" if channels else "")
+                    elif channels:
+                        tag += f"-ch{channels}"
                     tag += f"-rb{rows}" if rows else ""
                     yield pytest.param(name, algorithm, block, channels, rows, gemm,
                                        id=f"{name}-{tag}-{gemm}")
@@ -210,6 +215,41 @@ def test_rowwise_batch_layout_and_bands(layout, row_block, rng):
     assert_matches_reference(y, x, w, b, layout=layout, **conv)
     y0 = im2row.conv2d(x[:0], w, b, **conv, layout=layout, plan=plan)
     assert y0.shape == (0,) + y.shape[1:]
+
+
+@pytest.mark.parametrize("gemm", ["sgemm", "packed"])
+@pytest.mark.parametrize("parallel", ["split", "shared"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("channel_block", [1, 4, 5, 7])
+def test_classic_input_passes_threads_and_batch(channel_block, threads, parallel, gemm, rng):
+    """Classic in passes of input channels: every pass's GEMM adds into the output (bias
+    once), threads split images or the output channels of one image, groups, batch 0/1/3."""
+    conv = dict(stride=(2, 1), padding=(1, 2, 0, 1), dilation=(1, 2), groups=2)
+    x, w, b = make_operands(rng, (3, 14, 9, 11), (40, 7, 3, 2))
+    plan = im2row.Plan(algorithm="classic", channel_block=channel_block, gemm=gemm,
+                       parallel=parallel)
+    for batch in (3, 1):
+        y = im2row.conv2d(x[:batch], w, b, **conv, plan=plan, threads=threads)
+        assert_matches_reference(y, x[:batch], w, b, **conv)
+    y0 = im2row.conv2d(x[:0], w, b, **conv, plan=plan, threads=threads)
+    assert y0.shape == (0,) + y.shape[1:]
+
+
+def test_classic_passes_keep_their_own_packed_weights(rng):
+    """One layer, two classic plans that pack weights differently (whole K / per pass): each
+    shape gets the layout its plan reads, also after update()."""
+    from im2row._api import _pack_format
+    kernels = im2row.hwinfo.kernel_set(im2row.hwinfo.get_isa())
+    whole = im2row.Plan("classic", gemm="packed")
+    passes = im2row.Plan("classic", channel_block=3, gemm="packed")
+    assert _pack_format(whole, kernels) != _pack_format(passes, kernels)
+    x, w, b = make_operands(rng, (1, 8, 6, 7), (5, 8, 3, 3))
+    for plan in (whole, passes, whole):
+        layer = im2row.Conv2d(w, b, padding=1, plan=plan)
+        assert_matches_reference(layer(x), x, w, b, padding=1)
+        w2 = w[::-1].copy()
+        layer.update(weight=w2)
+        assert_matches_reference(layer(x), x, w2, b, padding=1)
 
 
 def test_rowwise_needs_the_packed_gemm():
