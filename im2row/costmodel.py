@@ -324,7 +324,10 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
         fill = _gather_seconds(h, patch * g, k * oh * g, sw, in_bytes, buffer)
         gemm = _gemm_seconds(h, ocg, oh * ow, per_pass * spec.kernel_h * spec.kernel_w,
                              g * passes, buffer)
-        return max(gemm, stream) + fill, g, 1
+        # every pass after the first reads and writes the group's output again
+        group_out = 4.0 * ocg * oh * ow
+        again = (passes - 1) * g * 2.0 * group_out / h.bandwidth(group_out)
+        return max(gemm, stream) + fill + again, g, 1
     if algo == "rowwise":
         rb = plan.row_block or oh
         bands = -(-oh // rb)

@@ -384,9 +384,17 @@ def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
     if "incremental" in algorithms and not spec.is_pointwise:
         out += _incremental_candidates(spec, gemm, threads)
     out.append(Plan("classic", gemm=gemm))
-    if not spec.is_pointwise:
+    if not spec.is_pointwise and _output_fits_half_l2(spec):
         out += [Plan("classic", 0, per_pass, gemm=gemm) for per_pass in input_passes(spec)]
     return out
+
+
+def _output_fits_half_l2(spec: ConvSpec) -> bool:
+    """Classic in input-channel passes re-reads one group's output once per pass: a default
+    only where that output stays in (half) this host's L2.  Larger maps have wide GEMMs
+    within budget anyway (incremental and rowwise bands)."""
+    l2 = hwinfo.cache_sizes().get("l2") or 256 << 10
+    return 4 * spec.group_out_channels * spec.out_height * spec.out_width <= l2 // 2
 
 
 def _incremental_candidates(spec: ConvSpec, gemm: str, threads: int) -> list:
