@@ -59,7 +59,8 @@ cdef extern from "im2row_kernels.h" nogil:
     void im2row_gemm_blocking_resolve(const im2row_gemm_tile *tile, Py_ssize_t m, Py_ssize_t n,
                                       Py_ssize_t k, const im2row_gemm_blocking *request,
                                       im2row_gemm_blocking *out)
-    Py_ssize_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, Py_ssize_t n, Py_ssize_t k,
+    Py_ssize_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, Py_ssize_t m, Py_ssize_t n,
+                                       Py_ssize_t k,
                                        const im2row_gemm_blocking *request)
     int im2row_cpu_has_avx2_fma()
     int im2row_cpu_has_avx512()
@@ -178,10 +179,12 @@ cdef int _schedule_for(const Geometry *g, int code, Py_ssize_t column_block,
     return 0
 
 
-cdef Py_ssize_t _row_pointers(const Geometry *g, int algorithm) noexcept nogil:
-    """Row pointers the packed GEMM's B operand needs (one per GEMM depth index)."""
+cdef Py_ssize_t _row_pointers(const Geometry *g, int algorithm, const Schedule *s) noexcept nogil:
+    """Row pointers the packed GEMM's B operand needs (one per GEMM depth index of a pass)."""
     if algorithm == ALG_DEPTHWISE:
         return 0
+    if algorithm == ALG_CLASSIC:
+        return s.CC * g.kh * g.kw
     return g.Cg * g.kh * g.kw
 
 
@@ -218,7 +221,7 @@ cdef Py_ssize_t _scratch_floats(const Geometry *g, int algorithm, const Schedule
     """Scratch one worker needs for one (image, group): the buffer, a pass's output block,
     the row pointers (kept 8-byte aligned after the floats) and the packed GEMM's B strip."""
     cdef Py_ssize_t data = _data_floats(g, algorithm, s)
-    return data + (data & 1) + 2 * _row_pointers(g, algorithm) + s.gemm_work
+    return data + (data & 1) + 2 * _row_pointers(g, algorithm, s) + s.gemm_work
 
 
 cdef inline float *_work_area(const Geometry *g, int algorithm, const Schedule *s,
@@ -233,7 +236,7 @@ cdef int _schedule_gemm(const Geometry *g, int algorithm, const im2row_kernels *
                         Py_ssize_t gemm_kc, Py_ssize_t gemm_mc, Schedule *s) noexcept nogil:
     """The packed GEMM's blocking request and the B-strip buffer it needs per worker (at the
     widest GEMM this plan runs: n output positions)."""
-    cdef Py_ssize_t n = g.OH * g.OW
+    cdef Py_ssize_t n = g.OH * g.OW, m = g.OCg
     s.gemm.kc = gemm_kc if gemm_kc > 0 else 0
     s.gemm.mc = gemm_mc if gemm_mc > 0 else 0
     s.gemm.nc = s.gemm.kc_m = 0
@@ -241,10 +244,11 @@ cdef int _schedule_gemm(const Geometry *g, int algorithm, const im2row_kernels *
     s.gemm_work = 0
     if algorithm == ALG_INCREMENTAL:
         n = s.RB * s.B
+        m = s.CB
     elif algorithm == ALG_ROWWISE:
         n = g.OW
     if packed and kern != NULL and kern.gemm_tile != NULL and algorithm != ALG_DEPTHWISE:
-        s.gemm_work = im2row_gemm_work_floats(kern.gemm_tile, n, _row_pointers(g, algorithm),
+        s.gemm_work = im2row_gemm_work_floats(kern.gemm_tile, m, n, _row_pointers(g, algorithm, s),
                                               &s.gemm)
     return 0
 
@@ -1142,7 +1146,7 @@ def gemm_blocking(KernelSet kernels, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, P
         req.nc = nc
     im2row_gemm_blocking_resolve(kernels.kern.gemm_tile, m, n, k, &req, &out)
     return {"kc": out.kc, "kc_m": out.kc_m, "mc": out.mc, "nc": out.nc,
-            "work_floats": im2row_gemm_work_floats(kernels.kern.gemm_tile, n, k, &req)}
+            "work_floats": im2row_gemm_work_floats(kernels.kern.gemm_tile, m, n, k, &req)}
 
 
 def gemm_tile(KernelSet kernels):

@@ -103,20 +103,29 @@ void im2row_gemm_blocking_resolve(const im2row_gemm_tile *tile, ptrdiff_t m, ptr
     out->copy_b = request ? request->copy_b : 0;
 }
 
-ptrdiff_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, ptrdiff_t n, ptrdiff_t k,
+int im2row_gemm_copy_rule(const im2row_gemm_tile *tile, ptrdiff_t m, ptrdiff_t n,
+                          const im2row_gemm_blocking *request)
+{
+    if (tile->nr <= 0) return 0;
+    const int copy = request ? request->copy_b : 0;
+    if (copy != 0) return copy > 0 ? 2 : 0;
+    /* Rows of B at least n floats apart: from a page apart on, each k step of a strip is its
+     * own page and prefetch stream (TLB misses, no streaming), whatever reads it. */
+    im2row_cache_info caches;
+    im2row_cache_info_get(&caches);
+    if (n * FLOAT_BYTES >= caches.page_bytes) return 2;
+    /* Closer rows: a copy pays once enough tiles read the strip (the narrow m-vectorised
+     * strips are read by fewer, taller tiles, and stay in place).  A lone strip is never
+     * copied: its tiles take all of k in one slice, too deep for L1; from a third of a strip
+     * past one (a whole vector more) on, there are two. */
+    const int strips = n >= tile->nr + tile->nr / 3;
+    return strips && m >= IM2ROW_GEMM_COPY_TILES * max_p(tile->rows, 1) ? 1 : 0;
+}
+
+ptrdiff_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                   const im2row_gemm_blocking *request)
 {
-    if (tile->nr <= 0 || k < 1) return 0;
-    const int copy = request ? request->copy_b : 0;
-    if (copy < 0) return 0;
-    if (copy == 0) {
-        /* Rows of B at least n floats apart: from a page apart on, each k step of a strip is
-         * its own page and prefetch stream (TLB misses, no streaming); closer rows share pages
-         * and a strip read in place stays cheap, so copying would only add traffic. */
-        im2row_cache_info caches;
-        im2row_cache_info_get(&caches);
-        if (n * FLOAT_BYTES < caches.page_bytes) return 0;
-    }
+    if (tile->nr <= 0 || k < 1 || im2row_gemm_copy_rule(tile, m, n, request) == 0) return 0;
     im2row_gemm_blocking b;
     im2row_gemm_blocking_resolve(tile, 1, n, k, request, &b);
     /* kc + kc_m row pointers (two floats each on 64-bit), the larger of a kc x nr and a

@@ -89,8 +89,8 @@ typedef struct im2row_gemm_blocking {
     ptrdiff_t kc_m; /* the same for the m-vectorised tiles, whose B strips are narrow */
     ptrdiff_t mc;   /* rows of A per block, a multiple of the tile's mr */
     ptrdiff_t nc;   /* columns of B per panel, a multiple of the tile's nr */
-    int copy_b;     /* copy B strips into work: 0 = the model's rule (when B rows, n floats or
-                       more apart, fall on separate pages), 1 = always, -1 = never */
+    int copy_b;     /* copy B strips into work: 0 = the rule of im2row_gemm_copy_rule, 1 =
+                       always, -1 = never */
 } im2row_gemm_blocking;
 
 /* What the model needs to know of one ISA's register tiles. */
@@ -118,10 +118,20 @@ void im2row_gemm_blocking_model(const im2row_gemm_tile *tile, const im2row_cache
  * multiple of mr in [mr, m rounded up] in equal blocks, nc a multiple of nr (or n). */
 void im2row_gemm_blocking_resolve(const im2row_gemm_tile *tile, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                   const im2row_gemm_blocking *request, im2row_gemm_blocking *out);
+/* Which B strips an m x n GEMM copies into `work` before its tiles stream them: 0 none (B
+ * read in place), 1 those of the n-vectorised tiles, 2 all.  copy_b > 0: all, < 0: none;
+ * 0: all when B rows (n floats or more apart) fall on separate pages, else the n-vectorised
+ * strips when at least IM2ROW_GEMM_COPY_TILES tiles of the A block read each of them. */
+int im2row_gemm_copy_rule(const im2row_gemm_tile *tile, ptrdiff_t m, ptrdiff_t n,
+                          const im2row_gemm_blocking *request);
+/* Tiles sharing one strip from which copying it pays: a copy costs about one pass over the
+ * strip from L2, and reading the strip in place (kc rows from scattered lines and pages) costs
+ * each tile a few % more than a contiguous strip; measured on AVX-512 and AVX2 (benchmarks/). */
+#define IM2ROW_GEMM_COPY_TILES 16
 /* Floats of `work` an m x n x k GEMM needs with this blocking request: 0 where it copies no
- * B strips (tiles that pack nothing, copy_b < 0, or the model's rule says in place); the
- * same for every m. */
-ptrdiff_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, ptrdiff_t n, ptrdiff_t k,
+ * B strips (tiles that pack nothing, or im2row_gemm_copy_rule says none).  A call with a
+ * smaller m may copy less, never more. */
+ptrdiff_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                   const im2row_gemm_blocking *request);
 
 /* ---- f32-igemm-nhwc: channels-last convolution as an indirect GEMM ------------------------

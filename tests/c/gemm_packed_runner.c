@@ -143,7 +143,7 @@ static long check_one(const variant *v, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, p
     im2row_gemm_blocking forced = {.copy_b = 1};
     if (blocking) forced = *blocking, forced.copy_b = 1;
     const im2row_gemm_blocking *blk = use_work ? &forced : blocking;
-    const ptrdiff_t work_n = im2row_gemm_work_floats(v->tile, n, k, blk);
+    const ptrdiff_t work_n = im2row_gemm_work_floats(v->tile, m, n, k, blk);
     guarded work = guarded_alloc((size_t)(work_n > 0 ? work_n : 1));
     v->fn(m, n, k, ap.p, brows, c, ldc, cs, accumulate, blk, use_work && work_n > 0 ? work.p : NULL);
     guarded_free(work);
@@ -410,7 +410,7 @@ static double time_call(const variant *v, const float *ap, const float *a, ptrdi
     const float one = 1.0f, zero = 0.0f;
     const float **brows = malloc(sizeof(*brows) * (size_t)k);
     for (ptrdiff_t kk = 0; kk < k; kk++) brows[kk] = b + kk * n;
-    float *work = v && !inplace ? malloc(sizeof(float) * (size_t)(im2row_gemm_work_floats(v->tile, n, k, blk) + 1)) : NULL;
+    float *work = v && !inplace ? malloc(sizeof(float) * (size_t)(im2row_gemm_work_floats(v->tile, m, n, k, blk) + 1)) : NULL;
 #define CALL()                                                                     \
     do {                                                                           \
         if (v) v->fn(m, n, k, ap, brows, c, n, 1, 0, blk, work);                   \
