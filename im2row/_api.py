@@ -13,6 +13,7 @@ prepared call does and never sees stale weights."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from collections import OrderedDict
 
 import numpy as np
@@ -74,10 +75,22 @@ class _ShapeEntry:
     """Everything a call with one exact input shape needs, built once."""
 
     __slots__ = ("conv", "plan", "spec", "unbatched", "result_shape",
-                 "nchw_out_shape", "blas_threads", "core_threads", "nhwc", "nhwc_out_shape")
+                 "nchw_out_shape", "blas_threads", "core_threads", "nhwc", "nhwc_out_shape",
+                 "core_shapes")
 
     def __init__(self, conv, plan: Plan, spec: ConvSpec, unbatched: bool, threads: int):
         self.conv = conv
+        # the core runs spec.oriented(): a column convolution as a row (same memory, views)
+        core = spec.oriented()
+        self.core_shapes = None
+        if core != spec:
+            if plan.layout == "NHWC":
+                self.core_shapes = ((core.batch, core.height, core.width, core.in_channels),
+                                    (core.batch, core.out_height, core.out_width,
+                                     core.out_channels))
+            else:
+                self.core_shapes = (replace(core, layout="NCHW").input_shape,
+                                    replace(core, layout="NCHW").output_shape)
         self.plan = plan
         self.spec = spec
         self.unbatched = unbatched
@@ -93,6 +106,8 @@ class _ShapeEntry:
         self.blas_threads = (threads if blas_owns else 1) if uses_blas else None
 
     def run(self, x_nchw: np.ndarray, out_nchw: np.ndarray) -> None:
+        if self.core_shapes is not None:
+            x_nchw, out_nchw = x_nchw.reshape(self.core_shapes[0]), out_nchw.reshape(self.core_shapes[1])
         if self.blas_threads is None:
             self.conv.run(x_nchw, out_nchw, self.core_threads)
         else:
@@ -245,7 +260,7 @@ class Conv2d:
                 raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {shape}")
             unbatched = len(shape) == 3
             spec = self._spec_for((1,) + shape if unbatched else shape)
-            image = spec.with_batch(1)
+            image = spec.with_batch(1).oriented()
             # The call runs on as many threads as its work can use; a tuned plan is looked up
             # under the requested count (what tune() measured and recorded), the default is
             # the one for the threads that really run.

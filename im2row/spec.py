@@ -4,7 +4,7 @@ assume it is valid."""
 from __future__ import annotations
 
 import numbers
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Iterable
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -98,6 +98,24 @@ class ConvSpec:
 
     def with_batch(self, batch: int) -> "ConvSpec":
         return ConvSpec(**{**asdict(self), "batch": batch})
+
+    @property
+    def is_column(self) -> bool:
+        """A convolution down one column: width 1, a kernel one tap wide, no side padding."""
+        return (self.width == 1 and self.kernel_w == 1 and self.pad_left == 0
+                and self.pad_right == 0 and self.height > 1)
+
+    def oriented(self) -> "ConvSpec":
+        """The spec the runtime plans and runs: a column convolution (C, H, 1) turned into the
+        row convolution (C, 1, H), which is the same memory in both layouts (so are its
+        (OC, Cg, kh, 1) weights and its output): the kernels are built for long rows, and a
+        column is a row of output width 1.  Every other spec is itself."""
+        if not self.is_column:
+            return self
+        return replace(self, height=1, width=self.height, kernel_h=1, kernel_w=self.kernel_h,
+                       stride_h=1, stride_w=self.stride_h, pad_top=0, pad_left=self.pad_top,
+                       pad_bottom=0, pad_right=self.pad_bottom, dilation_h=1,
+                       dilation_w=self.dilation_h)
 
     def to_dict(self) -> dict:
         return asdict(self)

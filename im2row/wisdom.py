@@ -169,6 +169,8 @@ def shape_key(spec: ConvSpec) -> str:
 
 
 def plan_key(spec: ConvSpec, threads: int, active_isa: str) -> str:
+    # keyed as the runtime plans it (a column convolution as its row form)
+    spec = spec.oriented()
     return f"{DTYPE}|t={int(threads)}|isa={active_isa}|batch={spec.batch}|{shape_key(spec)}"
 
 

@@ -194,6 +194,14 @@ cdef inline Py_ssize_t _phase_width(const Geometry *g) noexcept nogil:
     return g.OW + ((g.kw - 1) * g.dw) // g.sw
 
 
+cdef inline bint _rows_in_place(const Geometry *g) noexcept nogil:
+    """Row-wise im2row reads the input rows themselves (no band copied) when every tap's
+    output row is one contiguous piece of an input row: unit horizontal stride and no
+    horizontal padding (1-D signals, 'valid' convolutions).  Taps in vertical padding read
+    a zero row."""
+    return g.sw == 1 and g.pl == 0 and g.OW + (g.kw - 1) * g.dw == g.W
+
+
 cdef inline Py_ssize_t _band_span(const Geometry *g, Py_ssize_t nrows) noexcept nogil:
     """Input rows a band of nrows output rows reads."""
     return (nrows - 1) * g.sh + (g.kh - 1) * g.dh + 1
@@ -213,6 +221,8 @@ cdef Py_ssize_t _data_floats(const Geometry *g, int algorithm, const Schedule *s
     if algorithm == ALG_DEPTHWISE:
         return g.sw * _band_span(g, g.OH) * _phase_width(g)
     if algorithm == ALG_ROWWISE:
+        if _rows_in_place(g):
+            return g.OW     # one zero row, for the taps in vertical padding
         return g.Cg * _band_span(g, s.RB) * g.sw * _phase_width(g)
     return -1
 
@@ -519,12 +529,44 @@ cdef void _band_gemm(const Geometry *g, const Schedule *s, const im2row_kernels 
                 _add_bias(row + oc * plane, g.OW, bias[oc])
 
 
+cdef void _input_rows_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
+                           const float *x, const float *zeros, const float **rows,
+                           const float *w, const float *bias, float *out, Py_ssize_t oh0,
+                           Py_ssize_t nrows, float *work) noexcept nogil:
+    """Row-wise im2row on the input itself (_rows_in_place): as _band_gemm, with the patch
+    matrix's rows pointing into x (or at `zeros` for rows in the vertical padding)."""
+    cdef Py_ssize_t K = g.Cg * g.kh * g.kw, plane = g.OH * g.OW
+    cdef Py_ssize_t oy, c, i, j, r, oc
+    cdef float *row
+    for oy in range(oh0, oh0 + nrows):
+        for c in range(g.Cg):
+            for i in range(g.kh):
+                r = oy * g.sh - g.pt + i * g.dh
+                for j in range(g.kw):
+                    rows[(c * g.kh + i) * g.kw + j] = (
+                        x + (c * g.H + r) * g.W + j * g.dw if 0 <= r < g.H else zeros)
+        row = out + oy * g.OW
+        kern.gemm(g.OCg, g.OW, K, w, rows, row, plane, 1, 0, &s.gemm, work)
+        if bias != NULL:
+            for oc in range(g.OCg):
+                _add_bias(row + oc * plane, g.OW, bias[oc])
+
+
 cdef void _run_bands(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
                      const float *x, const float *w, const float *bias, float *out,
                      float *scratch, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
     """Row-wise im2row over bands [b0, b1) of s.RB output rows, with a private scratch."""
     cdef const float **rows = _pointer_area(g, ALG_ROWWISE, s, scratch)
-    cdef Py_ssize_t b, oh0, nrows
+    cdef Py_ssize_t b, oh0, nrows, q
+    if _rows_in_place(g):
+        for q in range(g.OW):
+            scratch[q] = 0.0
+        for b in range(b0, b1):
+            oh0 = b * s.RB
+            nrows = s.RB if oh0 + s.RB <= g.OH else g.OH - oh0
+            _input_rows_gemm(g, s, kern, x, scratch, rows, w, bias, out, oh0, nrows,
+                             _work_area(g, ALG_ROWWISE, s, scratch))
+        return
     for b in range(b0, b1):
         oh0 = b * s.RB
         nrows = s.RB if oh0 + s.RB <= g.OH else g.OH - oh0

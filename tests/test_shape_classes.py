@@ -136,3 +136,82 @@ def test_cost_model_choice_valid_and_deterministic(index):
     times = [costmodel.predict(spec, p, 1, FIXED_HOST) for p in candidates]
     assert all(np.isfinite(t) and t > 0 for t in times)
     assert costmodel.predict(spec, first, 1, FIXED_HOST) == min(times)
+
+
+# -- 1-D convolutions: rows read in place, columns run as rows ---------------------------------
+
+ROW_CASES = [
+    # (x shape, weight shape, conv): H = 1 rows (WaveNet-style), 'valid' 2-D, vertical padding
+    ((2, 6, 1, 301), (5, 6, 1, 2), dict(dilation=(1, 7))),
+    ((1, 3, 1, 97), (4, 3, 1, 5), dict()),
+    ((1, 4, 9, 23), (6, 4, 3, 3), dict(padding=(2, 0), dilation=(2, 3))),
+    ((3, 6, 7, 12), (8, 3, 2, 4), dict(stride=(2, 1), padding=(1, 0, 3, 0), groups=2)),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", ROW_CASES, ids=lambda c: "x".join(map(str, c[0])))
+def test_rowwise_reads_unpadded_rows_in_place(case, threads, rng):
+    """Unit horizontal stride and no horizontal padding: the row-wise GEMM points at the input
+    rows (taps in vertical padding at a zero row), its workspace is a row, not a band."""
+    x_shape, w_shape, conv = case
+    x, w, b = make_operands(rng, x_shape, w_shape)
+    for rows in (0, 1, 2):
+        plan = Plan("rowwise", row_block=rows, gemm="packed")
+        layer = im2row.Conv2d(w, b, **conv, plan=plan, threads=threads)
+        assert_matches_reference(layer(x), x, w, b, **conv)
+        assert layer.workspace_bytes < x[0].nbytes // 2
+    # the workspace pool's NaN poison must not reach the output through the zero row
+    assert np.isfinite(layer(x)).all()
+
+
+COLUMN_CASES = [
+    ((2, 5, 211, 1), (6, 5, 2, 1), dict(dilation=(8, 1))),
+    ((1, 4, 64, 1), (8, 2, 5, 1), dict(stride=(3, 1), padding=(2, 0, 1, 0), groups=2)),
+    ((1, 3, 40, 1), (3, 1, 3, 1), dict(padding="same", groups=3)),
+]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", COLUMN_CASES, ids=lambda c: "x".join(map(str, c[0])))
+def test_column_convolution_runs_as_a_row(case, layout, rng):
+    """A (C, H, 1) input with an (kh, 1) kernel is planned and run as the (C, 1, H) row it is
+    in memory; results, out= and the unbatched form keep the caller's shapes."""
+    x_shape, w_shape, conv = case
+    x, w, b = make_operands(rng, x_shape, w_shape)
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    spec = im2row.make_spec(x.shape, w.shape, layout=layout, **conv)
+    row = spec.oriented()
+    assert (row.height, row.width, row.kernel_h, row.kernel_w) == (1, spec.height, 1, spec.kernel_h)
+    assert (row.out_height, row.out_width) == (1, spec.out_height)
+    layer = im2row.Conv2d(w, b, **conv, layout=layout)
+    y = layer(x)
+    assert_matches_reference(y, x, w, b, layout=layout, **conv)
+    assert layer.planned_specs() == [spec.with_batch(1)]     # the caller's shape
+    out = np.empty_like(y)
+    assert layer(x, out=out) is out
+    np.testing.assert_array_equal(out, y)
+    np.testing.assert_array_equal(layer(x[0]), y[0])
+    for plan in (Plan("classic", gemm="packed"), Plan("rowwise", gemm="packed"),
+                 Plan("incremental", column_block=7, gemm="sgemm")):
+        if plan.algorithm not in valid_algorithms(row):
+            continue
+        y2 = im2row.conv2d(x, w, b, **conv, layout=layout, plan=plan)
+        assert_matches_reference(y2, x, w, b, layout=layout, **conv)
+
+
+def test_only_columns_are_reoriented():
+    spec = im2row.make_spec((1, 3, 30, 1), (4, 3, 3, 1))
+    assert spec.is_column and spec.oriented() != spec
+    for other in (im2row.make_spec((1, 3, 30, 1), (4, 3, 3, 1), padding=(0, 1)),   # side padding
+                  im2row.make_spec((1, 3, 30, 2), (4, 3, 3, 2)),                    # two columns
+                  im2row.make_spec((1, 3, 1, 1), (4, 3, 1, 1))):                    # one pixel
+        assert other.oriented() is other
+
+
+def test_column_plans_are_cached_under_their_row_form():
+    """tune() stores what the runtime looks up: the row form of a column convolution."""
+    from im2row import wisdom
+    spec = im2row.make_spec((1, 8, 500, 1), (8, 8, 2, 1), dilation=(4, 1))
+    assert wisdom.plan_key(spec, 1, "avx2") == wisdom.plan_key(spec.oriented(), 1, "avx2")

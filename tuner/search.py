@@ -151,6 +151,7 @@ def _tune_shape(spec: ConvSpec, *, n_trials: int = DEFAULT_TRIALS,
                finalists: int = FINALISTS, min_gain: float = MIN_GAIN,
                min_time: float = 2e-3, max_workspace=INPUT_BUDGET) -> ShapeOutcome:
     started = time.perf_counter()
+    spec = spec.oriented()  # what the runtime plans and runs (a column convolution as a row)
     n_trials = max(1, int(n_trials))
     repeats = max(1, int(repeats))
     space = SearchSpace(spec, threads, max_workspace=max_workspace)
