@@ -391,10 +391,19 @@ def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
 
 def _output_fits_half_l2(spec: ConvSpec) -> bool:
     """Classic in input-channel passes re-reads one group's output once per pass: a default
-    only where that output stays in (half) this host's L2.  Larger maps have wide GEMMs
+    where that output stays in (half) this host's L2, or where the weights outweigh it
+    WEIGHTS_OVER_OUTPUT times (the other algorithms stream all the weights again for every
+    GEMM call of a band or class, classic once per pass).  Other large maps have wide GEMMs
     within budget anyway (incremental and rowwise bands)."""
     l2 = hwinfo.cache_sizes().get("l2") or 256 << 10
-    return 4 * spec.group_out_channels * spec.out_height * spec.out_width <= l2 // 2
+    output = 4 * spec.group_out_channels * spec.out_height * spec.out_width
+    weights = 4 * spec.group_out_channels * spec.group_in_channels * spec.kernel_h * spec.kernel_w
+    return output <= l2 // 2 or weights >= WEIGHTS_OVER_OUTPUT * output
+
+
+# Weights / output bytes from which classic passes beat re-streaming the weights per call
+# (DeepLab's 2048-channel ASPP layers: 17; VGG-19's 28x28 layers, where they lose: 6).
+WEIGHTS_OVER_OUTPUT = 8
 
 
 def _incremental_candidates(spec: ConvSpec, gemm: str, threads: int) -> list:
