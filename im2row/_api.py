@@ -84,13 +84,8 @@ class _ShapeEntry:
         core = spec.oriented()
         self.core_shapes = None
         if core != spec:
-            if plan.layout == "NHWC":
-                self.core_shapes = ((core.batch, core.height, core.width, core.in_channels),
-                                    (core.batch, core.out_height, core.out_width,
-                                     core.out_channels))
-            else:
-                self.core_shapes = (replace(core, layout="NCHW").input_shape,
-                                    replace(core, layout="NCHW").output_shape)
+            core = replace(core, layout=plan.layout)    # the arrays the core takes
+            self.core_shapes = (core.input_shape, core.output_shape)
         self.plan = plan
         self.spec = spec
         self.unbatched = unbatched
