@@ -299,7 +299,7 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
         plane = sw * span * _phase_width(spec, sw, dw)
         fill = _gather_seconds(h, spec.in_channels * plane, spec.in_channels * sw * span,
                                sw, in_bytes, 4.0 * plane)
-        small = spec.kernel_h in (3, 5) and spec.kernel_w == spec.kernel_h
+        small = spec.kernel_h in (3, 5, 7) and spec.kernel_w == spec.kernel_h
         unit = (_shift_efficiency(spec) if small and sh == sw == 1
                 and dh == dw == 1 else DW_POINTER
                 if small and sw <= 2 else DW_GENERIC)

@@ -51,6 +51,8 @@ SHAPES = {
     "dw3x3-s2": ((1, 8, 11, 12), (8, 1, 3, 3), dict(stride=2, padding=1, groups=8)),
     "dw3x3-x2": ((1, 5, 9, 8), (10, 1, 3, 3), dict(padding=1, groups=5)),
     "dw5x5-d2": ((1, 4, 14, 15), (4, 1, 5, 5), dict(padding=2, dilation=2, groups=4)),
+    "dw7x7-s1": ((2, 3, 21, 37), (3, 1, 7, 7), dict(padding=3, groups=3)),
+    "dw7x7-s2-x2": ((1, 2, 20, 19), (4, 1, 7, 7), dict(stride=2, padding=(3, 2, 1, 3), groups=2)),
     "dw3x3-s3-asym": ((1, 4, 13, 14), (12, 1, 3, 3), dict(stride=(3, 2), padding=(0, 2, 1, 0), groups=4)),
     "dw7x1-d31": ((1, 3, 20, 9), (3, 1, 7, 1), dict(padding=(3, 0), dilation=(3, 1), groups=3)),
     "dw1x1": ((1, 6, 5, 7), (6, 1, 1, 1), dict(groups=6)),

@@ -6,7 +6,7 @@
  *
  * Vectorised along output width: blocks of R = 4 output rows by 8 columns (two q vectors),
  * then single 4-column vectors, the last one moved back to end at ow; planes narrower than
- * 4 columns are done in scalar code.  3x3 and 5x5 at stride 1/2 without row dilation get
+ * 4 columns are done in scalar code.  3x3, 5x5 and 7x7 at stride 1/2 without row dilation get
  * compile-time blocks in which each input vector is loaded once and feeds every output row
  * that uses it; other shapes run the taps in a runtime loop.  Taps accumulate in (i, j)
  * order, like the scalar oracle. */
@@ -140,6 +140,8 @@ DEF_FIXED(conv_3x3s1, 3, 3, 1)
 DEF_FIXED(conv_3x3s2, 3, 3, 2)
 DEF_FIXED(conv_5x5s1, 5, 5, 1)
 DEF_FIXED(conv_5x5s2, 5, 5, 2)
+DEF_FIXED(conv_7x7s1, 7, 7, 1)
+DEF_FIXED(conv_7x7s2, 7, 7, 2)
 
 /* Any shape: taps in a runtime loop, R rows per block, one 4-column vector. */
 AI void block_generic(float *o, ptrdiff_t os, const float *phases, ptrdiff_t hp, ptrdiff_t pw,
@@ -195,15 +197,17 @@ void im2row_dwconv__neon(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff
     if (!dwconv_check_args(out, out_stride, oh, ow, phases, hp, phase_w, w, kh, kw, sh, sw, dh, dw))
         return;
 
-    if (dh == 1 && kh == kw && (kh == 3 || kh == 5) && (sh == 1 || sh == 2)) {
-        const float *cb[5];
+    if (dh == 1 && kh == kw && (kh == 3 || kh == 5 || kh == 7) && (sh == 1 || sh == 2)) {
+        const float *cb[7];
         for (ptrdiff_t j = 0; j < kw; j++)
             cb[j] = phases + dwconv_tap(j, hp, phase_w, sw, dw);
         const plane_t pl = {phases, hp, sw, dw, w, bias};
         if (kh == 3)
             (sh == 1 ? conv_3x3s1 : conv_3x3s2)(out, out_stride, oh, ow, cb, phase_w, &pl);
-        else
+        else if (kh == 5)
             (sh == 1 ? conv_5x5s1 : conv_5x5s2)(out, out_stride, oh, ow, cb, phase_w, &pl);
+        else
+            (sh == 1 ? conv_7x7s1 : conv_7x7s2)(out, out_stride, oh, ow, cb, phase_w, &pl);
         return;
     }
 

@@ -6,8 +6,8 @@
  *
  * Scheme: vectorise along output width (8 columns), block R output rows so that every
  * loaded input vector feeds all the output rows that use it (up to kh FMAs per load).
- * Shapes with compile-time kh, kw, sh, dh (3x3 and 5x5, stride 1/2, the MobileNet and
- * EfficientNet cases) get fully unrolled blocks with the weights held in registers; other
+ * Shapes with compile-time kh, kw, sh, dh (3x3, 5x5 and 7x7, stride 1/2: the MobileNet,
+ * EfficientNet and ConvNeXt cases) get fully unrolled blocks with the weights held in registers; other
  * shapes run a generic tap loop.  Width tail: when ow >= 8 the last vector is moved back to
  * end at ow (it recomputes some columns with identical results); when ow < 8 the loads are
  * masked and the store is split into 4/2/1-float pieces (AMD's vmaskmovps store is slow).
@@ -203,6 +203,8 @@ DEF_FIXED(conv_3x3s1, 3, 3, 1, 1)
 DEF_FIXED(conv_3x3s2, 3, 3, 2, 1)
 DEF_FIXED(conv_5x5s1, 5, 5, 1, 1)
 DEF_FIXED(conv_5x5s2, 5, 5, 2, 1)
+DEF_FIXED(conv_7x7s1, 7, 7, 1, 1)
+DEF_FIXED(conv_7x7s2, 7, 7, 2, 1)
 
 void im2row_dwconv__avx2(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff_t ow,
                          const float *phases, ptrdiff_t hp, ptrdiff_t phase_w,
@@ -221,14 +223,16 @@ void im2row_dwconv__avx2(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff
         tl.perm = _mm256_add_epi32(lane, _mm256_set1_epi32((int)(tl.cnt - 4)));
     }
 
-    if (dh == 1 && kh == kw && (kh == 3 || kh == 5) && (sh == 1 || sh == 2)) {
-        const float *cb[5];
+    if (dh == 1 && kh == kw && (kh == 3 || kh == 5 || kh == 7) && (sh == 1 || sh == 2)) {
+        const float *cb[7];
         for (ptrdiff_t j = 0; j < kw; j++)
             cb[j] = phases + dwconv_tap(j, hp, phase_w, sw, dw);
         if (kh == 3)
             (sh == 1 ? conv_3x3s1 : conv_3x3s2)(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
-        else
+        else if (kh == 5)
             (sh == 1 ? conv_5x5s1 : conv_5x5s2)(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
+        else
+            (sh == 1 ? conv_7x7s1 : conv_7x7s2)(out, out_stride, oh, ow, cb, phase_w, w, bias, &tl);
         return;
     }
 

@@ -6,14 +6,14 @@
  *
  * Vectorised along output width (16 columns), with blocks of R output rows so that each
  * loaded input vector feeds every output row that uses it.  Paths:
- *  - shift: 3x3 and 5x5 at stride 1, no dilation (MobileNet, EfficientNet).  A zmm load that is not 64-byte aligned costs about two load slots, and
+ *  - shift: 3x3, 5x5 and 7x7 at stride 1, no dilation (MobileNet, EfficientNet, ConvNeXt).  A zmm load that is not 64-byte aligned costs about two load slots, and
  *    a 3-tap row would need three of them, so each phase row is loaded once per 16 columns
  *    and the shifted windows are made with valignd from it and the next vector, which is
  *    carried to the next step.  (Aligned rows help further: see the integrator notes.)
  *  - narrow: 3x3 planes at most 8 wide, or 16 wide when the stride-1 shift path does not
  *    apply: one masked vector per row (ymm when <= 8 wide), up to 8 rows per block and two
  *    partial sums per output, so that small planes are not bound by FMA latency.
- *  - pointer: the other 3x3/5x5 stride-1/2 cases (stride 2, dilated columns): one load per
+ *  - pointer: the other 3x3/5x5/7x7 stride-1/2 cases (stride 2, dilated columns): one load per
  *    tap column and input row, rows still shared.  Stride 2 is bound by L2->L1 traffic (each
  *    output row needs two fresh input rows), not by the loads' alignment.
  *  - generic: any other shape, taps in a runtime loop.
@@ -333,6 +333,7 @@ AI void rows_generic(float *out, ptrdiff_t os, ptrdiff_t y, ptrdiff_t ow, const 
     }
 DEF_SHIFT(shift_3x3s1, 3, 3, 1, 1)
 DEF_SHIFT(shift_5x5s1, 5, 5, 1, 1)
+DEF_SHIFT(shift_7x7s1, 7, 7, 1, 1)
 
 #define DEF_PTR(name, KH, KW, SH, DH, RB, SPLIT)                                                 \
     static __attribute__((noinline)) void name(float *out, ptrdiff_t os, ptrdiff_t oh,          \
@@ -345,6 +346,8 @@ DEF_PTR(ptr_3x3s1, 3, 3, 1, 1, 4, 1)
 DEF_PTR(ptr_3x3s2, 3, 3, 2, 1, 4, 1)
 DEF_PTR(ptr_5x5s1, 5, 5, 1, 1, 4, 1)
 DEF_PTR(ptr_5x5s2, 5, 5, 2, 1, 4, 1)
+DEF_PTR(ptr_7x7s1, 7, 7, 1, 1, 4, 1)
+DEF_PTR(ptr_7x7s2, 7, 7, 2, 1, 4, 1)
 DEF_PTR(narrow_3x3s1, 3, 3, 1, 1, 8, 2)
 DEF_PTR(narrow_3x3s2, 3, 3, 2, 1, 8, 2)
 
@@ -357,25 +360,28 @@ void im2row_dwconv__avx512(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdi
     if (!dwconv_check_args(out, out_stride, oh, ow, phases, hp, phase_w, w, kh, kw, sh, sw, dh, dw))
         return;
 
-    if (dh == 1 && kh == kw && (kh == 3 || kh == 5) && (sh == 1 || sh == 2)) {
+    if (dh == 1 && kh == kw && (kh == 3 || kh == 5 || kh == 7) && (sh == 1 || sh == 2)) {
         /* shift only at stride 1: at stride 2 every output row needs two fresh input rows
          * and the pointer path measured as fast (5x5 would also carry 18 phase rows) */
         const int three = kh == 3, s1 = sh == 1, shift = s1 && sw == 1 && dw == 1;
         /* narrow wins for <= 8 columns, and up to 16 unless the stride-1 shift path applies */
         const int narrow = three && (ow <= 8 || (ow <= 16 && !(shift && s1)));
         if (shift && !narrow) {
-            (three ? shift_3x3s1 : shift_5x5s1)(out, out_stride, oh, ow, phases, hp, phase_w, w, bias);
+            (three ? shift_3x3s1 : kh == 5 ? shift_5x5s1 : shift_7x7s1)(out, out_stride, oh, ow, phases,
+                                                                       hp, phase_w, w, bias);
             return;
         }
-        const float *cb[5];
+        const float *cb[7];
         for (ptrdiff_t j = 0; j < kw; j++)
             cb[j] = phases + dwconv_tap(j, hp, phase_w, sw, dw);
         if (narrow)
             (s1 ? narrow_3x3s1 : narrow_3x3s2)(out, out_stride, oh, ow, cb, phase_w, w, bias);
         else if (three)
             (s1 ? ptr_3x3s1 : ptr_3x3s2)(out, out_stride, oh, ow, cb, phase_w, w, bias);
-        else
+        else if (kh == 5)
             (s1 ? ptr_5x5s1 : ptr_5x5s2)(out, out_stride, oh, ow, cb, phase_w, w, bias);
+        else
+            (s1 ? ptr_7x7s1 : ptr_7x7s2)(out, out_stride, oh, ow, cb, phase_w, w, bias);
         return;
     }
 

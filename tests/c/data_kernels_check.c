@@ -318,7 +318,7 @@ static void check_dwconv(void)
     long cases = 0;
     dwshape s;
     /* The specialised shapes over every width 1..70 and short/odd heights. */
-    static const ptrdiff_t hot[][3] = {{3, 1, 1}, {3, 2, 1}, {5, 1, 1}, {5, 2, 1}, {3, 1, 2}, {7, 1, 1}};
+    static const ptrdiff_t hot[][3] = {{3, 1, 1}, {3, 2, 1}, {5, 1, 1}, {5, 2, 1}, {3, 1, 2}, {7, 1, 1}, {7, 2, 1}};
     for (size_t h = 0; h < sizeof hot / sizeof *hot; h++)
         for (ptrdiff_t sw = 1; sw <= 3; sw++)
             for (ptrdiff_t ow = 1; ow <= 70; ow++) {
