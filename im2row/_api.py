@@ -21,6 +21,7 @@ import numpy as np
 from . import _core, hwinfo
 from ._threads import blas_threads, check_threads, get_num_threads
 from .plan import (INPUT_BUDGET, Plan, check_budget, choose_plan, classic_passes, core_spec,
+                   depthwise_blocks,
                    layout_transform_bytes, nhwc_row_block, useful_threads, validate_plan)
 from .spec import ConvSpec, check_layer_args, make_spec
 
@@ -57,18 +58,23 @@ def _check_plan_arg(plan):
     return plan
 
 
-def _pack_format(plan: Plan, kernels) -> tuple:
+def _pack_format(plan: Plan, kernels, spec: ConvSpec | None = None) -> tuple:
     """Plans whose weights are laid out alike share one packed copy (the layout does not depend
     on the input's H x W)."""
     if plan.layout == "NHWC":
         # channels-last panels (indirect and rowwise read K alike), bias packed inside
         return ("nhwc-depthwise",) if plan.algorithm == "depthwise" else ("nhwc-panels",)
     if plan.algorithm == "depthwise":
-        return ("depthwise",)
+        blocks = depthwise_blocks(spec, plan) if spec is not None else 0
+        return ("dw-blocks", blocks) if blocks else ("depthwise",)
     passes = classic_passes(plan)
     if plan.gemm == "packed":
         return ("panels", kernels.gemm_mr) + passes
     return ("rotated",) if plan.algorithm == "incremental" else ("rows",) + passes
+
+
+# packed formats with the bias inside (channels-last kernels read it with the weights)
+_HOLDS_BIAS = frozenset({"nhwc-panels", "nhwc-depthwise", "dw-blocks"})
 
 
 class _ShapeEntry:
@@ -213,8 +219,7 @@ class Conv2d:
                 else:
                     np.copyto(self._bias, bias)
             for key, array in self._packs.items():
-                # NHWC packs hold the bias too
-                if weight is not None or (bias is not None and key[0][0].startswith("nhwc")):
+                if weight is not None or (bias is not None and key[0][0] in _HOLDS_BIAS):
                     np.copyto(array, self._pack(*key[1:]))
 
     # -- planning -------------------------------------------------------------------------
@@ -230,16 +235,18 @@ class Conv2d:
         kernels = hwinfo.kernel_set(isa)
         if layout == "NHWC":
             return _core.pack_weights_nhwc(geometry, algorithm, self._weight, self._bias, kernels)
+        if algorithm == "depthwise" and channel_block:
+            return _core.pack_depthwise_blocks(geometry, self._weight, self._bias, channel_block)
         return _core.pack_weights(geometry, algorithm, self._weight, kernels, packed,
                                   channel_block)
 
     def _packed_for(self, spec: ConvSpec, plan: Plan, kernels) -> np.ndarray:
-        fmt = _pack_format(plan, kernels)
+        fmt = _pack_format(plan, kernels, spec)
         for key, array in self._packs.items():
             if key[0] == fmt and key[1] == plan.isa:
                 return array
         key = (plan.isa, core_spec(spec), plan.algorithm, plan.gemm == "packed", plan.layout,
-               sum(classic_passes(plan)))
+               sum(classic_passes(plan)) or depthwise_blocks(spec, plan))
         array = self._pack(*key)
         self._packs[(fmt,) + key] = array
         return array

@@ -129,10 +129,11 @@ def column_blocks(spec: ConvSpec) -> list:
 
 def channel_blocks(spec: ConvSpec) -> list:
     """0 (all channels in one pass), a few multiples of 16 below the group's output channels
-    (incremental) and the group's input channels split into 2-16 passes (classic)."""
+    (incremental), the group's input channels split into 2-16 passes (classic) and channel
+    blocks of the channel-blocked depthwise path."""
     ocg = spec.group_out_channels
     return sorted({0} | {cb for cb in (16, 32, 64, 128, 256) if cb < ocg}
-                  | set(input_passes(spec)))
+                  | set(input_passes(spec)) | set(dw_block_choices(spec)))
 
 
 def input_passes(spec: ConvSpec) -> list:
@@ -146,6 +147,43 @@ def input_passes(spec: ConvSpec) -> list:
 
 # The shallowest classic pass: a GEMM depth below which one pass's C traffic outweighs it.
 MIN_PASS_DEPTH = 256
+
+
+def depthwise_blocks(spec: ConvSpec, plan: Plan) -> int:
+    """Channels per block of a depthwise plan run channel-blocked (the core's _dw_blocked:
+    channel multiplier 1, channel_block >= 2; at most all channels), else 0."""
+    if (plan.algorithm != "depthwise" or plan.layout != "NCHW" or plan.channel_block < 2
+            or not spec.is_depthwise or spec.out_channels != spec.in_channels):
+        return 0
+    return min(plan.channel_block, spec.in_channels)
+
+
+VECTOR_FLOATS = {"avx512": 16, "avx2": 8, "neon": 4}
+
+
+def dw_block_for_l1(spec: ConvSpec) -> int:
+    """The default channel block of the channel-blocked depthwise path: the most whole
+    16-float vectors of channels whose padded block and output row fit in the L1 (the block
+    is written once and read kh*kw times, and stays far below the input's bytes)."""
+    choices = dw_block_choices(spec)
+    if not choices:
+        return 0
+    l1 = hwinfo.cache_sizes().get("l1d") or 32 << 10
+    sh, sw, dh, dw = effective_axes(spec)
+    hp = (spec.out_height - 1) * sh + (spec.kernel_h - 1) * dh + 1
+    wp = (spec.out_width - 1) * sw + (spec.kernel_w - 1) * dw + 1
+    per_channel = 4 * (hp * wp + spec.out_width)
+    fitting = (l1 // per_channel) // 16 * 16
+    return min(max(fitting, 16), spec.in_channels) if spec.in_channels >= 2 else 0
+
+
+def dw_block_choices(spec: ConvSpec) -> list:
+    """Channel blocks of the channel-blocked depthwise path: whole vectors (16 floats, the
+    widest ISA's) up to every channel."""
+    if not (spec.is_depthwise and spec.out_channels == spec.in_channels):
+        return []
+    c = spec.in_channels
+    return sorted({min(b, c) for b in (16, 32, 64, 128, 256, c) if b <= c or b == c} - {1})
 
 
 def classic_passes(plan: Plan) -> tuple:
@@ -375,7 +413,12 @@ def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
     algorithms = valid_algorithms(spec)
     out = []
     if "depthwise" in algorithms:
-        out.append(Plan("depthwise"))
+        blocks = dw_block_for_l1(spec) if isa != "scalar" else 0
+        # Rows that fill at most half a vector: vectorise across channels instead.
+        if blocks and 2 * spec.out_width <= VECTOR_FLOATS.get(isa, 4):
+            out.append(Plan("depthwise", channel_block=blocks))
+        else:
+            out.append(Plan("depthwise"))
     if "pointwise" in algorithms:
         out.append(Plan("pointwise", gemm=gemm))
     if "rowwise" in algorithms and gemm == "packed":

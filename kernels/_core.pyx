@@ -150,10 +150,28 @@ cdef int _make_schedule(const Geometry *g, Py_ssize_t column_block, Py_ssize_t c
 
 cdef inline Py_ssize_t _input_pass(const Geometry *g, int code,
                                    Py_ssize_t channel_block) noexcept nogil:
-    """Input channels per pass: classic splits them by channel_block, the rest take all."""
+    """Input channels per pass: classic splits them by channel_block; depthwise with channel
+    multiplier 1 takes blocks of channel_block channels (_dw_blocked); the rest take all."""
     if code == ALG_CLASSIC and 0 < channel_block < g.Cg:
         return channel_block
+    if code == ALG_DEPTHWISE and channel_block > 1 and g.OCg == 1:
+        return channel_block if channel_block < g.C else g.C
     return g.Cg
+
+
+cdef inline bint _dw_blocked(const Geometry *g, int code, const Schedule *s) noexcept nogil:
+    """Depthwise in blocks of s.CC channels through the channels-last kernel (vectorised
+    across channels), instead of plane by plane (vectorised along rows): small maps, whose
+    rows fill few lanes, many channels."""
+    return code == ALG_DEPTHWISE and s.CC > 1
+
+
+cdef inline Py_ssize_t _padded_h(const Geometry *g) noexcept nogil:
+    return (g.OH - 1) * g.sh + (g.kh - 1) * g.dh + 1
+
+
+cdef inline Py_ssize_t _padded_w(const Geometry *g) noexcept nogil:
+    return (g.OW - 1) * g.sw + (g.kw - 1) * g.dw + 1
 
 
 cdef inline Py_ssize_t _input_passes(const Geometry *g, Py_ssize_t per_pass) noexcept nogil:
@@ -182,7 +200,7 @@ cdef int _schedule_for(const Geometry *g, int code, Py_ssize_t column_block,
 cdef Py_ssize_t _row_pointers(const Geometry *g, int algorithm, const Schedule *s) noexcept nogil:
     """Row pointers the packed GEMM's B operand needs (one per GEMM depth index of a pass)."""
     if algorithm == ALG_DEPTHWISE:
-        return 0
+        return g.kh * g.kw if _dw_blocked(g, algorithm, s) else 0
     if algorithm == ALG_CLASSIC:
         return s.CC * g.kh * g.kw
     return g.Cg * g.kh * g.kw
@@ -219,6 +237,8 @@ cdef Py_ssize_t _data_floats(const Geometry *g, int algorithm, const Schedule *s
             return 0
         return g.Cg * g.OH * g.OW
     if algorithm == ALG_DEPTHWISE:
+        if _dw_blocked(g, algorithm, s):   # a channels-last padded block and one output row
+            return s.CC * (_padded_h(g) * _padded_w(g) + g.OW)
         return g.sw * _band_span(g, g.OH) * _phase_width(g)
     if algorithm == ALG_ROWWISE:
         if _rows_in_place(g):
@@ -839,6 +859,34 @@ def pack_weights(tuple spec, str algorithm, cnp.ndarray weight, KernelSet kernel
     return dst
 
 
+cdef inline Py_ssize_t _dw_block_floats(const Geometry *g, Py_ssize_t per_block) noexcept nogil:
+    return (g.C + per_block - 1) // per_block * (1 + g.kh * g.kw) * per_block
+
+
+def pack_depthwise_blocks(tuple spec, cnp.ndarray weight, object bias, Py_ssize_t channel_block):
+    """Depthwise weights (C, 1, kh, kw) for the channel-blocked path: per block of
+    channel_block channels (the last one short), a row of its biases, then one row of its
+    channels' weights per tap (what the NHWC depthwise kernel reads)."""
+    cdef Geometry g
+    cdef Schedule s
+    _geometry(spec, &g)
+    s.CC = _input_pass(&g, ALG_DEPTHWISE, channel_block)
+    if not _dw_blocked(&g, ALG_DEPTHWISE, &s):
+        raise ValueError("core: channel blocks need depthwise with channel multiplier 1 and "
+                         "channel_block >= 2")
+    ks = g.kh * g.kw
+    taps = np.ascontiguousarray(weight, dtype=np.float32).reshape(g.C, ks)
+    b = (np.zeros(g.C, np.float32) if bias is None
+         else np.ascontiguousarray(bias, dtype=np.float32).reshape(g.C))
+    dst = np.zeros(_dw_block_floats(&g, s.CC), dtype=np.float32)
+    for c0 in range(0, g.C, s.CC):
+        cb = min(s.CC, g.C - c0)
+        block = dst[c0 * (1 + ks):c0 * (1 + ks) + (1 + ks) * cb].reshape(1 + ks, cb)
+        block[0] = b[c0:c0 + cb]
+        block[1:] = taps[c0:c0 + cb].T
+    return dst
+
+
 cdef Py_ssize_t _weight_block(const Geometry *g, int code, const im2row_kernels *kern,
                               bint packed, Py_ssize_t per_pass) noexcept nogil:
     """Floats between consecutive GEMM weight matrices in pack_weights' output (per_pass:
@@ -960,7 +1008,10 @@ cdef class Convolution:
             self.group_weights = self.g.OCg * self.g.kh * self.g.kw
         else:
             self.group_weights = self.wblock * _input_passes(&self.g, self.s.CC)
-        if weights.shape[0] != self.group_weights * self.g.groups:
+        expected = self.group_weights * self.g.groups
+        if _dw_blocked(&self.g, self.code, &self.s):
+            expected = _dw_block_floats(&self.g, self.s.CC)
+        if weights.shape[0] != expected:
             raise ValueError("core: packed weights do not match the plan")
         self.weights = weights
         if bias is not None:
@@ -1035,6 +1086,17 @@ cdef int _execute(const Geometry *g, Schedule *s, int code, int mode,
     cdef float *og
     cdef const float *patches
     cdef const float **rows
+    if _dw_blocked(g, code, s):
+        # (image, channel block) tasks; the weights (bias inside) are the blocks'
+        nchunks = (g.C + s.CC - 1) // s.CC
+        with nogil, parallel(num_threads=nthreads):
+            tid = threadid()
+            mine = scratch + tid * scratch_n
+            for task in prange(N * nchunks, schedule='static'):
+                _depthwise_block(g, s, kern, xp + (task // nchunks) * g.C * g.H * g.W, wp,
+                                 op + (task // nchunks) * g.OC * g.OH * g.OW, mine,
+                                 task % nchunks)
+        return 0
     if mode == MODE_TASKS:
         with nogil, parallel(num_threads=nthreads):
             tid = threadid()

@@ -359,3 +359,40 @@ cdef class NhwcConvolution:
         finally:
             self._pool.give(work)
         return out
+
+
+cdef void _depthwise_block(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
+                           const float *x, const float *wblocks, float *out, float *scratch,
+                           Py_ssize_t b) noexcept nogil:
+    """NCHW depthwise by channel blocks (_dw_blocked), for callers of the NCHW core.
+    Channels [b*CC, b*CC + cb) of one image: their zero-padded planes transposed into a
+    channels-last block (Hp, Wp, cb), each output row computed across the channels by the
+    NHWC depthwise kernel (a bias row and kh*kw tap rows of cb weights per block, from
+    pack_depthwise_blocks) and transposed back into the planes."""
+    cdef Py_ssize_t c0 = b * s.CC, cb = s.CC if (b + 1) * s.CC <= g.C else g.C - b * s.CC
+    cdef Py_ssize_t hp = _padded_h(g), wp = _padded_w(g), ks = g.kh * g.kw, plane = g.OH * g.OW
+    cdef float *blk = scratch
+    cdef float *row = scratch + s.CC * hp * wp
+    cdef const float **a = _pointer_area(g, ALG_DEPTHWISE, s, scratch)
+    cdef const float *src
+    cdef Py_ssize_t r, q, c, ih, iw, oy, ox, i, j
+    for r in range(hp):
+        ih = r - g.pt
+        for q in range(wp):
+            iw = q - g.pl
+            if 0 <= ih < g.H and 0 <= iw < g.W:
+                src = x + (c0 * g.H + ih) * g.W + iw
+                for c in range(cb):
+                    blk[(r * wp + q) * cb + c] = src[c * g.H * g.W]
+            else:
+                for c in range(cb):
+                    blk[(r * wp + q) * cb + c] = 0.0
+    for oy in range(g.OH):
+        for i in range(g.kh):
+            for j in range(g.kw):
+                a[i * g.kw + j] = blk + ((oy * g.sh + i * g.dh) * wp + j * g.dw) * cb
+        (<const nhwc_kernels *>kern).dwconv_nhwc(g.OW, cb, ks, a, 0, g.sw * cb,
+                                                 wblocks + b * (1 + ks) * s.CC, row, cb)
+        for c in range(cb):
+            for ox in range(g.OW):
+                out[(c0 + c) * plane + oy * g.OW + ox] = row[ox * cb + c]

@@ -93,6 +93,9 @@ def _cases():
                 variants = _incremental_variants(spec)
             elif algorithm == "rowwise":   # every band height of the plan space
                 variants = [(0, 0, rb) for rb in row_blocks(spec)]
+            elif algorithm == "depthwise":   # planes, and channel blocks (multiplier 1 only)
+                c = spec.in_channels
+                variants = [(0, ch, 0) for ch in sorted({0, 2, max(c - 1, 2), c, c + 4})]
             elif algorithm == "classic":   # input-channel passes: 1, a split, a short last one
                 cg = spec.group_in_channels
                 variants = [(0, ch, 0) for ch in sorted({0, 1, 2, max(cg - 1, 1), cg, cg + 3})]
@@ -235,6 +238,27 @@ def test_classic_input_passes_threads_and_batch(channel_block, threads, parallel
         assert_matches_reference(y, x[:batch], w, b, **conv)
     y0 = im2row.conv2d(x[:0], w, b, **conv, plan=plan, threads=threads)
     assert y0.shape == (0,) + y.shape[1:]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("channel_block", [2, 16, 23])
+def test_depthwise_channel_blocks_threads_batch_and_bias_updates(channel_block, threads, rng):
+    """Depthwise vectorised across channel blocks: bias packed with the weights, so update()
+    of either (and a bias given only later) reaches every prepared shape; batch 0/1/3."""
+    conv = dict(stride=(2, 1), padding=(3, 1, 2, 2), dilation=(1, 2), groups=23)
+    x, w, b = make_operands(rng, (3, 23, 9, 8), (23, 1, 5, 3))
+    plan = im2row.Plan("depthwise", channel_block=channel_block)
+    layer = im2row.Conv2d(w, None, **conv, plan=plan, threads=threads)
+    for batch in (3, 1):
+        assert_matches_reference(layer(x[:batch]), x[:batch], w, None, **conv)
+    assert layer(x[:0]).shape[0] == 0
+    layer.update(bias=b)
+    assert_matches_reference(layer(x), x, w, b, **conv)
+    w2, b2 = -w, b[::-1].copy()
+    layer.update(weight=w2)
+    assert_matches_reference(layer(x), x, w2, b, **conv)
+    layer.update(bias=b2)
+    assert_matches_reference(layer(x[:1]), x[:1], w2, b2, **conv)
 
 
 def test_classic_passes_keep_their_own_packed_weights(rng):

@@ -30,8 +30,8 @@ RELEVANT = {
     # The improved im2row's buffer width; other algorithms have no column blocks.
     "column_block": lambda p, ctx: p.get("algorithm") == "incremental",
     # Channels per pass: output channels over the improved im2row's columns, input channels
-    # of classic's patch matrix.
-    "channel_block": lambda p, ctx: p.get("algorithm") in ("incremental", "classic"),
+    # of classic's patch matrix, channel blocks of depthwise.
+    "channel_block": lambda p, ctx: p.get("algorithm") in ("incremental", "classic", "depthwise"),
     # Output rows per band: a loop of the improved im2row only.
     "row_block": lambda p, ctx: p.get("algorithm") in ("incremental", "rowwise", "indirect"),
     # The depthwise kernel is direct: no GEMM; row-wise im2row runs the packed GEMM only.
