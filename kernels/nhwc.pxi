@@ -375,18 +375,22 @@ cdef void _depthwise_block(const Geometry *g, const Schedule *s, const im2row_ke
     cdef float *row = scratch + s.CC * hp * wp
     cdef const float **a = _pointer_area(g, ALG_DEPTHWISE, s, scratch)
     cdef const float *src
-    cdef Py_ssize_t r, q, c, ih, iw, oy, ox, i, j
+    cdef float *dst
+    cdef Py_ssize_t r, q, c, ih, oy, ox, i, j, iw0, iw1
+    # zeros, then block row by block row: each channel's input row read in order and
+    # written across the block row (wp * cb floats, in L1 while it is filled)
+    memset(blk, 0, hp * wp * cb * sizeof(float))
+    iw0 = g.pl if g.pl < wp else wp
+    iw1 = g.pl + g.W if g.pl + g.W < wp else wp
     for r in range(hp):
         ih = r - g.pt
-        for q in range(wp):
-            iw = q - g.pl
-            if 0 <= ih < g.H and 0 <= iw < g.W:
-                src = x + (c0 * g.H + ih) * g.W + iw
-                for c in range(cb):
-                    blk[(r * wp + q) * cb + c] = src[c * g.H * g.W]
-            else:
-                for c in range(cb):
-                    blk[(r * wp + q) * cb + c] = 0.0
+        if ih < 0 or ih >= g.H:
+            continue
+        for c in range(cb):
+            src = x + ((c0 + c) * g.H + ih) * g.W
+            dst = blk + r * wp * cb + c
+            for q in range(iw0, iw1):
+                dst[q * cb] = src[q - g.pl]
     for oy in range(g.OH):
         for i in range(g.kh):
             for j in range(g.kw):
