@@ -70,7 +70,11 @@ def _pack_format(plan: Plan, kernels, spec: ConvSpec | None = None) -> tuple:
     passes = classic_passes(plan)
     if plan.gemm == "packed":
         return ("panels", kernels.gemm_mr) + passes
-    return ("rotated",) if plan.algorithm == "incremental" else ("rows",) + passes
+    if plan.algorithm == "incremental":
+        # one copy per ring offset: the layout depends on kw, which a column convolution run
+        # as a row (ConvSpec.oriented) swaps with kh
+        return ("rotated", spec.kernel_w if spec is not None else 0)
+    return ("rows",) + passes
 
 
 # packed formats with the bias inside (channels-last kernels read it with the weights)

@@ -46,6 +46,8 @@ def convolutions(draw):
     min_w = max(1, dw * (kw - 1) + 1 - left - right)
     h = draw(st.integers(min_h, min_h + 12))
     w = draw(st.integers(min_w, min_w + 12))
+    if kw == 1 and left == right == 0 and draw(st.booleans()):
+        w = 1                             # a column convolution (run as a row)
     batch = draw(st.integers(0, 3))
     layout = draw(st.sampled_from(["NCHW", "NHWC"]))
     unbatched = batch == 1 and draw(st.booleans())
@@ -60,6 +62,10 @@ def convolutions(draw):
             block = draw(st.integers(1, spec.out_width + 2))
             channels = draw(st.sampled_from(channel_blocks(spec)))
             rows = draw(st.sampled_from(row_blocks(spec)))
+        if algorithm == "classic":        # input-channel passes
+            channels = draw(st.integers(0, cg + 2))
+        if algorithm == "depthwise":      # channel blocks (multiplier 1), else planes
+            channels = draw(st.integers(0, c + 2))
         if algorithm == "rowwise" or plan_layout == "NHWC":
             rows = draw(st.sampled_from(row_blocks(spec)))
         plan = im2row.Plan(algorithm=algorithm, column_block=block, channel_block=channels,

@@ -215,3 +215,14 @@ def test_column_plans_are_cached_under_their_row_form():
     from im2row import wisdom
     spec = im2row.make_spec((1, 8, 500, 1), (8, 8, 2, 1), dilation=(4, 1))
     assert wisdom.plan_key(spec, 1, "avx2") == wisdom.plan_key(spec.oriented(), 1, "avx2")
+
+
+@pytest.mark.parametrize("gemm", ["sgemm", "packed"])
+def test_one_layer_serves_columns_and_maps(gemm, rng):
+    """A layer with a (kh, 1) kernel sees column inputs (run as rows: kh and kw swap) and
+    2-D maps: weight layouts that depend on kw (the ring's rotated copies) are kept apart."""
+    x_col, w, b = make_operands(rng, (1, 8, 15, 1), (17, 8, 2, 1))
+    x_map = make_operands(rng, (1, 8, 15, 12), (17, 8, 2, 1))[0]
+    layer = im2row.Conv2d(w, b, plan=Plan("incremental", column_block=1, gemm=gemm))
+    for x in (x_col, x_map, x_col):
+        assert_matches_reference(layer(x), x, w, b)
