@@ -414,8 +414,12 @@ def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
     out = []
     if "depthwise" in algorithms:
         blocks = dw_block_for_l1(spec) if isa != "scalar" else 0
-        # Rows that fill at most half a vector: vectorise across channels instead.
-        if blocks and 2 * spec.out_width <= VECTOR_FLOATS.get(isa, 4):
+        # Rows that fill at most half a vector (less than one at strides > 1, whose planar
+        # path reads two input rows per output row): vectorise across channels instead.
+        vector = VECTOR_FLOATS.get(isa, 4)
+        narrow = (2 * spec.out_width <= vector
+                  or effective_axes(spec)[1] > 1 and spec.out_width < vector)
+        if blocks and narrow:
             out.append(Plan("depthwise", channel_block=blocks))
         else:
             out.append(Plan("depthwise"))
