@@ -436,6 +436,16 @@ def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
     return out
 
 
+def _lean_plan(spec: ConvSpec, isa: str):
+    """The leanest plan of all, classic one input channel at a time (or None): the fallback
+    for maps so small that their padding outweighs them and no default candidate fits in one
+    input's bytes.  Never a candidate otherwise: a pass per channel costs a parallel region
+    per channel at several threads."""
+    if spec.is_pointwise or spec.group_in_channels < 2:
+        return None
+    return Plan("classic", 0, 1, gemm="sgemm" if isa == "scalar" else "packed")
+
+
 def _output_fits_half_l2(spec: ConvSpec) -> bool:
     """Classic in input-channel passes re-reads one group's output once per pass: a default
     where that output stays in (half) this host's L2, or where the weights outweigh it
@@ -477,8 +487,12 @@ def budget_bytes(spec: ConvSpec, threads: int, max_workspace=INPUT_BUDGET) -> in
     image = spec.with_batch(1)
     limit = workspace_limit(image, max_workspace)
     if max_workspace is INPUT_BUDGET:
-        leanest = min(ws for ws, _ in _sized(image, hwinfo.get_isa(), int(threads)))
-        limit = max(limit, leanest)
+        isa = hwinfo.get_isa()
+        sizes = [ws for ws, _ in _sized(image, isa, int(threads))]
+        lean = _lean_plan(image, isa)
+        if lean is not None:
+            sizes.append(scratch_bytes(image, lean, int(threads)))
+        limit = max(limit, min(sizes))
     return limit
 
 
@@ -502,6 +516,9 @@ def _default_plan(spec: ConvSpec, isa: str, threads: int, limit: int | None) -> 
 
     sized = _sized(spec, isa, threads)
     fitting = [plan for ws, plan in sized if limit is None or ws <= limit]
+    lean = _lean_plan(spec, isa)
+    if not fitting and lean is not None and scratch_bytes(spec, lean, threads) <= limit:
+        return lean
     if not fitting:
         leanest_ws, leanest = min(sized, key=lambda item: item[0])
         raise WorkspaceError(
