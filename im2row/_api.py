@@ -58,14 +58,14 @@ def _check_plan_arg(plan):
     return plan
 
 
-def _pack_format(plan: Plan, kernels, spec: ConvSpec | None = None) -> tuple:
+def _pack_format(plan: Plan, kernels, spec: ConvSpec) -> tuple:
     """Plans whose weights are laid out alike share one packed copy (the layout does not depend
     on the input's H x W)."""
     if plan.layout == "NHWC":
         # channels-last panels (indirect and rowwise read K alike), bias packed inside
         return ("nhwc-depthwise",) if plan.algorithm == "depthwise" else ("nhwc-panels",)
     if plan.algorithm == "depthwise":
-        blocks = depthwise_blocks(spec, plan) if spec is not None else 0
+        blocks = depthwise_blocks(spec, plan)
         return ("dw-blocks", blocks) if blocks else ("depthwise",)
     passes = classic_passes(plan)
     if plan.gemm == "packed":
@@ -73,7 +73,7 @@ def _pack_format(plan: Plan, kernels, spec: ConvSpec | None = None) -> tuple:
     if plan.algorithm == "incremental":
         # one copy per ring offset: the layout depends on kw, which a column convolution run
         # as a row (ConvSpec.oriented) swaps with kh
-        return ("rotated", spec.kernel_w if spec is not None else 0)
+        return ("rotated", spec.kernel_w)
     return ("rows",) + passes
 
 

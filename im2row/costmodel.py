@@ -305,13 +305,12 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
                 if small and sw <= 2 else DW_GENERIC)
         lanes = ow / _round_up(ow, h.vector)
         fmas = spec.out_channels * oh * ow * spec.kernel_h * spec.kernel_w
-        from .plan import depthwise_blocks
+        from .plan import depthwise_blocks, padded_extent
         blocks = depthwise_blocks(spec, plan)
         if blocks:
             # vectorised across channels (an input and a weight vector per FMA: half rate);
             # the planes transposed into channels-last blocks and the output rows back
-            hp = _band_span(spec, oh, sh, dh)
-            wp = (ow - 1) * sw + (spec.kernel_w - 1) * dw + 1
+            hp, wp = padded_extent(spec)
             moved = 4.0 * (spec.in_channels * hp * wp + spec.out_channels * oh * ow)
             fill = moved * SCALAR_GATHER_SLOWDOWN / h.bandwidth(4.0 * blocks * hp * wp)
             lanes = blocks / _round_up(blocks, h.vector)

@@ -149,13 +149,25 @@ def input_passes(spec: ConvSpec) -> list:
 MIN_PASS_DEPTH = 256
 
 
+def _dw_blockable(spec: ConvSpec) -> bool:
+    """Depthwise with channel multiplier 1: what the channel-blocked path runs."""
+    return spec.is_depthwise and spec.out_channels == spec.in_channels
+
+
 def depthwise_blocks(spec: ConvSpec, plan: Plan) -> int:
     """Channels per block of a depthwise plan run channel-blocked (the core's _dw_blocked:
     channel multiplier 1, channel_block >= 2; at most all channels), else 0."""
     if (plan.algorithm != "depthwise" or plan.layout != "NCHW" or plan.channel_block < 2
-            or not spec.is_depthwise or spec.out_channels != spec.in_channels):
+            or not _dw_blockable(spec)):
         return 0
     return min(plan.channel_block, spec.in_channels)
+
+
+def padded_extent(spec: ConvSpec) -> tuple:
+    """(rows, columns) of the zero-padded input the whole output reads."""
+    sh, sw, dh, dw = effective_axes(spec)
+    return ((spec.out_height - 1) * sh + (spec.kernel_h - 1) * dh + 1,
+            (spec.out_width - 1) * sw + (spec.kernel_w - 1) * dw + 1)
 
 
 VECTOR_FLOATS = {"avx512": 16, "avx2": 8, "neon": 4}
@@ -165,25 +177,22 @@ def dw_block_for_l1(spec: ConvSpec) -> int:
     """The default channel block of the channel-blocked depthwise path: the most whole
     16-float vectors of channels whose padded block and output row fit in the L1 (the block
     is written once and read kh*kw times, and stays far below the input's bytes)."""
-    choices = dw_block_choices(spec)
-    if not choices:
+    if not _dw_blockable(spec):
         return 0
     l1 = hwinfo.cache_sizes().get("l1d") or 32 << 10
-    sh, sw, dh, dw = effective_axes(spec)
-    hp = (spec.out_height - 1) * sh + (spec.kernel_h - 1) * dh + 1
-    wp = (spec.out_width - 1) * sw + (spec.kernel_w - 1) * dw + 1
+    hp, wp = padded_extent(spec)
     per_channel = 4 * (hp * wp + spec.out_width)
     fitting = (l1 // per_channel) // 16 * 16
-    return min(max(fitting, 16), spec.in_channels) if spec.in_channels >= 2 else 0
+    return min(max(fitting, 16), spec.in_channels)
 
 
 def dw_block_choices(spec: ConvSpec) -> list:
     """Channel blocks of the channel-blocked depthwise path: whole vectors (16 floats, the
     widest ISA's) up to every channel."""
-    if not (spec.is_depthwise and spec.out_channels == spec.in_channels):
+    if not _dw_blockable(spec):
         return []
     c = spec.in_channels
-    return sorted({min(b, c) for b in (16, 32, 64, 128, 256, c) if b <= c or b == c} - {1})
+    return sorted({b for b in (16, 32, 64, 128, 256, c) if b <= c})
 
 
 def classic_passes(plan: Plan) -> tuple:

@@ -166,11 +166,12 @@ cdef inline bint _dw_blocked(const Geometry *g, int code, const Schedule *s) noe
     return code == ALG_DEPTHWISE and s.CC > 1
 
 
-cdef inline Py_ssize_t _padded_h(const Geometry *g) noexcept nogil:
-    return (g.OH - 1) * g.sh + (g.kh - 1) * g.dh + 1
+cdef inline Py_ssize_t _dw_block_count(const Geometry *g, Py_ssize_t per_block) noexcept nogil:
+    return (g.C + per_block - 1) // per_block
 
 
 cdef inline Py_ssize_t _padded_w(const Geometry *g) noexcept nogil:
+    """Padded input columns the output row reads (the height's twin is _band_span(g, OH))."""
     return (g.OW - 1) * g.sw + (g.kw - 1) * g.dw + 1
 
 
@@ -238,7 +239,7 @@ cdef Py_ssize_t _data_floats(const Geometry *g, int algorithm, const Schedule *s
         return g.Cg * g.OH * g.OW
     if algorithm == ALG_DEPTHWISE:
         if _dw_blocked(g, algorithm, s):   # a channels-last padded block and one output row
-            return s.CC * (_padded_h(g) * _padded_w(g) + g.OW)
+            return s.CC * (_band_span(g, g.OH) * _padded_w(g) + g.OW)
         return g.sw * _band_span(g, g.OH) * _phase_width(g)
     if algorithm == ALG_ROWWISE:
         if _rows_in_place(g):
@@ -523,17 +524,27 @@ cdef void _band_fill(const Geometry *g, const Schedule *s, const im2row_kernels 
                     oh0 * g.sh - g.pt, _band_span(g, nrows), span)
 
 
+cdef inline void _row_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
+                           const float *const *rows, const float *w, const float *bias,
+                           float *out, Py_ssize_t oy, float *work) noexcept nogil:
+    """Output row oy of every output channel: one packed GEMM over all of K (B rows: `rows`),
+    then its bias added while the row is still in cache (memory-bound layers would pay a whole
+    extra pass over the output for a bias written first)."""
+    cdef Py_ssize_t K = g.Cg * g.kh * g.kw, plane = g.OH * g.OW, oc
+    cdef float *row = out + oy * g.OW
+    kern.gemm(g.OCg, g.OW, K, w, rows, row, plane, 1, 0, &s.gemm, work)
+    if bias != NULL:
+        for oc in range(g.OCg):
+            _add_bias(row + oc * plane, g.OW, bias[oc])
+
+
 cdef void _band_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
                      const float *band, const float **rows, const float *w, const float *bias,
                      float *out, Py_ssize_t oh0, Py_ssize_t nrows, float *work) noexcept nogil:
-    """One packed GEMM per output row of the band, over all of K, so it writes the output
-    row once and the bias is added while the row is still in cache (memory-bound layers
-    would pay a whole extra pass over the output for a bias written first).  Its patch
-    matrix is kh*kw*Cg row pointers into the band: no copy at all."""
+    """One packed GEMM per output row of the band (_row_gemm).  Its patch matrix is kh*kw*Cg
+    row pointers into the band: no copy at all."""
     cdef Py_ssize_t span = _band_span(g, s.RB), phase_w = _phase_width(g)
-    cdef Py_ssize_t K = g.Cg * g.kh * g.kw, plane = g.OH * g.OW
-    cdef Py_ssize_t oy, c, i, j, tap, oc
-    cdef float *row
+    cdef Py_ssize_t oy, c, i, j, tap
     for oy in range(nrows):
         for c in range(g.Cg):
             for i in range(g.kh):
@@ -542,11 +553,7 @@ cdef void _band_gemm(const Geometry *g, const Schedule *s, const im2row_kernels 
                     rows[(c * g.kh + i) * g.kw + j] = (
                         band + ((c * g.sw + tap % g.sw) * span + oy * g.sh + i * g.dh) * phase_w
                         + tap // g.sw)
-        row = out + (oh0 + oy) * g.OW
-        kern.gemm(g.OCg, g.OW, K, w, rows, row, plane, 1, 0, &s.gemm, work)
-        if bias != NULL:
-            for oc in range(g.OCg):
-                _add_bias(row + oc * plane, g.OW, bias[oc])
+        _row_gemm(g, s, kern, rows, w, bias, out, oh0 + oy, work)
 
 
 cdef void _input_rows_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
@@ -555,9 +562,7 @@ cdef void _input_rows_gemm(const Geometry *g, const Schedule *s, const im2row_ke
                            Py_ssize_t nrows, float *work) noexcept nogil:
     """Row-wise im2row on the input itself (_rows_in_place): as _band_gemm, with the patch
     matrix's rows pointing into x (or at `zeros` for rows in the vertical padding)."""
-    cdef Py_ssize_t K = g.Cg * g.kh * g.kw, plane = g.OH * g.OW
-    cdef Py_ssize_t oy, c, i, j, r, oc
-    cdef float *row
+    cdef Py_ssize_t oy, c, i, j, r
     for oy in range(oh0, oh0 + nrows):
         for c in range(g.Cg):
             for i in range(g.kh):
@@ -565,11 +570,7 @@ cdef void _input_rows_gemm(const Geometry *g, const Schedule *s, const im2row_ke
                 for j in range(g.kw):
                     rows[(c * g.kh + i) * g.kw + j] = (
                         x + (c * g.H + r) * g.W + j * g.dw if 0 <= r < g.H else zeros)
-        row = out + oy * g.OW
-        kern.gemm(g.OCg, g.OW, K, w, rows, row, plane, 1, 0, &s.gemm, work)
-        if bias != NULL:
-            for oc in range(g.OCg):
-                _add_bias(row + oc * plane, g.OW, bias[oc])
+        _row_gemm(g, s, kern, rows, w, bias, out, oy, work)
 
 
 cdef void _run_bands(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
@@ -578,21 +579,20 @@ cdef void _run_bands(const Geometry *g, const Schedule *s, const im2row_kernels 
     """Row-wise im2row over bands [b0, b1) of s.RB output rows, with a private scratch."""
     cdef const float **rows = _pointer_area(g, ALG_ROWWISE, s, scratch)
     cdef Py_ssize_t b, oh0, nrows, q
-    if _rows_in_place(g):
+    cdef bint in_place = _rows_in_place(g)
+    if in_place:    # the scratch is the zero row
         for q in range(g.OW):
             scratch[q] = 0.0
-        for b in range(b0, b1):
-            oh0 = b * s.RB
-            nrows = s.RB if oh0 + s.RB <= g.OH else g.OH - oh0
-            _input_rows_gemm(g, s, kern, x, scratch, rows, w, bias, out, oh0, nrows,
-                             _work_area(g, ALG_ROWWISE, s, scratch))
-        return
     for b in range(b0, b1):
         oh0 = b * s.RB
         nrows = s.RB if oh0 + s.RB <= g.OH else g.OH - oh0
-        _band_fill(g, s, kern, x, scratch, 0, g.Cg, oh0, nrows)
-        _band_gemm(g, s, kern, scratch, rows, w, bias, out, oh0, nrows,
-                   _work_area(g, ALG_ROWWISE, s, scratch))
+        if in_place:
+            _input_rows_gemm(g, s, kern, x, scratch, rows, w, bias, out, oh0, nrows,
+                             _work_area(g, ALG_ROWWISE, s, scratch))
+        else:
+            _band_fill(g, s, kern, x, scratch, 0, g.Cg, oh0, nrows)
+            _band_gemm(g, s, kern, scratch, rows, w, bias, out, oh0, nrows,
+                       _work_area(g, ALG_ROWWISE, s, scratch))
 
 
 cdef void _run_depthwise(const Geometry *g, const im2row_kernels *kern, const float *x,
@@ -818,7 +818,6 @@ def pack_weights(tuple spec, str algorithm, cnp.ndarray weight, KernelSet kernel
         full = np.ascontiguousarray(weight, dtype=np.float32).reshape(
             g.groups, g.OCg, g.Cg * ntaps)
         mr = kernels.kern.gemm_mr if packed else 1
-        m = ((g.OCg + mr - 1) // mr) * mr
         block = _weight_block(&g, code, kernels.kern if kernels is not None else NULL, packed, per_pass)
         dst = np.zeros(g.groups * passes * block, dtype=np.float32)
         for b in range(g.groups):
@@ -860,7 +859,7 @@ def pack_weights(tuple spec, str algorithm, cnp.ndarray weight, KernelSet kernel
 
 
 cdef inline Py_ssize_t _dw_block_floats(const Geometry *g, Py_ssize_t per_block) noexcept nogil:
-    return (g.C + per_block - 1) // per_block * (1 + g.kh * g.kw) * per_block
+    return _dw_block_count(g, per_block) * (1 + g.kh * g.kw) * per_block
 
 
 def pack_depthwise_blocks(tuple spec, cnp.ndarray weight, object bias, Py_ssize_t channel_block):
@@ -1088,7 +1087,7 @@ cdef int _execute(const Geometry *g, Schedule *s, int code, int mode,
     cdef const float **rows
     if _dw_blocked(g, code, s):
         # (image, channel block) tasks; the weights (bias inside) are the blocks'
-        nchunks = (g.C + s.CC - 1) // s.CC
+        nchunks = _dw_block_count(g, s.CC)
         with nogil, parallel(num_threads=nthreads):
             tid = threadid()
             mine = scratch + tid * scratch_n

@@ -370,7 +370,8 @@ cdef void _depthwise_block(const Geometry *g, const Schedule *s, const im2row_ke
     NHWC depthwise kernel (a bias row and kh*kw tap rows of cb weights per block, from
     pack_depthwise_blocks) and transposed back into the planes."""
     cdef Py_ssize_t c0 = b * s.CC, cb = s.CC if (b + 1) * s.CC <= g.C else g.C - b * s.CC
-    cdef Py_ssize_t hp = _padded_h(g), wp = _padded_w(g), ks = g.kh * g.kw, plane = g.OH * g.OW
+    cdef Py_ssize_t hp = _band_span(g, g.OH), wp = _padded_w(g), ks = g.kh * g.kw
+    cdef Py_ssize_t plane = g.OH * g.OW
     cdef float *blk = scratch
     cdef float *row = scratch + s.CC * hp * wp
     cdef const float **a = _pointer_area(g, ALG_DEPTHWISE, s, scratch)
