@@ -327,10 +327,14 @@ def layout_transform_bytes(spec: ConvSpec, plan: Plan) -> int:
 
 
 # A worker's band of output rows reads about (rows * sh + kh) input rows of W*C floats, and
-# the kernel streams them once per panel of output channels: keep them in half the L2.  The
-# band's output is written once per panel too (a panel covers part of each output row), so
-# it must stay in L2 between panels: a quarter of it.  At least four bands where the output
-# has the rows, so that threads have work to share.
+# the kernel streams them once per panel of output channels: keep them in a quarter of the L2,
+# which they share with the weights streaming through and the band's output.  The output is
+# written once per panel too (a panel covers part of each output row), so it must stay in L2
+# between panels: a quarter of it.  Every band streams all the weights once more, so bands
+# are only cut finer for threads (at least four where the output has the rows) when the
+# weights are at most the input; otherwise threads share a band's output-channel panels.
+# (7x7 maps with 0.5-9 MB of weights ran 1.2-1.45x faster as one band, resnet50.18-.22;
+# benchmarks/README.md.)
 NHWC_MIN_BANDS = 4
 
 
@@ -340,15 +344,31 @@ def nhwc_row_block(spec: ConvSpec, plan: Plan) -> int:
         return min(plan.row_block, spec.out_height)
     l2 = hwinfo.cache_sizes()["l2"]
     row_bytes = 4 * spec.width * spec.in_channels
-    fit_input = (l2 // 2 // max(row_bytes, 1) - spec.kernel_h) // spec.stride_h + 1
+    fit_input = (l2 // 4 // max(row_bytes, 1) - spec.kernel_h) // spec.stride_h + 1
     fit_output = l2 // 4 // (4 * spec.out_width * spec.out_channels)
-    return max(1, min(fit_input, fit_output, -(-spec.out_height // NHWC_MIN_BANDS)))
+    rows = min(fit_input, fit_output, spec.out_height)
+    weight_floats = (spec.kernel_h * spec.kernel_w * spec.in_channels // spec.groups
+                     * spec.out_channels)
+    if weight_floats <= spec.height * spec.width * spec.in_channels:
+        rows = min(rows, -(-spec.out_height // NHWC_MIN_BANDS))
+    return max(1, rows)
 
 
 # Kernel-row pointers (rowwise) measured 1.2-1.3x faster than tap pointers on the 3-channel
 # stems (a tap's pointer feeds only C multiply-adds per pixel) and the same from 64 channels on
 # (benchmarks/README.md), where their copied edge windows (kw*C floats each) only add workspace.
 NHWC_ROWWISE_MAX_CHANNELS = 16
+
+
+def _nhwc_leaner_bands(spec: ConvSpec, plan: Plan):
+    """The plan, then the same with bands of half the rows, down to one row: a band's
+    pointer tables are most of an NHWC plan's workspace, so on small inputs a band narrower
+    than the cache allows may be what keeps the plan within its budget."""
+    yield plan
+    rows = nhwc_row_block(spec, plan)
+    while rows > 1:
+        rows = (rows + 1) // 2
+        yield replace(plan, row_block=rows)
 
 
 def _default_nhwc(spec: ConvSpec) -> Plan:
@@ -519,9 +539,9 @@ def _default_plan(spec: ConvSpec, isa: str, threads: int, limit: int | None) -> 
     if spec.layout == "NHWC" and isa != "scalar":
         # NHWC callers run channels-last, no transposes, when it fits the budget (the scalar
         # NHWC kernels are only an oracle: a scalar machine transposes to sgemm)
-        plan = _default_nhwc(spec)
-        if limit is None or scratch_bytes(spec, plan, threads) <= limit:
-            return plan
+        for plan in _nhwc_leaner_bands(spec, _default_nhwc(spec)):
+            if limit is None or scratch_bytes(spec, plan, threads) <= limit:
+                return plan
 
     sized = _sized(spec, isa, threads)
     fitting = [plan for ws, plan in sized if limit is None or ws <= limit]

@@ -306,6 +306,9 @@ static void bench(void)
         {64, 56, 56, 64, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 56, 56},     /* resnet50 3x3 */
         {256, 56, 56, 64, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 56, 56},    /* resnet50 1x1 */
         {512, 7, 7, 512, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 7, 7},       /* resnet50 3x3 on 7x7 */
+        {256, 14, 14, 256, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 14, 14},   /* resnet50 3x3 on 14x14 */
+        {2048, 7, 7, 512, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 7, 7},      /* resnet50 1x1 on 7x7 */
+        {1024, 14, 14, 256, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 14, 14},  /* resnet50 1x1 on 14x14 */
         {144, 56, 56, 144, 144, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 56, 56}, /* mobilenet_v2 depthwise */
         {96, 112, 112, 96, 96, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 56, 56},  /* ... stride 2 */
         {32, 112, 112, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 112, 112},
@@ -318,6 +321,9 @@ static void bench(void)
         float *w = calloc((size_t)((g->OC + 64) * (K + 1)), sizeof(float)), *out = calloc((size_t)(M * g->OC), sizeof(float));
         const float **a = malloc(sizeof(*a) * (size_t)(M * ks));
         for (ptrdiff_t i = 0; i < g->H * g->W * g->C; i++) x[i] = rfloat();
+        /* written, so that the weights occupy memory (untouched calloc pages all map one zero
+           page, which would sit in L1 and flatter the kernel) */
+        for (ptrdiff_t i = 0; i < (g->OC + 64) * (K + 1); i++) w[i] = rfloat();
         build_indirection(g, x, zero, a);
         for (int v = 0; v < g_nvar; v++) {
             if (!g_var[v].usable || strcmp(g_var[v].isa, "scalar") == 0) continue;
