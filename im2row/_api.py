@@ -279,7 +279,8 @@ class Conv2d:
             if plan.layout == "NHWC":
                 conv = _core.NhwcConvolution(core_spec(image), plan.algorithm,
                                              nhwc_row_block(image, plan), kernels,
-                                             self._packed_for(image, plan, kernels))
+                                             self._packed_for(image, plan, kernels),
+                                             plan.gemm_kc)
             else:
                 conv = _core.Convolution(
                     core_spec(image), plan.algorithm, max(plan.column_block, 1),

@@ -53,7 +53,8 @@ class Plan:
                   gemm, parallel, column_block, channel_block do not apply.  A caller whose
                   layout differs pays one transform of the input and one of the output.
     gemm_kc, gemm_mc: packed GEMM only: its k slice and rows of A per block (0 = the analytic
-                  model's choice from this host's caches, kernels/gemm-blocking.c).
+                  model's choice from this host's caches, kernels/gemm-blocking.c).  NHWC
+                  plans: gemm_kc is the k slice of the weight panels (the same model's).
     """
 
     algorithm: str = "incremental"

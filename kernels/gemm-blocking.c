@@ -103,6 +103,16 @@ void im2row_gemm_blocking_resolve(const im2row_gemm_tile *tile, ptrdiff_t m, ptr
     out->copy_b = request ? request->copy_b : 0;
 }
 
+ptrdiff_t im2row_igemm_nhwc_kslice(ptrdiff_t mr, ptrdiff_t nr)
+{
+    /* The same L1 split as a packed strip: a slice of the weight panel (kslice x nr) is read
+     * by every pixel tile of the call, the tiles' mr input rows stream past it. */
+    const im2row_gemm_tile tile = {mr, nr, mr, 0};
+    im2row_gemm_blocking model;
+    host_model(&tile, &model);
+    return model.kc;
+}
+
 int im2row_gemm_copy_rule(const im2row_gemm_tile *tile, ptrdiff_t m, ptrdiff_t n,
                           const im2row_gemm_blocking *request)
 {

@@ -19,7 +19,7 @@
 
 cdef extern from "im2row_kernels.h" nogil:
     ctypedef void (*im2row_igemm_nhwc_fn)(Py_ssize_t m, Py_ssize_t n, Py_ssize_t ks,
-                                          Py_ssize_t kc, const float *const *a,
+                                          Py_ssize_t kc, Py_ssize_t kslice, const float *const *a,
                                           Py_ssize_t a_offset, const float *w_packed, float *c,
                                           Py_ssize_t ldc)
     ctypedef void (*im2row_dwconv_nhwc_fn)(Py_ssize_t m, Py_ssize_t channels, Py_ssize_t ks,
@@ -34,6 +34,7 @@ cdef extern from "im2row_kernels.h" nogil:
         im2row_dwconv_nhwc_fn dwconv_nhwc
     void im2row_pack_igemm_nhwc(float *dst, const float *w, Py_ssize_t lda, const float *bias,
                                 Py_ssize_t n, Py_ssize_t k, Py_ssize_t nr)
+    Py_ssize_t im2row_igemm_nhwc_kslice(Py_ssize_t mr, Py_ssize_t nr)
 
 from libc.string cimport memcpy
 
@@ -50,6 +51,7 @@ cdef struct NhwcWork:
     int code
     Py_ssize_t RB, nbands       # output rows per band, bands per image
     Py_ssize_t ks, kc           # pointers per pixel, floats per pointer
+    Py_ssize_t kslice           # k steps per slice of a weight panel (kept in L1)
     Py_ssize_t nr, panels       # panel width, panels per group
     Py_ssize_t chunk, nchunks   # panels per channel chunk, chunks
     Py_ssize_t group_floats     # packed weights per group
@@ -259,7 +261,7 @@ cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *k
     col0 = chunk * w.chunk * w.nr
     cols = w.chunk * w.nr if col0 + w.chunk * w.nr <= g.OCg else g.OCg - col0
     for grp in range(g.groups):
-        kern.igemm_nhwc(m, cols, w.ks, w.kc, a, grp * g.Cg if w.code == NHWC_INDIRECT else 0,
+        kern.igemm_nhwc(m, cols, w.ks, w.kc, w.kslice, a, grp * g.Cg if w.code == NHWC_INDIRECT else 0,
                         wp + grp * w.group_floats + chunk * w.chunk * w.nr * (1 + w.ks * w.kc),
                         c + grp * g.OCg + col0, g.OC)
 
@@ -270,12 +272,15 @@ cdef class NhwcConvolution:
     are referenced, not copied.  Workspaces come from a pool, reused and never zeroed; the
     zero vector padding taps read is the object's own.
 
+    kslice: k steps per slice of the GEMM's weight panels (0 = the blocking model's, from the
+    L1 size; the plan's gemm_kc).
     run(x, out, threads) convolves x (N, H, W, C) into out (N, OH, OW, OC), both C-contiguous
     float32, without the GIL on up to `threads` OpenMP threads over (image, band, channel
     chunk) units.  Safe to call from several Python threads at once."""
     cdef Geometry g
     cdef int code
     cdef Py_ssize_t row_block
+    cdef readonly Py_ssize_t kslice
     cdef const nhwc_kernels *kern
     cdef readonly cnp.ndarray weights
     cdef readonly str algorithm
@@ -284,7 +289,7 @@ cdef class NhwcConvolution:
     cdef _WorkspacePool _pool
 
     def __init__(self, tuple spec, str algorithm, Py_ssize_t row_block, KernelSet kernels,
-                 cnp.ndarray weights):
+                 cnp.ndarray weights, Py_ssize_t kslice=0):
         cdef NhwcWork w
         _geometry(spec, &self.g)
         self.code = _nhwc_code(algorithm)
@@ -294,6 +299,11 @@ cdef class NhwcConvolution:
         if row_block < 0:
             raise ValueError("core: row_block must be >= 0")
         self.row_block = row_block
+        if kslice < 0:
+            raise ValueError("core: kslice must be >= 0")
+        # 0: the blocking model's slice for this host's L1 and the kernel's register tile
+        self.kslice = kslice if kslice > 0 else im2row_igemm_nhwc_kslice(
+            self.kern.igemm_nhwc_mr, self.kern.igemm_nhwc_nr)
         _nhwc_work(&self.g, self.code, row_block, self.kern, 1, 1, &w)
         if (weights.dtype != np.float32 or weights.ndim != 1 or not weights.flags.c_contiguous
                 or weights.shape[0] != w.group_floats * (1 if self.code == NHWC_DEPTHWISE
@@ -337,6 +347,7 @@ cdef class NhwcConvolution:
         if N == 0:
             return out
         _nhwc_work(g, self.code, self.row_block, self.kern, N, nthreads, &w)
+        w.kslice = self.kslice
         total = w.thread_floats * nthreads
         work = self._pool.take(total)
         xp = <const float *>cnp.PyArray_DATA(x)

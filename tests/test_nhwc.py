@@ -59,7 +59,8 @@ def _operands(rng, case, batch, layout):
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_every_nhwc_plan_matches_reference(case, isa, rng):
     """Every NHWC algorithm valid for the shape, for NHWC and NCHW callers, 1-2 threads, one
-    band of all rows and bands of one row."""
+    band of all rows and bands of one row, k slices of the weight panels from the model's,
+    one k step, parts of a tap's channels and whole taps."""
     idx = CASES.index(case)
     batch = idx % 4
     _, wshape, conv = case
@@ -71,9 +72,9 @@ def test_every_nhwc_plan_matches_reference(case, isa, rng):
         assert "indirect" in algorithms
         for algorithm in algorithms:
             for threads in (1, 2):
-                for rows in (0, 1):
+                for rows, kslice in ((0, 0), (1, 0), (0, 1), (1, 7), (0, 20)):
                     plan = im2row.Plan(algorithm, row_block=rows, gemm="packed", isa=isa,
-                                       layout="NHWC")
+                                       layout="NHWC", gemm_kc=kslice)
                     layer = im2row.Conv2d(w, b, layout=layout, plan=plan, threads=threads, **conv)
                     y = layer(x)
                     assert layer.plan.layout == "NHWC"

@@ -38,25 +38,43 @@ IGEMM_INLINE void store_cols(float *c, float32x4_t v, ptrdiff_t n)
         w += NR;                                                                              \
     } while (0)
 
-/* R pixels x NV vectors of 4 columns, `cols` columns in all. */
-IGEMM_INLINE void tile(ptrdiff_t ks, ptrdiff_t kc, const float *const *restrict a, ptrdiff_t a_offset,
-                       const float *restrict w, float *restrict c, ptrdiff_t ldc, ptrdiff_t cols,
-                       const int R, const int NV)
+IGEMM_INLINE float32x4_t load_cols(const float *c, ptrdiff_t n)
+{
+    if (n >= 4) return vld1q_f32(c);
+    float32x4_t v = vdupq_n_f32(0.0f);
+    if (n >= 1) v = vld1q_lane_f32(c, v, 0);
+    if (n >= 2) v = vld1q_lane_f32(c + 1, v, 1);
+    if (n >= 3) v = vld1q_lane_f32(c + 2, v, 2);
+    return v;
+}
+
+/* R pixels (pointer rows of `a`, stride ks) x NV vectors of 4 columns, `cols` columns in all,
+ * over taps x chans k steps; from the bias row, or from what c holds where bias is NULL. */
+IGEMM_INLINE void tile(ptrdiff_t ks, ptrdiff_t taps, ptrdiff_t chans, const float *const *restrict a,
+                       ptrdiff_t a_offset, const float *restrict bias, const float *restrict w,
+                       float *restrict c, ptrdiff_t ldc, ptrdiff_t cols, const int R, const int NV)
 {
     float32x4_t acc[MR][2];
+    if (bias != NULL) {
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; v++) {
-        const float32x4_t b = vld1q_f32(w + 4 * v);
+        for (int v = 0; v < NV; v++) {
+            const float32x4_t b = vld1q_f32(bias + 4 * v);
 #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) acc[r][v] = b;
+            for (int r = 0; r < R; r++) acc[r][v] = b;
+        }
+    } else {
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            if (NV == 2) acc[r][0] = vld1q_f32(c + r * ldc);
+            acc[r][NV - 1] = load_cols(c + r * ldc + 4 * (NV - 1), cols - 4 * (NV - 1));
+        }
     }
-    w += NR;
-    for (ptrdiff_t t = 0; t < ks; t++) {
+    for (ptrdiff_t t = 0; t < taps; t++) {
         const float *x[MR];
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) x[r] = a[r * ks + t] + a_offset;
         ptrdiff_t ch = 0;
-        for (; ch + 4 <= kc; ch += 4) {
+        for (; ch + 4 <= chans; ch += 4) {
             float32x4_t va[MR];
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) va[r] = vld1q_f32(x[r] + ch);
@@ -65,7 +83,7 @@ IGEMM_INLINE void tile(ptrdiff_t ks, ptrdiff_t kc, const float *const *restrict 
             LANE_STEP(2);
             LANE_STEP(3);
         }
-        for (; ch < kc; ch++, w += NR) {
+        for (; ch < chans; ch++, w += NR) {
             float32x4_t vb[2];
 #pragma GCC unroll 2
             for (int v = 0; v < NV; v++) vb[v] = vld1q_f32(w + 4 * v);

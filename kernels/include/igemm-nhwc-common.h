@@ -42,37 +42,69 @@ IGEMM_INLINE void dwconv_nhwc_check_args(ptrdiff_t m, ptrdiff_t channels, ptrdif
     (void)m, (void)channels, (void)ks, (void)a, (void)w, (void)out, (void)out_stride;
 }
 
-/* The body of an igemm-nhwc variant: column panels outside (one panel of packed weights,
- * ks*kc*NR floats, is reused by every pixel tile of the call while it sits in L1/L2), pixel
- * tiles of MR inside.  The caller has MR, NR, a_offset in scope and a function tile_any(rows,
- * cols, ks, kc, a, a_offset, w, c, ldc): one tile of `rows` <= MR pixels x `cols` <= NR
- * columns. */
-#define IGEMM_NHWC_BODY(m, n, ks, kc, a, w, c, ldc)                                              \
+/* Taps x channels of one k slice: about `kslice` k steps (<= 0: all of ks*kc) in equal
+ * slices, either whole taps (kslice >= kc) or a part of one tap's channels, so that a slice's
+ * weights are contiguous in the packed panel. */
+IGEMM_INLINE void igemm_nhwc_slice(ptrdiff_t ks, ptrdiff_t kc, ptrdiff_t kslice, ptrdiff_t *taps,
+                                   ptrdiff_t *chans)
+{
+    *taps = ks, *chans = kc;
+    if (kslice <= 0 || kslice >= ks * kc) return;
+    if (kslice >= kc) {
+        const ptrdiff_t slices = (ks + kslice / kc - 1) / (kslice / kc);
+        *taps = (ks + slices - 1) / slices;
+    } else {
+        const ptrdiff_t slices = (kc + kslice - 1) / kslice;
+        *taps = 1, *chans = (kc + slices - 1) / slices;
+    }
+}
+
+/* The body of an igemm-nhwc variant: column panels outside; in a panel, k slices (its
+ * kslice x NR weights stay in L1 while every pixel tile of the call streams its input past
+ * them), pixel tiles of MR inside.  The first slice starts from the bias, later ones add to
+ * the output the earlier ones stored.  The caller has MR, NR, a_offset in scope and a
+ * function tile_any(rows, cols, ks, taps, chans, a, a_offset, bias, w, c, ldc): one tile of
+ * `rows` <= MR pixels x `cols` <= NR columns over taps x chans k steps of pointer rows of
+ * stride ks, starting from bias (or from c where bias is NULL). */
+#define IGEMM_NHWC_BODY(m, n, ks, kc, kslice, a, w, c, ldc)                                      \
     do {                                                                                         \
         const ptrdiff_t panel_floats_ = NR * (1 + (ks) * (kc));                                  \
+        ptrdiff_t taps_, chans_;                                                                 \
+        igemm_nhwc_slice(ks, kc, kslice, &taps_, &chans_);                                       \
         for (ptrdiff_t j0_ = 0; j0_ < (n); j0_ += NR) {                                          \
             const ptrdiff_t cols_ = (n) - j0_ < NR ? (n) - j0_ : NR;                             \
             const float *panel_ = (w) + (j0_ / NR) * panel_floats_;                              \
-            for (ptrdiff_t p0_ = 0; p0_ < (m); p0_ += MR) {                                      \
-                const ptrdiff_t rows_ = (m) - p0_ < MR ? (m) - p0_ : MR;                         \
-                tile_any(rows_, cols_, ks, kc, (a) + p0_ * (ks), a_offset, panel_,               \
-                         (c) + p0_ * (ldc) + j0_, ldc);                                          \
+            for (ptrdiff_t t0_ = 0; t0_ < (ks); t0_ += taps_) {                                  \
+                const ptrdiff_t nt_ = (ks) - t0_ < taps_ ? (ks) - t0_ : taps_;                   \
+                for (ptrdiff_t c0_ = 0; c0_ < (kc); c0_ += chans_) {                             \
+                    const ptrdiff_t nc_ = (kc) - c0_ < chans_ ? (kc) - c0_ : chans_;             \
+                    const float *bias_ = t0_ == 0 && c0_ == 0 ? panel_ : NULL;                   \
+                    const float *slice_ = panel_ + NR * (1 + t0_ * (kc) + c0_);                  \
+                    for (ptrdiff_t p0_ = 0; p0_ < (m); p0_ += MR) {                              \
+                        const ptrdiff_t rows_ = (m) - p0_ < MR ? (m) - p0_ : MR;                 \
+                        tile_any(rows_, cols_, ks, nt_, nc_, (a) + p0_ * (ks) + t0_,             \
+                                 a_offset + c0_, bias_, slice_, (c) + p0_ * (ldc) + j0_, ldc);   \
+                    }                                                                            \
+                }                                                                                \
             }                                                                                    \
         }                                                                                        \
     } while (0)
 
 /* The tile dispatch and the entry point of a SIMD variant: `rows` (1..MR, MR <= 8) picks the
  * pixel count of tile() at compile time, `cols` one vector (<= VW columns) or two.  The ISA
- * file defines MR, NR, VW and tile(ks, kc, a, a_offset, w, c, ldc, cols, R, NV). */
+ * file defines MR, NR, VW and tile(ks, taps, chans, a, a_offset, bias, w, c, ldc, cols, R,
+ * NV). */
 #define IGEMM_NHWC_ROWS_CASE(R)                                                                  \
     case R:                                                                                      \
-        if (cols > VW) tile(ks, kc, ap, a_offset, wp, cp, ldc, cols, (R) <= MR ? (R) : MR, 2);   \
-        else tile(ks, kc, ap, a_offset, wp, cp, ldc, cols, (R) <= MR ? (R) : MR, 1);             \
+        if (cols > VW)                                                                           \
+            tile(ks, taps, chans, ap, a_offset, bias, wp, cp, ldc, cols, (R) <= MR ? (R) : MR, 2); \
+        else                                                                                     \
+            tile(ks, taps, chans, ap, a_offset, bias, wp, cp, ldc, cols, (R) <= MR ? (R) : MR, 1); \
         break;
 #define IGEMM_NHWC_ENTRY(FN)                                                                     \
-    static void tile_any(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ks, ptrdiff_t kc,             \
-                         const float *const *ap, ptrdiff_t a_offset, const float *wp, float *cp, \
-                         ptrdiff_t ldc)                                                          \
+    static void tile_any(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ks, ptrdiff_t taps,           \
+                         ptrdiff_t chans, const float *const *ap, ptrdiff_t a_offset,            \
+                         const float *bias, const float *wp, float *cp, ptrdiff_t ldc)           \
     {                                                                                            \
         switch (rows) {                                                                          \
             IGEMM_NHWC_ROWS_CASE(1) IGEMM_NHWC_ROWS_CASE(2) IGEMM_NHWC_ROWS_CASE(3)              \
@@ -81,11 +113,11 @@ IGEMM_INLINE void dwconv_nhwc_check_args(ptrdiff_t m, ptrdiff_t channels, ptrdif
             default: IGEMM_NHWC_ROWS_CASE(8)                                                     \
         }                                                                                        \
     }                                                                                            \
-    void FN(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc, const float *const *a,         \
-            ptrdiff_t a_offset, const float *w, float *c, ptrdiff_t ldc)                         \
+    void FN(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc, ptrdiff_t kslice,              \
+            const float *const *a, ptrdiff_t a_offset, const float *w, float *c, ptrdiff_t ldc)  \
     {                                                                                            \
         igemm_nhwc_check_args(m, n, ks, kc, a, w, c, ldc);                                       \
-        IGEMM_NHWC_BODY(m, n, ks, kc, a, w, c, ldc);                                             \
+        IGEMM_NHWC_BODY(m, n, ks, kc, kslice, a, w, c, ldc);                                     \
     }
 
 #endif

@@ -144,10 +144,13 @@ ptrdiff_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, ptrdiff_t m, ptr
  * w:  packed once by im2row_pack_igemm_nhwc with this variant's nr: per panel of nr columns,
  *     nr bias values, then ks*kc rows of nr weights (zero past column n).
  * Output rows have stride ldc >= n, so a group writes its channel slice of an NHWC row.
+ * kslice: k steps per slice of a panel (<= 0: all ks*kc), so that the slice's weights stay in
+ * L1 while every pixel tile passes (im2row_igemm_nhwc_kslice); slices are whole taps or a part
+ * of one tap's channels, and each after the first adds to what the last one stored in c.
  * Requires m, n, ks, kc >= 1.  Never allocates; reads no float outside the kc-float vectors
  * and the packed panels; writes nothing outside the m x n view. */
 typedef void (*im2row_igemm_nhwc_fn)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc,
-                                     const float *const *a, ptrdiff_t a_offset,
+                                     ptrdiff_t kslice, const float *const *a, ptrdiff_t a_offset,
                                      const float *w_packed, float *c, ptrdiff_t ldc);
 
 /* ---- f32-dwconv-nhwc: depthwise (channel multiplier 1), channels-last -------------------
@@ -196,6 +199,9 @@ void im2row_pack_a(float *dst, const float *a, ptrdiff_t lda, ptrdiff_t m, ptrdi
 
 /* Pack W (n x k row-major, lda; k index = tap*kc + channel) and bias (n floats, NULL = 0)
  * into nr-column panels; dst holds ceil(n/nr) * nr * (1 + k) floats. */
+/* k steps per slice of an igemm-nhwc weight panel for this host (the L1 share a packed GEMM
+ * strip gets, kernels/gemm-blocking.c), for a register tile of mr pixels x nr columns. */
+ptrdiff_t im2row_igemm_nhwc_kslice(ptrdiff_t mr, ptrdiff_t nr);
 void im2row_pack_igemm_nhwc(float *dst, const float *w, ptrdiff_t lda, const float *bias,
                             ptrdiff_t n, ptrdiff_t k, ptrdiff_t nr);
 
@@ -208,8 +214,8 @@ void im2row_dwconv__scalar(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float
 void im2row_gemm__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
                          float *, ptrdiff_t, ptrdiff_t, int, const im2row_gemm_blocking *, float *);
 
-void im2row_igemm_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *,
-                               ptrdiff_t, const float *, float *, ptrdiff_t);
+void im2row_igemm_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                               const float *const *, ptrdiff_t, const float *, float *, ptrdiff_t);
 void im2row_dwconv_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t,
                                 ptrdiff_t, const float *, float *, ptrdiff_t);
 extern const ptrdiff_t im2row_igemm_nhwc_mr__scalar, im2row_igemm_nhwc_nr__scalar;

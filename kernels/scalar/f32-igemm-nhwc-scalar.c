@@ -36,26 +36,27 @@ void im2row_pack_igemm_nhwc(float *dst, const float *w, ptrdiff_t lda, const flo
 }
 
 /* Plain loops: one pixel at a time, taps and channels in order, float accumulation. */
-static void tile_any(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ks, ptrdiff_t kc, const float *const *a,
-                 ptrdiff_t a_offset, const float *w, float *c, ptrdiff_t ldc)
+static void tile_any(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ks, ptrdiff_t taps, ptrdiff_t chans,
+                     const float *const *a, ptrdiff_t a_offset, const float *bias, const float *w,
+                     float *c, ptrdiff_t ldc)
 {
     for (ptrdiff_t r = 0; r < rows; r++) {
         float acc[NR];
-        for (ptrdiff_t j = 0; j < NR; j++) acc[j] = w[j];
-        const float *wk = w + NR;
-        for (ptrdiff_t t = 0; t < ks; t++) {
+        for (ptrdiff_t j = 0; j < NR; j++) acc[j] = bias ? bias[j] : (j < cols ? c[r * ldc + j] : 0.0f);
+        const float *wk = w;
+        for (ptrdiff_t t = 0; t < taps; t++) {
             const float *x = a[r * ks + t] + a_offset;
-            for (ptrdiff_t ch = 0; ch < kc; ch++, wk += NR)
+            for (ptrdiff_t ch = 0; ch < chans; ch++, wk += NR)
                 for (ptrdiff_t j = 0; j < NR; j++) acc[j] += x[ch] * wk[j];
         }
         for (ptrdiff_t j = 0; j < cols; j++) c[r * ldc + j] = acc[j];
     }
 }
 
-void im2row_igemm_nhwc__scalar(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc,
+void im2row_igemm_nhwc__scalar(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc, ptrdiff_t kslice,
                                const float *const *a, ptrdiff_t a_offset, const float *w, float *c,
                                ptrdiff_t ldc)
 {
     igemm_nhwc_check_args(m, n, ks, kc, a, w, c, ldc);
-    IGEMM_NHWC_BODY(m, n, ks, kc, a, w, c, ldc);
+    IGEMM_NHWC_BODY(m, n, ks, kc, kslice, a, w, c, ldc);
 }

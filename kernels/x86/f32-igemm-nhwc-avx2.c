@@ -26,24 +26,35 @@ IGEMM_INLINE __m256i lanes_below(ptrdiff_t n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx);
 }
 
-/* R pixels x NV vectors of 8 columns, `cols` columns in all. */
-IGEMM_INLINE void tile(ptrdiff_t ks, ptrdiff_t kc, const float *const *restrict a, ptrdiff_t a_offset,
-                       const float *restrict w, float *restrict c, ptrdiff_t ldc, ptrdiff_t cols,
-                       const int R, const int NV)
+/* R pixels (pointer rows of `a`, stride ks) x NV vectors of 8 columns, `cols` columns in all,
+ * over taps x chans k steps; from the bias row, or from what c holds where bias is NULL. */
+IGEMM_INLINE void tile(ptrdiff_t ks, ptrdiff_t taps, ptrdiff_t chans, const float *const *restrict a,
+                       ptrdiff_t a_offset, const float *restrict bias, const float *restrict w,
+                       float *restrict c, ptrdiff_t ldc, ptrdiff_t cols, const int R, const int NV)
 {
+    const ptrdiff_t last = cols - 8 * (NV - 1);
+    const __m256i mask = lanes_below(last);
     __m256 acc[MR][2];
+    if (bias != NULL) {
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; v++) {
-        const __m256 b = _mm256_loadu_ps(w + 8 * v);
+        for (int v = 0; v < NV; v++) {
+            const __m256 b = _mm256_loadu_ps(bias + 8 * v);
 #pragma GCC unroll 6
-        for (int r = 0; r < R; r++) acc[r][v] = b;
+            for (int r = 0; r < R; r++) acc[r][v] = b;
+        }
+    } else {
+#pragma GCC unroll 6
+        for (int r = 0; r < R; r++) {
+            if (NV == 2) acc[r][0] = _mm256_loadu_ps(c + r * ldc);
+            acc[r][NV - 1] = last == 8 ? _mm256_loadu_ps(c + r * ldc + 8 * (NV - 1))
+                                       : _mm256_maskload_ps(c + r * ldc + 8 * (NV - 1), mask);
+        }
     }
-    w += NR;
-    for (ptrdiff_t t = 0; t < ks; t++) {
+    for (ptrdiff_t t = 0; t < taps; t++) {
         const float *x[MR];
 #pragma GCC unroll 6
         for (int r = 0; r < R; r++) x[r] = a[r * ks + t] + a_offset;
-        for (ptrdiff_t ch = 0; ch < kc; ch++, w += NR) {
+        for (ptrdiff_t ch = 0; ch < chans; ch++, w += NR) {
             __m256 vb[2];
 #pragma GCC unroll 2
             for (int v = 0; v < NV; v++) vb[v] = _mm256_loadu_ps(w + 8 * v);
@@ -55,8 +66,6 @@ IGEMM_INLINE void tile(ptrdiff_t ks, ptrdiff_t kc, const float *const *restrict 
             }
         }
     }
-    const ptrdiff_t last = cols - 8 * (NV - 1);
-    const __m256i mask = lanes_below(last);
 #pragma GCC unroll 6
     for (int r = 0; r < R; r++) {
         if (NV == 2) _mm256_storeu_ps(c + r * ldc, acc[r][0]);

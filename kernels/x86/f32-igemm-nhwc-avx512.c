@@ -21,25 +21,33 @@ enum { VW = 16, MR = 8, NR = 32 };
 const ptrdiff_t im2row_igemm_nhwc_mr__avx512 = MR;
 const ptrdiff_t im2row_igemm_nhwc_nr__avx512 = NR;
 
-/* R pixels (pointer rows of `a`) x NV vectors of 16 columns, `cols` columns in all. */
-IGEMM_INLINE void tile(ptrdiff_t ks, ptrdiff_t kc, const float *const *restrict a, ptrdiff_t a_offset,
-                       const float *restrict w, float *restrict c, ptrdiff_t ldc, ptrdiff_t cols,
-                       const int R, const int NV)
+/* R pixels (pointer rows of `a`, stride ks) x NV vectors of 16 columns, `cols` columns in all,
+ * over taps x chans k steps; from the bias row, or from what c holds where bias is NULL. */
+IGEMM_INLINE void tile(ptrdiff_t ks, ptrdiff_t taps, ptrdiff_t chans, const float *const *restrict a,
+                       ptrdiff_t a_offset, const float *restrict bias, const float *restrict w,
+                       float *restrict c, ptrdiff_t ldc, ptrdiff_t cols, const int R, const int NV)
 {
     const __mmask16 mask = (__mmask16)(0xFFFFu >> (16 * NV - cols));
     __m512 acc[MR][2];
+    if (bias != NULL) {
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; v++) {
-        const __m512 b = _mm512_loadu_ps(w + 16 * v);
+        for (int v = 0; v < NV; v++) {
+            const __m512 b = _mm512_loadu_ps(bias + 16 * v);
 #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) acc[r][v] = b;
+            for (int r = 0; r < R; r++) acc[r][v] = b;
+        }
+    } else {
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            if (NV == 2) acc[r][0] = _mm512_loadu_ps(c + r * ldc);
+            acc[r][NV - 1] = _mm512_maskz_loadu_ps(mask, c + r * ldc + 16 * (NV - 1));
+        }
     }
-    w += NR;
-    for (ptrdiff_t t = 0; t < ks; t++) {
+    for (ptrdiff_t t = 0; t < taps; t++) {
         const float *x[MR];
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) x[r] = a[r * ks + t] + a_offset;
-        for (ptrdiff_t ch = 0; ch < kc; ch++, w += NR) {
+        for (ptrdiff_t ch = 0; ch < chans; ch++, w += NR) {
             __m512 vb[2];
 #pragma GCC unroll 2
             for (int v = 0; v < NV; v++) vb[v] = _mm512_loadu_ps(w + 16 * v);

@@ -17,11 +17,12 @@ INC="-I$K/include"
 EXTRA=${CHECK_CFLAGS:-}
 CFLAGS="-O3 -std=c99 -fno-strict-aliasing -Wall -Wextra"
 SCALAR="$K/scalar/f32-igemm-nhwc-scalar.c $K/scalar/f32-dwconv-nhwc-scalar.c"
+MODEL="$K/cpuinfo.c $K/gemm-blocking.c"   # the k slice of igemm-nhwc comes from the caches
 MODE=${1:-build}
 
 if [ "$MODE" = neon ]; then
     CC=${CC_AARCH64:-aarch64-linux-gnu-gcc}
-    $CC $CFLAGS -march=armv8-a -static $EXTRA $INC $SCALAR $K/arm/f32-igemm-nhwc-neon.c \
+    $CC $CFLAGS -march=armv8-a -static $EXTRA $INC $SCALAR $MODEL $K/arm/f32-igemm-nhwc-neon.c \
         $K/arm/f32-dwconv-nhwc-neon.c "$ROOT/tests/c/nhwc_kernels_check.c" -lm -o "$OUT/nhwc_kernels_check_aarch64"
     echo "built $OUT/nhwc_kernels_check_aarch64"
     QEMU_CPU=${QEMU_CPU:-cortex-a72} qemu-aarch64-static "$OUT/nhwc_kernels_check_aarch64" ${2:-check}
@@ -37,7 +38,7 @@ build() { # file flags
     $CC $CFLAGS $2 $EXTRA $INC -c "$1" -o "$o"
     objs="$objs $o"
 }
-for f in $SCALAR "$ROOT/tests/c/nhwc_kernels_check.c"; do build "$f" ""; done
+for f in $SCALAR $MODEL "$ROOT/tests/c/nhwc_kernels_check.c"; do build "$f" ""; done
 build "$K/x86/f32-igemm-nhwc-avx2.c" "$AVX2"
 build "$K/x86/f32-dwconv-nhwc-avx2.c" "$AVX2"
 build "$K/x86/f32-igemm-nhwc-avx512.c" "$AVX512"

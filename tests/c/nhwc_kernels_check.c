@@ -25,10 +25,10 @@
 #include "im2row_kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-void im2row_igemm_nhwc__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t,
-                             const float *, float *, ptrdiff_t);
-void im2row_igemm_nhwc__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t,
-                               const float *, float *, ptrdiff_t);
+void im2row_igemm_nhwc__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *,
+                             ptrdiff_t, const float *, float *, ptrdiff_t);
+void im2row_igemm_nhwc__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *,
+                               ptrdiff_t, const float *, float *, ptrdiff_t);
 void im2row_dwconv_nhwc__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t, ptrdiff_t,
                               const float *, float *, ptrdiff_t);
 void im2row_dwconv_nhwc__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t, ptrdiff_t,
@@ -37,8 +37,8 @@ extern const ptrdiff_t im2row_igemm_nhwc_mr__avx2, im2row_igemm_nhwc_nr__avx2;
 extern const ptrdiff_t im2row_igemm_nhwc_mr__avx512, im2row_igemm_nhwc_nr__avx512;
 #endif
 #if defined(__aarch64__)
-void im2row_igemm_nhwc__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t,
-                             const float *, float *, ptrdiff_t);
+void im2row_igemm_nhwc__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *,
+                             ptrdiff_t, const float *, float *, ptrdiff_t);
 void im2row_dwconv_nhwc__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t, ptrdiff_t,
                               const float *, float *, ptrdiff_t);
 extern const ptrdiff_t im2row_igemm_nhwc_mr__neon, im2row_igemm_nhwc_nr__neon;
@@ -142,8 +142,10 @@ static void igemm_case(const conv *g)
             for (ptrdiff_t p0 = 0, m; p0 < M; p0 += m) {
                 m = rint_in(1, 3 * g_var[v].mr);
                 if (m > M - p0) m = M - p0;
-                g_var[v].igemm(m, OCg, ks, Cg, a + p0 * ks, grp * Cg, gw.p, gout.p + p0 * g->OC + grp * OCg,
-                               g->OC);
+                /* k slices of every size: whole taps, parts of a tap's channels, all of k */
+                const ptrdiff_t kslice = rnd() % 4 == 0 ? 0 : rint_in(1, K + 2);
+                g_var[v].igemm(m, OCg, ks, Cg, kslice, a + p0 * ks, grp * Cg, gw.p,
+                               gout.p + p0 * g->OC + grp * OCg, g->OC);
             }
             for (ptrdiff_t p = 0; p < M; p++)
                 for (ptrdiff_t oc = 0; oc < g->OC; oc++) {
@@ -300,6 +302,13 @@ static double now(void)
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
+/* The bench's k slice: IM2ROW_IGEMM_KSLICE (0 = all of k), else the host's model. */
+static ptrdiff_t kslice(ptrdiff_t mr, ptrdiff_t nr)
+{
+    const char *env = getenv("IM2ROW_IGEMM_KSLICE");
+    return env ? (ptrdiff_t)atol(env) : im2row_igemm_nhwc_kslice(mr, nr);
+}
+
 static void bench(void)
 {
     static const conv layers[] = {
@@ -331,7 +340,7 @@ static void bench(void)
             for (int rep = 0; rep < 5; rep++) {
                 double t0 = now();
                 if (dw) g_var[v].dwconv(M, g->C, ks, a, ks, 0, w, out, g->C);
-                else g_var[v].igemm(M, g->OC, ks, Cg, a, 0, w, out, g->OC);
+                else g_var[v].igemm(M, g->OC, ks, Cg, kslice(g_var[v].mr, g_var[v].nr), a, 0, w, out, g->OC);
                 double t = now() - t0;
                 if (t < best) best = t;
             }
@@ -339,8 +348,8 @@ static void bench(void)
                 printf("%-7s dwconv-nhwc C=%td %tdx%td k=%td: %.3f ms, %.1f GB/s (in + out)\n", g_var[v].isa, g->C,
                        g->H, g->W, g->kh, best * 1e3, 4.0 * (g->H * g->W * g->C + M * g->OC) / best * 1e-9);
             else
-                printf("%-7s igemm-nhwc C=%td OC=%td %tdx%td k=%td: %.3f ms, %.1f GF/s\n", g_var[v].isa, g->C, g->OC,
-                       g->H, g->W, g->kh, best * 1e3, 2.0 * M * g->OC * K / best * 1e-9);
+                printf("%-7s igemm-nhwc C=%td OC=%td %tdx%td k=%td kslice=%td: %.3f ms, %.1f GF/s\n", g_var[v].isa, g->C, g->OC,
+                       g->H, g->W, g->kh, kslice(g_var[v].mr, g_var[v].nr), best * 1e3, 2.0 * M * g->OC * K / best * 1e-9);
         }
         free(x), free(zero), free(w), free(out), free(a);
     }
