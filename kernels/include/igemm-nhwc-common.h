@@ -90,7 +90,7 @@ IGEMM_INLINE void igemm_nhwc_slice(ptrdiff_t ks, ptrdiff_t kc, ptrdiff_t kslice,
         }                                                                                        \
     } while (0)
 
-/* The tile dispatch and the entry point of a SIMD variant: `rows` (1..MR, MR <= 8) picks the
+/* The tile dispatch and the entry point of a SIMD variant: `rows` (1..MR, MR <= 12) picks the
  * pixel count of tile() at compile time, `cols` one vector (<= VW columns) or two.  The ISA
  * file defines MR, NR, VW and tile(ks, taps, chans, a, a_offset, bias, w, c, ldc, cols, R,
  * NV). */
@@ -109,8 +109,9 @@ IGEMM_INLINE void igemm_nhwc_slice(ptrdiff_t ks, ptrdiff_t kc, ptrdiff_t kslice,
         switch (rows) {                                                                          \
             IGEMM_NHWC_ROWS_CASE(1) IGEMM_NHWC_ROWS_CASE(2) IGEMM_NHWC_ROWS_CASE(3)              \
             IGEMM_NHWC_ROWS_CASE(4) IGEMM_NHWC_ROWS_CASE(5) IGEMM_NHWC_ROWS_CASE(6)              \
-            IGEMM_NHWC_ROWS_CASE(7)                                                              \
-            default: IGEMM_NHWC_ROWS_CASE(8)                                                     \
+            IGEMM_NHWC_ROWS_CASE(7) IGEMM_NHWC_ROWS_CASE(8) IGEMM_NHWC_ROWS_CASE(9)              \
+            IGEMM_NHWC_ROWS_CASE(10) IGEMM_NHWC_ROWS_CASE(11)                                    \
+            default: IGEMM_NHWC_ROWS_CASE(12)                                                    \
         }                                                                                        \
     }                                                                                            \
     void FN(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc, ptrdiff_t kslice,              \
