@@ -3,7 +3,8 @@
 default_plan ranks its candidates (within the workspace budget) by predict().  A prediction
 is built from the host's parameters and the shape, never from tables of measured layers:
 
-- the host (Host, measured once per process and kernel ISA, a few tens of ms): our GEMM's
+- the host (Host, measured once per process and kernel ISA, a few tens of ms, or read from
+  the plan cache where `im2row tune` stored it, so that processes agree): our GEMM's
   sustained flop rate on a cache-resident problem (the peak the tile model scales), copy
   bandwidth with both ends in L2, in L3 and in memory, the cache sizes, and the fixed cost of
   one call through the Python layer;
@@ -160,12 +161,41 @@ _hosts_lock = threading.Lock()
 
 
 def host(isa: str | None = None) -> Host:
-    """The measured host for a kernel ISA (default: the active one), cached per process."""
+    """The host for a kernel ISA (default: the active one), cached per process: the rates
+    stored in the plan cache for this machine (by `im2row tune`: see record_host), else
+    measured now."""
     isa = isa or hwinfo.get_isa()
     with _hosts_lock:
         found = _hosts.get(isa)
     if found is not None:
         return found
+    made = _stored_host(isa) or measure_host(isa)
+    with _hosts_lock:
+        return _hosts.setdefault(isa, made)
+
+
+def host_rates(h: Host) -> dict:
+    """The measured fields of a Host (what the plan cache stores: wisdom.HOST_FIELDS)."""
+    return {"gemm_flops": h.gemm_flops, "copy_l2": h.copy_l2, "copy_l3": h.copy_l3,
+            "copy_mem": h.copy_mem, "call_s": h.call_s}
+
+
+def _stored_host(isa: str) -> Host | None:
+    """The Host from rates stored for this machine (its caches and vector width as detected
+    now: the machine identity already pins the CPU)."""
+    from . import wisdom  # the plan cache imports the planner, which imports this lazily
+
+    rates = wisdom.store().host(isa)
+    if rates is None:
+        return None
+    sizes = cache_sizes()
+    return Host(isa, hwinfo.kernel_set(isa).gemm_mr, rates["gemm_flops"], rates["copy_l2"],
+                rates["copy_l3"], rates["copy_mem"], sizes["l1"], sizes["l2"], sizes["l3"],
+                rates["call_s"])
+
+
+def measure_host(isa: str) -> Host:
+    """The host measured now: copy rates per cache level, our GEMM's rate, the call cost."""
     gemm = "sgemm" if isa == "scalar" else "packed"
     sizes, l2, l3, mem = _memory_host()
     seconds, call = _measure_gemm_and_call(isa, gemm)
@@ -177,10 +207,8 @@ def host(isa: str | None = None) -> Host:
     unit, stream = _gemm_terms(probe, cal.out_channels, cal.height * cal.width,
                                cal.in_channels, 1, 4.0 * cal.in_channels * cal.height * cal.width)
     arithmetic = max(seconds - call - stream, seconds * 0.5)
-    made = Host(isa, vector, unit / arithmetic, l2, l3, mem, sizes["l1"], sizes["l2"],
+    return Host(isa, vector, unit / arithmetic, l2, l3, mem, sizes["l1"], sizes["l2"],
                 sizes["l3"], call)
-    with _hosts_lock:
-        return _hosts.setdefault(isa, made)
 
 
 # -- the model -----------------------------------------------------------------------------------

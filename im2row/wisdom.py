@@ -46,6 +46,7 @@ import datetime
 import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import stat
@@ -317,6 +318,50 @@ def checked_entry(key: str, entry) -> tuple:
     return (threads, isa, shape_key(spec)), spec.batch, plan
 
 
+# The cost model's measured host rates (costmodel.Host), stored per kernel ISA beside the
+# plans, so that every process on this machine ranks untuned shapes alike.
+HOST_FIELDS = ("gemm_flops", "copy_l2", "copy_l3", "copy_mem", "call_s")
+
+
+def checked_host(isa: str, entry) -> dict:
+    """{field: float} of a stored host entry for this machine; ValueError saying what is
+    wrong."""
+    if isa not in hwinfo.available_isas():
+        raise ValueError(f"host ISA {isa!r} is not available here")
+    if not isinstance(entry, dict):
+        raise ValueError(f"host {isa!r}: not an object but {type(entry).__name__}")
+    rates = {}
+    for name in HOST_FIELDS:
+        value = entry.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"host {isa!r}: {name}={value!r}")
+        if not (math.isfinite(value) and (value >= 0 if name == "call_s" else value > 0)):
+            raise ValueError(f"host {isa!r}: {name}={value!r}")
+        rates[name] = float(value)
+    return rates
+
+
+def _checked_hosts(mid: str, here: str, group: dict, bad: list) -> dict:
+    """The usable host entries of a machine group (this machine's checked field by field;
+    other machines' need only be objects)."""
+    hosts = group.get("hosts", {})
+    if not isinstance(hosts, dict):
+        bad.append((f"{mid} hosts", "not an object"))
+        return {}
+    usable = {}
+    for isa, entry in hosts.items():
+        try:
+            if mid == here:
+                checked_host(isa, entry)
+            elif not isinstance(entry, dict):
+                raise ValueError(f"host {isa!r}: not an object")
+        except ValueError as exc:
+            bad.append((f"host {isa}", str(exc)))
+            continue
+        usable[isa] = entry
+    return usable
+
+
 def _checked_document(data) -> tuple:
     """(document with only usable entries, [(key, reason), ...] of what was dropped).
     Machines are re-keyed by their identity: an edited identity is another machine.  This
@@ -343,6 +388,9 @@ def _checked_document(data) -> tuple:
             bad.append((mid, "unreadable identity"))
             continue
         dest = rekeyed.setdefault(mid, {"identity": group["identity"], "plans": {}})
+        hosts = _checked_hosts(mid, here, group, bad)
+        if hosts:
+            dest.setdefault("hosts", {}).update(hosts)
         for key, entry in group["plans"].items():
             try:
                 if mid == here:
@@ -386,6 +434,10 @@ def _merge_into(target: dict, source: dict) -> int:
             if old is None or str(entry.get("tuned_at", "")) >= str(old.get("tuned_at", "")):
                 dest["plans"][key] = entry
                 changed += 1
+        for isa, entry in group.get("hosts", {}).items():
+            old = dest.setdefault("hosts", {}).get(isa)
+            if old is None or str(entry.get("measured_at", "")) >= str(old.get("measured_at", "")):
+                dest["hosts"][isa] = entry
     return changed
 
 
@@ -598,7 +650,29 @@ class PlanStore:
         group = self._document["machines"].get(machine_id())
         return len(group["plans"]) if group else 0
 
+    def host(self, isa: str) -> dict | None:
+        """This machine's stored host rates for a kernel ISA ({field: float}), or None."""
+        try:
+            self._ensure_loaded()
+            with self._lock:
+                group = self._document["machines"].get(machine_id()) or {}
+                entry = group.get("hosts", {}).get(isa)
+            return None if entry is None else checked_host(isa, entry)
+        except Exception:  # a stored host is an optimisation: measure instead
+            return None
+
     # writing --------------------------------------------------------------------------------
+    def record_host(self, isa: str, rates: dict, path=None) -> None:
+        """Store the cost model's host rates for an ISA in memory and, when path is given, in
+        that cache file (a write failure warns once, as for plans)."""
+        entry = dict(checked_host(isa, rates), measured_at=_utc_now())
+        group = {"identity": machine_identity(), "plans": {}, "hosts": {isa: entry}}
+        self._ensure_loaded()
+        with self._lock:
+            _merge_into(self._document, {"machines": {machine_id(): group}})
+        if path is not None:
+            self.write(Path(path), {"machines": {machine_id(): group}})
+
     def make_entry(self, spec: ConvSpec, plan: Plan, *, threads: int, active_isa: str | None = None,
                    **meta) -> tuple:
         active_isa = active_isa or hwinfo.get_isa()

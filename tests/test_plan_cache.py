@@ -321,3 +321,72 @@ def test_runtime_never_imports_optuna_and_works_without_filelock(cache):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "(1, 16, 12, 12)" in out.stdout
+
+
+# -- the cost model's host rates, stored with the plans -------------------------------------------
+
+def _forget_hosts(monkeypatch):
+    """A fresh process's cost model: no host measured or read yet."""
+    from im2row import costmodel
+    monkeypatch.setattr(costmodel, "_hosts", {})
+
+
+def test_stored_host_rates_are_what_the_cost_model_uses(cache, monkeypatch):
+    from im2row import costmodel
+    isa = im2row.get_isa()
+    rates = {"gemm_flops": 1.5e10, "copy_l2": 3e10, "copy_l3": 2e10, "copy_mem": 1e10,
+             "call_s": 2e-6}
+    wisdom.store().record_host(isa, rates, cache)
+    assert json.loads(cache.read_text())["machines"][wisdom.machine_id()]["hosts"][isa]
+    wisdom.store().reset()          # a new process: reads the file
+    _forget_hosts(monkeypatch)
+    monkeypatch.setattr(costmodel, "measure_host", lambda isa: pytest.fail("measured"))
+    assert costmodel.host_rates(costmodel.host(isa)) == rates
+
+
+def test_plans_and_host_rates_share_the_file(cache):
+    spec = spec_of()
+    record(spec, other_plan(spec))
+    isa = im2row.get_isa()
+    wisdom.store().record_host(isa, {name: 1.0 for name in wisdom.HOST_FIELDS}, cache)
+    wisdom.store().reset()
+    assert choose_plan(spec) == other_plan(spec)
+    assert wisdom.store().host(isa) == {name: 1.0 for name in wisdom.HOST_FIELDS}
+
+
+@pytest.mark.parametrize("bad", [
+    "rates", {"gemm_flops": "fast"}, {"gemm_flops": -1.0}, {"gemm_flops": 0},
+    {"call_s": True}, {"copy_mem": None}])
+def test_bad_host_rates_warn_once_and_are_measured_again(cache, monkeypatch, bad):
+    from im2row import costmodel
+    isa = im2row.get_isa()
+    spec = spec_of()
+    record(spec, other_plan(spec))
+    wisdom.store().record_host(isa, {name: 1e9 for name in wisdom.HOST_FIELDS}, cache)
+
+    def edit(data):
+        group = data["machines"][wisdom.machine_id()]
+        group["hosts"][isa] = bad if isinstance(bad, str) else {**group["hosts"][isa], **bad}
+    _rewrite(cache, edit)
+    wisdom.store().reset()
+    _forget_hosts(monkeypatch)
+    measured = []
+    real = costmodel.measure_host
+    monkeypatch.setattr(costmodel, "measure_host", lambda isa: measured.append(isa) or real(isa))
+    (plan, host), caught = collect(lambda: (choose_plan(spec), costmodel.host(isa)))
+    assert plan == other_plan(spec)          # the plans are still used
+    assert measured == [isa] and host.gemm_flops > 1e9
+    assert len(caught) == 1 and "host" in str(caught[0].message)
+
+
+def test_hosts_of_another_shape_are_dropped_with_a_warning(cache):
+    spec = spec_of()
+    record(spec, other_plan(spec))
+
+    def edit(data):
+        data["machines"][wisdom.machine_id()]["hosts"] = ["not", "an", "object"]
+    _rewrite(cache, edit)
+    wisdom.store().reset()
+    plan, caught = collect(lambda: choose_plan(spec))
+    assert plan == other_plan(spec) and len(caught) == 1
+    assert wisdom.store().host(im2row.get_isa()) is None

@@ -318,6 +318,23 @@ def test_cached_shapes_not_retuned(cache):
     assert forced.layers[0].status in ("tuned", "default")
 
 
+def test_tune_stores_the_cost_models_host_once(cache, monkeypatch):
+    """The host rates the cost model ranked with go into the cache beside the plans, so that
+    a later process ranks untuned shapes alike; a second tune keeps them."""
+    from im2row import costmodel
+    isa = im2row.get_isa()
+    monkeypatch.setattr(costmodel, "_hosts", {})
+    tune(TINY_LAYERS[:1], **FAST)
+    stored = json.loads(cache.read_text())["machines"][wisdom.machine_id()]["hosts"][isa]
+    assert {k: stored[k] for k in wisdom.HOST_FIELDS} == costmodel.host_rates(costmodel.host(isa))
+    wisdom.store().reset()
+    monkeypatch.setattr(costmodel, "_hosts", {})
+    monkeypatch.setattr(costmodel, "measure_host", lambda isa: pytest.fail("measured again"))
+    tune(TINY_LAYERS[1:2], **FAST)
+    again = json.loads(cache.read_text())["machines"][wisdom.machine_id()]["hosts"][isa]
+    assert again == stored
+
+
 def test_cache_false_keeps_plans_in_memory(cache):
     report = tune(TINY_LAYERS[2:3], cache=False, **FAST)
     assert not cache.exists()

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from im2row import wisdom
+from im2row import costmodel, wisdom
 from im2row.layers import collect_layers, unique_specs
 from im2row.plan import INPUT_BUDGET, Plan, budget_bytes, workspace_limit
 from im2row.spec import ConvSpec
@@ -402,6 +402,11 @@ def tune(model_layers, *, n_trials: int = DEFAULT_TRIALS, timeout: float | None 
     else:
         cache_path = cache
         store.load(cache_path, explicit=False)
+    # The cost model's host rates go into the cache with the plans, once per machine and ISA:
+    # every later process ranks the untuned shapes (and these defaults) alike.
+    if store.host(_active_isa()) is None:
+        store.record_host(_active_isa(), costmodel.host_rates(costmodel.host(_active_isa())),
+                          cache_path)
     results = []
     bar = _Progress(len(shapes), progress)
     try:
