@@ -341,24 +341,20 @@ def checked_host(isa: str, entry) -> dict:
     return rates
 
 
-def _checked_hosts(mid: str, here: str, group: dict, bad: list) -> dict:
-    """The usable host entries of a machine group (this machine's checked field by field;
-    other machines' need only be objects)."""
-    hosts = group.get("hosts", {})
-    if not isinstance(hosts, dict):
-        bad.append((f"{mid} hosts", "not an object"))
-        return {}
+def _usable_entries(entries: dict, check, mine: bool, bad: list, label=str) -> dict:
+    """The entries that pass check(key, entry) (this machine's) or are objects at all
+    (another machine's: kept for it, never applied here); the others go to bad."""
     usable = {}
-    for isa, entry in hosts.items():
+    for key, entry in entries.items():
         try:
-            if mid == here:
-                checked_host(isa, entry)
+            if mine:
+                check(key, entry)
             elif not isinstance(entry, dict):
-                raise ValueError(f"host {isa!r}: not an object")
+                raise ValueError(f"not an object but {type(entry).__name__}")
         except ValueError as exc:
-            bad.append((f"host {isa}", str(exc)))
+            bad.append((label(key), str(exc)))
             continue
-        usable[isa] = entry
+        usable[key] = entry
     return usable
 
 
@@ -388,19 +384,14 @@ def _checked_document(data) -> tuple:
             bad.append((mid, "unreadable identity"))
             continue
         dest = rekeyed.setdefault(mid, {"identity": group["identity"], "plans": {}})
-        hosts = _checked_hosts(mid, here, group, bad)
+        dest["plans"].update(_usable_entries(group["plans"], checked_entry, mid == here, bad))
+        hosts = group.get("hosts", {})
+        if not isinstance(hosts, dict):
+            bad.append((f"{mid} hosts", "not an object"))
+            continue
+        hosts = _usable_entries(hosts, checked_host, mid == here, bad, lambda isa: f"host {isa}")
         if hosts:
             dest.setdefault("hosts", {}).update(hosts)
-        for key, entry in group["plans"].items():
-            try:
-                if mid == here:
-                    checked_entry(key, entry)
-                elif not isinstance(entry, dict):
-                    raise ValueError(f"not an object but {type(entry).__name__}")
-            except ValueError as exc:
-                bad.append((key, str(exc)))
-                continue
-            dest["plans"][key] = entry
     data["machines"] = rekeyed
     return data, bad
 
