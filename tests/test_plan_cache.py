@@ -375,7 +375,9 @@ def test_bad_host_rates_warn_once_and_are_measured_again(cache, monkeypatch, bad
     monkeypatch.setattr(costmodel, "measure_host", lambda isa: measured.append(isa) or real(isa))
     (plan, host), caught = collect(lambda: (choose_plan(spec), costmodel.host(isa)))
     assert plan == other_plan(spec)          # the plans are still used
-    assert measured == [isa] and host.gemm_flops > 1e9
+    # measured, not the stored figures (a real measurement never gives 1e9 for every rate)
+    assert measured == [isa]
+    assert costmodel.host_rates(host) != {name: 1e9 for name in wisdom.HOST_FIELDS}
     assert len(caught) == 1 and "host" in str(caught[0].message)
 
 
