@@ -801,7 +801,10 @@ def main(argv=None) -> int:
         raise SystemExit("no layers selected")
     contenders = None
     if args.contenders:
-        contenders = [c.strip() for c in args.contenders.split(",")]
+        # names match whatever their case ('ORT', 'torch-cl')
+        by_lower = {name.lower(): name for name in ALL_CONTENDERS}
+        contenders = [by_lower.get(c.strip().lower(), c.strip())
+                      for c in args.contenders.split(",")]
         unknown = set(contenders) - set(ALL_CONTENDERS)
         if unknown:
             raise SystemExit(f"unknown contenders {sorted(unknown)}; known: {ALL_CONTENDERS}")
