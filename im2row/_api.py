@@ -94,18 +94,21 @@ class _ShapeEntry:
         core = spec.oriented()
         self.core_shapes = None
         if core != spec:
-            core = replace(core, layout=plan.layout)    # the arrays the core takes
+            # the arrays the core takes
+            core = replace(core, layout="NHWC" if plan.layout == spec.layout == "NHWC" else "NCHW")
             self.core_shapes = (core.input_shape, core.output_shape)
         self.plan = plan
         self.spec = spec
         self.unbatched = unbatched
         self.result_shape = spec.output_shape[1:] if unbatched else spec.output_shape
         self.nchw_out_shape = (spec.batch, spec.out_channels, spec.out_height, spec.out_width)
-        # NHWC plans run the channels-last core on NHWC arrays
-        self.nhwc = plan.layout == "NHWC"
+        # The core takes NHWC arrays only when plan and caller are both channels-last (an
+        # NHWC plan transposes an NCHW caller's bands itself)
+        self.nhwc = plan.layout == "NHWC" and spec.layout == "NHWC"
         self.nhwc_out_shape = (spec.batch, spec.out_height, spec.out_width, spec.out_channels)
         # Never both pools at once: sgemm gets the threads, or ours do and sgemm gets one.
-        uses_blas = plan.gemm == "sgemm" and plan.algorithm != "depthwise" and not self.nhwc
+        uses_blas = (plan.gemm == "sgemm" and plan.algorithm != "depthwise"
+                     and plan.layout != "NHWC")
         blas_owns = uses_blas and plan.parallel == "blas"
         self.core_threads = 1 if blas_owns else threads
         self.blas_threads = (threads if blas_owns else 1) if uses_blas else None
@@ -280,7 +283,7 @@ class Conv2d:
                 conv = _core.NhwcConvolution(core_spec(image), plan.algorithm,
                                              nhwc_row_block(image, plan), kernels,
                                              self._packed_for(image, plan, kernels),
-                                             plan.gemm_kc)
+                                             plan.gemm_kc, image.layout != "NHWC")
             else:
                 conv = _core.Convolution(
                     core_spec(image), plan.algorithm, max(plan.column_block, 1),

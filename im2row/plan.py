@@ -286,7 +286,8 @@ def scratch_bytes(spec: ConvSpec, plan: Plan, threads: int = 1) -> int:
     if plan.layout == "NHWC":
         return transforms + 4 * _core.nhwc_scratch_floats(
             core_spec(spec), plan.algorithm, nhwc_row_block(spec, plan),
-            hwinfo.kernel_set(plan.resolved().isa), max(spec.batch, 1), threads)
+            hwinfo.kernel_set(plan.resolved().isa), max(spec.batch, 1), threads,
+            spec.layout != "NHWC")
     return transforms + _nchw_scratch_bytes(spec, plan, threads)
 
 
@@ -320,8 +321,9 @@ def nhwc_algorithms(spec: ConvSpec) -> list:
 
 def layout_transform_bytes(spec: ConvSpec, plan: Plan) -> int:
     """The copies a call makes when the plan runs in another layout than the caller's: the
-    input transformed, the output written in the plan's layout and transformed back."""
-    if plan.layout == spec.layout:
+    input transformed, the output written in the plan's layout and transformed back.  (An
+    NHWC plan transposes an NCHW caller's arrays band by band, in its scratch instead.)"""
+    if plan.layout == spec.layout or plan.layout == "NHWC":
         return 0
     return 4 * spec.batch * (spec.in_channels * spec.height * spec.width
                              + spec.out_channels * spec.out_height * spec.out_width)
@@ -335,7 +337,8 @@ def layout_transform_bytes(spec: ConvSpec, plan: Plan) -> int:
 # are only cut finer for threads (at least four where the output has the rows) when the
 # weights are at most the input; otherwise threads share a band's output-channel panels.
 # (7x7 maps with 0.5-9 MB of weights ran 1.2-1.45x faster as one band, resnet50.18-.22;
-# benchmarks/README.md.)
+# benchmarks/README.md.)  For an NCHW caller the threads cannot share a band (its transposed
+# input and output are one worker's), and the transposed band is scratch: always cut.
 NHWC_MIN_BANDS = 4
 
 
@@ -350,7 +353,7 @@ def nhwc_row_block(spec: ConvSpec, plan: Plan) -> int:
     rows = min(fit_input, fit_output, spec.out_height)
     weight_floats = (spec.kernel_h * spec.kernel_w * spec.in_channels // spec.groups
                      * spec.out_channels)
-    if weight_floats <= spec.height * spec.width * spec.in_channels:
+    if weight_floats <= spec.height * spec.width * spec.in_channels or spec.layout != "NHWC":
         rows = min(rows, -(-spec.out_height // NHWC_MIN_BANDS))
     return max(1, rows)
 

@@ -61,10 +61,12 @@ extern const im2row_gemm_tile im2row_gemm_tile__neon;
         (t).dwconv_nhwc = im2row_dwconv_nhwc__##isa;                                               \
     } while (0)
 #ifdef IM2ROW_X86
+void im2row_transpose__avx2(ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *, ptrdiff_t);
 IM2ROW_NHWC_DECLARE(avx2)
 IM2ROW_NHWC_DECLARE(avx512)
 #endif
 #ifdef IM2ROW_ARM64
+void im2row_transpose__neon(ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *, ptrdiff_t);
 IM2ROW_NHWC_DECLARE(neon)
 #endif
 
@@ -109,6 +111,7 @@ static void detect_once(void) {
                             im2row_dwconv__avx512, im2row_gemm__avx512, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__avx512;
         IM2ROW_NHWC_SET(t, avx512);
+        t.transpose = im2row_transpose__avx2;
         t.gemm_tile = &im2row_gemm_tile__avx512;
         tables[n++] = t;
     }
@@ -117,6 +120,7 @@ static void detect_once(void) {
                             im2row_dwconv__avx2, im2row_gemm__avx2, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__avx2;
         IM2ROW_NHWC_SET(t, avx2);
+        t.transpose = im2row_transpose__avx2;
         t.gemm_tile = &im2row_gemm_tile__avx2;
         tables[n++] = t;
     }
@@ -127,6 +131,7 @@ static void detect_once(void) {
                             im2row_dwconv__neon, im2row_gemm__neon, 0, NULL};
         t.gemm_mr = im2row_gemm_mr__neon;
         IM2ROW_NHWC_SET(t, neon);
+        t.transpose = im2row_transpose__neon;
         t.gemm_tile = &im2row_gemm_tile__neon;
         tables[n++] = t;
     }
@@ -139,6 +144,7 @@ static void detect_once(void) {
         t.igemm_nhwc_mr = im2row_igemm_nhwc_mr__scalar;
         t.igemm_nhwc_nr = im2row_igemm_nhwc_nr__scalar;
         t.dwconv_nhwc = im2row_dwconv_nhwc__scalar;
+        t.transpose = im2row_transpose__scalar;
         t.gemm_tile = &im2row_gemm_tile__scalar;
         tables[n++] = t;
     }

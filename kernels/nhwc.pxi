@@ -16,6 +16,9 @@
 # Work is split into bands of output rows (the plan's row_block) x chunks of output-channel
 # panels; a band builds its pointer table, then the GEMM of every group reads it (groups
 # differ only in a channel offset).  Weights are packed once with the bias interleaved.
+# NCHW callers (nchw=True) run the same kernels band by band: a band's input rows are
+# transposed into a channels-last buffer, its output computed channels-last into another and
+# transposed into the planes, so the copies are two bands per worker, not the whole image.
 
 cdef extern from "im2row_kernels.h" nogil:
     ctypedef void (*im2row_igemm_nhwc_fn)(Py_ssize_t m, Py_ssize_t n, Py_ssize_t ks,
@@ -26,12 +29,15 @@ cdef extern from "im2row_kernels.h" nogil:
                                            const float *const *a, Py_ssize_t a_stride,
                                            Py_ssize_t a_step, const float *w, float *out,
                                            Py_ssize_t out_stride)
+    ctypedef void (*im2row_transpose_fn)(Py_ssize_t rows, Py_ssize_t cols, const float *src,
+                                         Py_ssize_t lds, float *dst, Py_ssize_t ldd)
     # The fields of im2row_kernels this driver reads (the same C struct as the core's).
     ctypedef struct nhwc_kernels "im2row_kernels":
         im2row_igemm_nhwc_fn igemm_nhwc
         Py_ssize_t igemm_nhwc_mr
         Py_ssize_t igemm_nhwc_nr
         im2row_dwconv_nhwc_fn dwconv_nhwc
+        im2row_transpose_fn transpose
     void im2row_pack_igemm_nhwc(float *dst, const float *w, Py_ssize_t lda, const float *bias,
                                 Py_ssize_t n, Py_ssize_t k, Py_ssize_t nr)
     Py_ssize_t im2row_igemm_nhwc_kslice(Py_ssize_t mr, Py_ssize_t nr)
@@ -57,7 +63,11 @@ cdef struct NhwcWork:
     Py_ssize_t group_floats     # packed weights per group
     Py_ssize_t border           # rowwise: output columns whose window crosses an edge
     Py_ssize_t zero_floats      # the shared zero vector
-    Py_ssize_t thread_floats    # one worker's scratch: pointer table, then border vectors
+    bint nchw                   # NCHW arrays in and out: bands transposed in and out
+    Py_ssize_t span             # NCHW: input rows a band reads (at most)
+    Py_ssize_t table_floats     # one worker's pointer table and border vectors
+    Py_ssize_t band_in          # NCHW: floats of a band's channels-last input
+    Py_ssize_t thread_floats    # one worker's scratch: table, then (NCHW) band input, output
 
 
 cdef inline bint _window_inside(const Geometry *g, Py_ssize_t ow) noexcept nogil:
@@ -75,9 +85,10 @@ cdef int _nhwc_code(str algorithm) except -1:
 
 
 cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhwc_kernels *kern,
-                    Py_ssize_t batch, int threads, NhwcWork *w) except -1:
+                    Py_ssize_t batch, int threads, bint nchw, NhwcWork *w) except -1:
     cdef Py_ssize_t ow, K
     w.code = code
+    w.nchw = nchw
     if code == NHWC_ROWWISE and (g.groups != 1 or g.dw != 1):
         raise ValueError("NHWC rowwise needs groups == 1 and horizontal dilation 1")
     if code == NHWC_DEPTHWISE and not (g.Cg == 1 and g.OCg == 1):
@@ -100,9 +111,10 @@ cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhw
         w.nr = kern.igemm_nhwc_nr
         w.panels = (g.OCg + w.nr - 1) // w.nr
         w.group_floats = w.panels * w.nr * (1 + K)
-    # Too few bands to keep every thread busy: split the output channels too.
+    # Too few bands to keep every thread busy: split the output channels too (not for NCHW
+    # arrays, where a band's transposed input and output belong to one worker).
     w.nchunks = 1
-    if code != NHWC_DEPTHWISE and threads > 1 and batch * w.nbands < 2 * threads:
+    if code != NHWC_DEPTHWISE and threads > 1 and batch * w.nbands < 2 * threads and not nchw:
         w.nchunks = threads if threads < w.panels else w.panels
     w.chunk = (w.panels + w.nchunks - 1) // w.nchunks
     w.nchunks = (w.panels + w.chunk - 1) // w.chunk
@@ -113,20 +125,30 @@ cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhw
         w.zero_floats = g.OW * g.sw * g.C + g.C
         w.thread_floats = 2 * g.OW * w.ks
     w.thread_floats += w.thread_floats & 1    # the next worker's pointers stay 8-byte aligned
+    w.table_floats = w.thread_floats
+    w.span = 0
+    w.band_in = 0
+    if nchw:
+        w.span = (w.RB - 1) * g.sh + (g.kh - 1) * g.dh + 1
+        if w.span > g.H:
+            w.span = g.H
+        w.band_in = w.span * g.W * g.C
+        w.thread_floats += w.band_in + w.RB * g.OW * g.OC
+        w.thread_floats += w.thread_floats & 1
     return 0
 
 
 def nhwc_scratch_floats(tuple spec, str algorithm, Py_ssize_t row_block, KernelSet kernels,
-                        Py_ssize_t batch=1, int threads=1):
+                        Py_ssize_t batch=1, int threads=1, bint nchw=False):
     """Floats of scratch an NHWC plan uses per call (NhwcConvolution.workspace_floats, without
-    preparing one): the zero vector and, per worker thread, the band's pointer table and
-    (rowwise) its edge windows."""
+    preparing one): the zero vector and, per worker thread, the band's pointer table,
+    (rowwise) its edge windows and (nchw) its transposed input and output."""
     cdef Geometry g
     cdef NhwcWork w
     cdef int nthreads = threads if threads > 0 else 1
     _geometry(spec, &g)
     _nhwc_work(&g, _nhwc_code(algorithm), row_block, <const nhwc_kernels *>kernels.kern,
-               batch if batch > 0 else 1, nthreads, &w)
+               batch if batch > 0 else 1, nthreads, nchw, &w)
     return w.zero_floats + w.thread_floats * nthreads
 
 
@@ -143,7 +165,7 @@ def pack_weights_nhwc(tuple spec, str algorithm, cnp.ndarray weight, object bias
     cdef Py_ssize_t grp, K
     _geometry(spec, &g)
     code = _nhwc_code(algorithm)
-    _nhwc_work(&g, code, 0, kern, 1, 1, &w)
+    _nhwc_work(&g, code, 0, kern, 1, 1, False, &w)
     bvec = np.zeros(g.OC, dtype=np.float32) if bias is None else np.ascontiguousarray(
         bias, dtype=np.float32).reshape(g.OC)
     if code == NHWC_DEPTHWISE:
@@ -160,11 +182,11 @@ def pack_weights_nhwc(tuple spec, str algorithm, cnp.ndarray weight, object bias
     return dst
 
 
-cdef void _nhwc_taps(const Geometry *g, const float *x, const float *zero, Py_ssize_t oh0,
-                     Py_ssize_t nrows, Py_ssize_t ow0, Py_ssize_t ow1,
+cdef void _nhwc_taps(const Geometry *g, const float *x, Py_ssize_t row0, const float *zero,
+                     Py_ssize_t oh0, Py_ssize_t nrows, Py_ssize_t ow0, Py_ssize_t ow1,
                      const float **a) noexcept nogil:
     """One pointer per (output pixel, tap) of output rows [oh0, oh0 + nrows), columns
-    [ow0, ow1), pixel-major."""
+    [ow0, ow1), pixel-major.  x holds input rows from row0 on (0: the whole image)."""
     cdef Py_ssize_t oh, ow, i, j, ih, iw
     for oh in range(oh0, oh0 + nrows):
         for ow in range(ow0, ow1):
@@ -173,7 +195,7 @@ cdef void _nhwc_taps(const Geometry *g, const float *x, const float *zero, Py_ss
                 for j in range(g.kw):
                     iw = ow * g.sw - g.pl + j * g.dw
                     if 0 <= ih < g.H and 0 <= iw < g.W:
-                        a[0] = x + (ih * g.W + iw) * g.C
+                        a[0] = x + ((ih - row0) * g.W + iw) * g.C
                     else:
                         a[0] = zero
                     a += 1
@@ -186,11 +208,11 @@ cdef inline bint _taps_inside(const Geometry *g, Py_ssize_t ow) noexcept nogil:
 
 
 cdef void _depthwise_row(const Geometry *g, const nhwc_kernels *kern, const float *x,
-                         const float *wp, float *out, const float *zero, const float **a,
-                         Py_ssize_t oh) noexcept nogil:
-    """Output row oh: its edge columns through a table, the columns between as one run."""
+                         Py_ssize_t row0, const float *wp, float *row, const float *zero,
+                         const float **a, Py_ssize_t oh) noexcept nogil:
+    """Output row oh (into `row`, OW*OC floats): its edge columns through a table, the
+    columns between as one run.  x holds input rows from row0 on."""
     cdef Py_ssize_t lo = 0, hi = g.OW, i, j, ih, iw0, ks = g.kh * g.kw
-    cdef float *row = out + oh * g.OW * g.OC
     while lo < hi and not _taps_inside(g, lo):
         lo += 1
     while hi > lo and not _taps_inside(g, hi - 1):
@@ -200,21 +222,23 @@ cdef void _depthwise_row(const Geometry *g, const nhwc_kernels *kern, const floa
         for i in range(g.kh):
             ih = oh * g.sh - g.pt + i * g.dh
             for j in range(g.kw):
-                a[i * g.kw + j] = (x + (ih * g.W + iw0 + j * g.dw) * g.C if 0 <= ih < g.H
-                                   else zero)
+                a[i * g.kw + j] = (x + ((ih - row0) * g.W + iw0 + j * g.dw) * g.C
+                                   if 0 <= ih < g.H else zero)
         kern.dwconv_nhwc(hi - lo, g.C, ks, a, 0, g.sw * g.C, wp, row + lo * g.OC, g.OC)
     if lo > 0:
-        _nhwc_taps(g, x, zero, oh, 1, 0, lo, a)
+        _nhwc_taps(g, x, row0, zero, oh, 1, 0, lo, a)
         kern.dwconv_nhwc(lo, g.C, ks, a, ks, 0, wp, row, g.OC)
     if hi < g.OW:
-        _nhwc_taps(g, x, zero, oh, 1, hi, g.OW, a)
+        _nhwc_taps(g, x, row0, zero, oh, 1, hi, g.OW, a)
         kern.dwconv_nhwc(g.OW - hi, g.C, ks, a, ks, 0, wp, row + hi * g.OC, g.OC)
 
 
-cdef void _nhwc_rows(const Geometry *g, const float *x, const float *zero, float *border,
-                     Py_ssize_t oh0, Py_ssize_t nrows, const float **a) noexcept nogil:
+cdef void _nhwc_rows(const Geometry *g, const float *x, Py_ssize_t row0, const float *zero,
+                     float *border, Py_ssize_t oh0, Py_ssize_t nrows,
+                     const float **a) noexcept nogil:
     """One pointer per (output pixel, kernel row): into the input row itself when the window
-    lies inside it, else to a copy of its in-range taps with zeros around (border)."""
+    lies inside it, else to a copy of its in-range taps with zeros around (border).  x holds
+    input rows from row0 on."""
     cdef Py_ssize_t oh, ow, i, j, ih, iw, iw0, row = g.kw * g.C
     cdef bint inside
     for oh in range(oh0, oh0 + nrows):
@@ -226,12 +250,12 @@ cdef void _nhwc_rows(const Geometry *g, const float *x, const float *zero, float
                 if ih < 0 or ih >= g.H:
                     a[0] = zero
                 elif inside:
-                    a[0] = x + (ih * g.W + iw0) * g.C
+                    a[0] = x + ((ih - row0) * g.W + iw0) * g.C
                 else:
                     for j in range(g.kw):
                         iw = iw0 + j
                         if 0 <= iw < g.W:
-                            memcpy(border + j * g.C, x + (ih * g.W + iw) * g.C,
+                            memcpy(border + j * g.C, x + ((ih - row0) * g.W + iw) * g.C,
                                    g.C * sizeof(float))
                         else:
                             memset(border + j * g.C, 0, g.C * sizeof(float))
@@ -243,27 +267,43 @@ cdef void _nhwc_rows(const Geometry *g, const float *x, const float *zero, float
 cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *kern,
                      const float *x, const float *wp, float *out, const float *zero,
                      float *mine, Py_ssize_t band, Py_ssize_t chunk) noexcept nogil:
-    """Band `band` of one image (x, out: that image's NHWC arrays), panels of chunk `chunk`,
-    every group."""
+    """Band `band` of one image (x, out: that image's arrays, NHWC, or NCHW when w.nchw),
+    panels of chunk `chunk`, every group."""
     cdef const float **a = <const float **>mine
-    cdef Py_ssize_t oh0 = band * w.RB, grp, col0, cols, m, oh
+    cdef Py_ssize_t oh0 = band * w.RB, grp, col0, cols, m, oh, row0 = 0, ih_lo, ih_hi
     cdef Py_ssize_t nrows = w.RB if oh0 + w.RB <= g.OH else g.OH - oh0
+    cdef const float *xs = x
     cdef float *c = out + oh0 * g.OW * g.OC
+    if w.nchw:
+        # the input rows the band reads, channels-last; the band's output channels-last
+        ih_lo = oh0 * g.sh - g.pt
+        ih_hi = ih_lo + (nrows - 1) * g.sh + (g.kh - 1) * g.dh + 1
+        ih_lo = ih_lo if ih_lo > 0 else 0
+        ih_hi = ih_hi if ih_hi < g.H else g.H
+        row0 = ih_lo
+        xs = mine + w.table_floats
+        c = mine + w.table_floats + w.band_in
+        # (a channel's rows ih_lo..ih_hi are one run of its plane)
+        kern.transpose(g.C, (ih_hi - ih_lo) * g.W, x + ih_lo * g.W, g.H * g.W,
+                       mine + w.table_floats, g.C)
     m = nrows * g.OW
     if w.code == NHWC_DEPTHWISE:
         for oh in range(oh0, oh0 + nrows):
-            _depthwise_row(g, kern, x, wp, out, zero, a, oh)
-        return
-    if w.code == NHWC_ROWWISE:
-        _nhwc_rows(g, x, zero, mine + 2 * w.RB * g.OW * w.ks, oh0, nrows, a)
+            _depthwise_row(g, kern, xs, row0, wp, c + (oh - oh0) * g.OW * g.OC, zero, a, oh)
     else:
-        _nhwc_taps(g, x, zero, oh0, nrows, 0, g.OW, a)
-    col0 = chunk * w.chunk * w.nr
-    cols = w.chunk * w.nr if col0 + w.chunk * w.nr <= g.OCg else g.OCg - col0
-    for grp in range(g.groups):
-        kern.igemm_nhwc(m, cols, w.ks, w.kc, w.kslice, a, grp * g.Cg if w.code == NHWC_INDIRECT else 0,
-                        wp + grp * w.group_floats + chunk * w.chunk * w.nr * (1 + w.ks * w.kc),
-                        c + grp * g.OCg + col0, g.OC)
+        if w.code == NHWC_ROWWISE:
+            _nhwc_rows(g, xs, row0, zero, mine + 2 * w.RB * g.OW * w.ks, oh0, nrows, a)
+        else:
+            _nhwc_taps(g, xs, row0, zero, oh0, nrows, 0, g.OW, a)
+        col0 = chunk * w.chunk * w.nr
+        cols = w.chunk * w.nr if col0 + w.chunk * w.nr <= g.OCg else g.OCg - col0
+        for grp in range(g.groups):
+            kern.igemm_nhwc(m, cols, w.ks, w.kc, w.kslice, a,
+                            grp * g.Cg if w.code == NHWC_INDIRECT else 0,
+                            wp + grp * w.group_floats + chunk * w.chunk * w.nr * (1 + w.ks * w.kc),
+                            c + grp * g.OCg + col0, g.OC)
+    if w.nchw:
+        kern.transpose(m, g.OC, c, g.OC, out + oh0 * g.OW, g.OH * g.OW)
 
 
 cdef class NhwcConvolution:
@@ -274,13 +314,17 @@ cdef class NhwcConvolution:
 
     kslice: k steps per slice of the GEMM's weight panels (0 = the blocking model's, from the
     L1 size; the plan's gemm_kc).
-    run(x, out, threads) convolves x (N, H, W, C) into out (N, OH, OW, OC), both C-contiguous
-    float32, without the GIL on up to `threads` OpenMP threads over (image, band, channel
-    chunk) units.  Safe to call from several Python threads at once."""
+    nchw: the arrays are NCHW; each band's input rows and output are transposed through the
+    worker's scratch (no whole-image copies).
+    run(x, out, threads) convolves x (N, H, W, C) into out (N, OH, OW, OC) (nchw: x (N, C, H,
+    W) into out (N, OC, OH, OW)), both C-contiguous float32, without the GIL on up to
+    `threads` OpenMP threads over (image, band, channel chunk) units.  Safe to call from
+    several Python threads at once."""
     cdef Geometry g
     cdef int code
     cdef Py_ssize_t row_block
     cdef readonly Py_ssize_t kslice
+    cdef readonly bint nchw
     cdef const nhwc_kernels *kern
     cdef readonly cnp.ndarray weights
     cdef readonly str algorithm
@@ -289,7 +333,7 @@ cdef class NhwcConvolution:
     cdef _WorkspacePool _pool
 
     def __init__(self, tuple spec, str algorithm, Py_ssize_t row_block, KernelSet kernels,
-                 cnp.ndarray weights, Py_ssize_t kslice=0):
+                 cnp.ndarray weights, Py_ssize_t kslice=0, bint nchw=False):
         cdef NhwcWork w
         _geometry(spec, &self.g)
         self.code = _nhwc_code(algorithm)
@@ -299,12 +343,13 @@ cdef class NhwcConvolution:
         if row_block < 0:
             raise ValueError("core: row_block must be >= 0")
         self.row_block = row_block
+        self.nchw = nchw
         if kslice < 0:
             raise ValueError("core: kslice must be >= 0")
         # 0: the blocking model's slice for this host's L1 and the kernel's register tile
         self.kslice = kslice if kslice > 0 else im2row_igemm_nhwc_kslice(
             self.kern.igemm_nhwc_mr, self.kern.igemm_nhwc_nr)
-        _nhwc_work(&self.g, self.code, row_block, self.kern, 1, 1, &w)
+        _nhwc_work(&self.g, self.code, row_block, self.kern, 1, 1, nchw, &w)
         if (weights.dtype != np.float32 or weights.ndim != 1 or not weights.flags.c_contiguous
                 or weights.shape[0] != w.group_floats * (1 if self.code == NHWC_DEPTHWISE
                                                          else self.g.groups)):
@@ -315,11 +360,11 @@ cdef class NhwcConvolution:
 
     def workspace_floats(self, Py_ssize_t batch=1, int threads=1):
         """Floats one call of `batch` images on `threads` threads uses: the workers' pointer
-        tables and edge windows, and the zero vector."""
+        tables, edge windows and (nchw) transposed bands, and the zero vector."""
         cdef NhwcWork w
         cdef int nthreads = threads if threads > 0 else 1
         _nhwc_work(&self.g, self.code, self.row_block, self.kern, batch if batch > 0 else 1,
-                   nthreads, &w)
+                   nthreads, self.nchw, &w)
         return w.thread_floats * nthreads + w.zero_floats
 
     def run(self, cnp.ndarray x not None, cnp.ndarray out not None, int threads=1):
@@ -339,14 +384,20 @@ cdef class NhwcConvolution:
             raise ValueError("core expects C-contiguous arrays")
         if not out.flags.writeable:
             raise ValueError("core: out is read-only")
-        if (x.ndim != 4 or out.ndim != 4 or x.shape[3] != g.C or x.shape[1] != g.H
-                or x.shape[2] != g.W or out.shape[0] != x.shape[0] or out.shape[3] != g.OC
-                or out.shape[1] != g.OH or out.shape[2] != g.OW):
+        if x.ndim != 4 or out.ndim != 4 or out.shape[0] != x.shape[0]:
+            raise ValueError("core: array shapes do not match the spec")
+        if self.nchw and (x.shape[1] != g.C or x.shape[2] != g.H or x.shape[3] != g.W
+                          or out.shape[1] != g.OC or out.shape[2] != g.OH
+                          or out.shape[3] != g.OW):
+            raise ValueError("core: NCHW array shapes do not match the spec")
+        if not self.nchw and (x.shape[3] != g.C or x.shape[1] != g.H or x.shape[2] != g.W
+                              or out.shape[3] != g.OC or out.shape[1] != g.OH
+                              or out.shape[2] != g.OW):
             raise ValueError("core: NHWC array shapes do not match the spec")
         N = x.shape[0]
         if N == 0:
             return out
-        _nhwc_work(g, self.code, self.row_block, self.kern, N, nthreads, &w)
+        _nhwc_work(g, self.code, self.row_block, self.kern, N, nthreads, self.nchw, &w)
         w.kslice = self.kslice
         total = w.thread_floats * nthreads
         work = self._pool.take(total)

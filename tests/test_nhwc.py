@@ -39,6 +39,7 @@ CASES = [
     ((24, 8, 9), (24, 1, 3, 1), dict(padding=(1, 0), stride=(2, 1), dilation=(2, 1), groups=24)),
     ((40, 5, 6), (40, 1, 7, 7), dict(padding=3, groups=40)),
     ((2, 5, 6), (2, 1, 3, 3), dict(padding="same", groups=2)),
+    ((6, 11, 1), (5, 6, 3, 1), dict(padding=(1, 0), stride=(2, 1))),   # a column, run as a row
 ]
 
 
@@ -59,7 +60,7 @@ def _operands(rng, case, batch, layout):
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_every_nhwc_plan_matches_reference(case, isa, rng):
     """Every NHWC algorithm valid for the shape, for NHWC and NCHW callers, 1-2 threads, one
-    band of all rows and bands of one row, k slices of the weight panels from the model's,
+    band of all rows, bands of one row and of three (a short last band), k slices of the weight panels from the model's,
     one k step, parts of a tap's channels and whole taps."""
     idx = CASES.index(case)
     batch = idx % 4
@@ -72,7 +73,7 @@ def test_every_nhwc_plan_matches_reference(case, isa, rng):
         assert "indirect" in algorithms
         for algorithm in algorithms:
             for threads in (1, 2):
-                for rows, kslice in ((0, 0), (1, 0), (0, 1), (1, 7), (0, 20)):
+                for rows, kslice in ((0, 0), (1, 0), (3, 0), (0, 1), (1, 7), (0, 20)):
                     plan = im2row.Plan(algorithm, row_block=rows, gemm="packed", isa=isa,
                                        layout="NHWC", gemm_kc=kslice)
                     layer = im2row.Conv2d(w, b, layout=layout, plan=plan, threads=threads, **conv)
@@ -128,7 +129,8 @@ def test_nhwc_callers_default_to_the_nhwc_path(rng):
 
 def test_nhwc_workspace_counts_what_a_call_allocates(rng):
     """No transposed copies on the NHWC path: a k > 1 layer's scratch stays below its input;
-    an NCHW caller of an NHWC plan (and an NHWC caller of an NCHW plan) pays both copies."""
+    an NCHW caller of an NHWC plan transposes band by band, within its input too; an NHWC
+    caller of an NCHW plan pays both whole copies."""
     x, w, b = make_operands(rng, (1, 56, 56, 64), (64, 64, 3, 3))
     layer = im2row.Conv2d(w, b, padding=1, layout="NHWC", threads=2)
     layer(x)
@@ -140,7 +142,12 @@ def test_nhwc_workspace_counts_what_a_call_allocates(rng):
     assert scratch_bytes(spec, nchw_plan, 1) >= copies
     nchw_spec = im2row.make_spec((1, 64, 56, 56), w.shape, padding=1)
     nhwc_plan = im2row.Plan("indirect", layout="NHWC")
-    assert scratch_bytes(nchw_spec, nhwc_plan, 1) == copies + scratch_bytes(spec, nhwc_plan, 1)
+    banded = scratch_bytes(nchw_spec, nhwc_plan, 1)
+    # each worker holds a band's transposed input rows and output rows
+    assert scratch_bytes(spec, nhwc_plan, 1) + 4 * 64 * 56 * 2 <= banded <= x.nbytes
+    layer = im2row.Conv2d(w, b, padding=1, plan=nhwc_plan, threads=1)
+    layer(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    assert layer.workspace_bytes == banded
 
 
 # -- views and out= -------------------------------------------------------------------------

@@ -169,6 +169,12 @@ typedef void (*im2row_dwconv_nhwc_fn)(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t
                                       ptrdiff_t a_step, const float *w, float *out,
                                       ptrdiff_t out_stride);
 
+/* ---- f32-transpose: layout changes between planes and channels-last bands -------------------
+ * dst[j*ldd + i] = src[i*lds + j] for i in [0, rows), j in [0, cols); src and dst must not
+ * overlap.  Never allocates; touches nothing outside the two strided views. */
+typedef void (*im2row_transpose_fn)(ptrdiff_t rows, ptrdiff_t cols, const float *src,
+                                    ptrdiff_t lds, float *dst, ptrdiff_t ldd);
+
 typedef struct im2row_kernels {
     const char *isa;          /* "scalar", "avx2", "avx512", "neon" */
     im2row_gather_fn gather;
@@ -181,6 +187,7 @@ typedef struct im2row_kernels {
     ptrdiff_t igemm_nhwc_mr;  /* output pixels per register tile (the driver's band unit) */
     ptrdiff_t igemm_nhwc_nr;  /* panel width expected by `igemm_nhwc`'s packed weights */
     im2row_dwconv_nhwc_fn dwconv_nhwc;
+    im2row_transpose_fn transpose;
 } im2row_kernels;
 
 /* CPU features, detected once. */
@@ -219,6 +226,7 @@ void im2row_igemm_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdi
 void im2row_dwconv_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t,
                                 ptrdiff_t, const float *, float *, ptrdiff_t);
 extern const ptrdiff_t im2row_igemm_nhwc_mr__scalar, im2row_igemm_nhwc_nr__scalar;
+void im2row_transpose__scalar(ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *, ptrdiff_t);
 
 #ifdef __cplusplus
 }
