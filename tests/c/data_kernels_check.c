@@ -1,5 +1,5 @@
 /* Standalone checker and micro-benchmark for the data-movement and depthwise kernels
- * (f32-gather, f32-scatter-bias, f32-dwconv).
+ * (f32-gather, f32-scatter-bias, f32-transpose, f32-dwconv).
  *
  *   data_kernels_check [check]        every compiled SIMD variant usable on this CPU against
  *                                     the scalar one, and the scalar one against a naive
@@ -29,6 +29,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 void im2row_gather__avx2(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 void im2row_scatter_bias__avx2(float *, ptrdiff_t, const float *, ptrdiff_t, float);
+void im2row_transpose__avx2(ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *, ptrdiff_t);
 void im2row_dwconv__avx2(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                          ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                          ptrdiff_t, ptrdiff_t, float);
@@ -51,6 +52,7 @@ void im2row_scatter_bias__avx512(float *, ptrdiff_t, const float *, ptrdiff_t, f
 #if defined(__aarch64__)
 void im2row_gather__neon(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 void im2row_scatter_bias__neon(float *, ptrdiff_t, const float *, ptrdiff_t, float);
+void im2row_transpose__neon(ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *, ptrdiff_t);
 void im2row_dwconv__neon(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                          ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                          ptrdiff_t, ptrdiff_t, float);
@@ -62,6 +64,7 @@ typedef struct {
     im2row_gather_fn gather;
     im2row_scatter_fn scatter;
     im2row_dwconv_fn dwconv;
+    im2row_transpose_fn transpose;
 } variant;
 
 static variant g_var[4];
@@ -70,20 +73,20 @@ static int g_nvar;
 static void init_variants(void)
 {
     g_var[g_nvar++] = (variant){"scalar", 1, im2row_gather__scalar, im2row_scatter_bias__scalar,
-                                im2row_dwconv__scalar};
+                                im2row_dwconv__scalar, im2row_transpose__scalar};
 #if defined(__x86_64__) || defined(_M_X64)
     __builtin_cpu_init();
     int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     g_var[g_nvar++] = (variant){"avx2", avx2, im2row_gather__avx2, im2row_scatter_bias__avx2,
-                                im2row_dwconv__avx2};
+                                im2row_dwconv__avx2, im2row_transpose__avx2};
     g_var[g_nvar++] = (variant){"avx512", avx512, GATHER_AVX512, SCATTER_AVX512,
-                                im2row_dwconv__avx512};
+                                im2row_dwconv__avx512, im2row_transpose__avx2};
 #endif
 #if defined(__aarch64__)
     g_var[g_nvar++] = (variant){"neon", 1, im2row_gather__neon, im2row_scatter_bias__neon,
-                                im2row_dwconv__neon};
+                                im2row_dwconv__neon, im2row_transpose__neon};
 #endif
 }
 
@@ -214,6 +217,44 @@ static void check_scatter(void)
         gfree(gd);
     }
     printf("scatter_bias: %ld variant calls checked\n", calls);
+}
+
+/* ---- transpose ------------------------------------------------------------------------ */
+
+/* rows x cols from a source of row stride lds (against a guard page) into a destination of
+ * row stride ldd whose gaps are sentinels: every element moved, nothing else written. */
+static void check_transpose(void)
+{
+    long calls = 0;
+    for (int c = 0; c < 3000; c++) {
+        ptrdiff_t rows = c < 400 ? c % 20 : rint_in(0, 70);
+        ptrdiff_t cols = c < 400 ? c / 20 : rint_in(0, 70);
+        ptrdiff_t lds = cols + (c % 3 ? rint_in(0, 9) : 0), ldd = rows + (c % 2 ? rint_in(0, 9) : 0);
+        size_t src_n = (size_t)(rows > 0 ? (rows - 1) * lds + cols : 0);
+        size_t dst_n = (size_t)(cols > 0 ? (cols - 1) * ldd + rows : 0);
+        guarded gs = galloc(src_n ? src_n : 1, (int)(rnd() & 1));
+        guarded gd = galloc(dst_n ? dst_n : 1, (int)(rnd() & 1));
+        for (size_t i = 0; i < src_n; i++) gs.p[i] = rfloat();
+        for (int v = 0; v < g_nvar; v++) {
+            if (!g_var[v].usable) continue;
+            for (size_t i = 0; i < dst_n; i++) gd.p[i] = -777.0f;
+            g_var[v].transpose(rows, cols, gs.p, lds, gd.p, ldd);
+            calls++;
+            for (ptrdiff_t j = 0; j < cols; j++)
+                for (ptrdiff_t i = 0; i < ldd && j * ldd + i < (ptrdiff_t)dst_n; i++) {
+                    float want = i < rows ? gs.p[i * lds + j] : -777.0f;
+                    if (!same_bits(gd.p[j * ldd + i], want)) {
+                        FAIL("transpose[%s] %tdx%td lds=%td ldd=%td: dst[%td][%td]=%g want %g",
+                             g_var[v].isa, rows, cols, lds, ldd, j, i, gd.p[j * ldd + i], want);
+                        j = cols;
+                        break;
+                    }
+                }
+        }
+        gfree(gs);
+        gfree(gd);
+    }
+    printf("transpose: %ld variant calls checked\n", calls);
 }
 
 /* ---- dwconv ---------------------------------------------------------------------------- */
@@ -572,6 +613,7 @@ int main(int argc, char **argv)
     }
     check_gather();
     check_scatter();
+    check_transpose();
     check_dwconv();
     if (g_fail) {
         printf("FAILED: %d mismatches\n", g_fail);
