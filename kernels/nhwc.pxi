@@ -84,6 +84,13 @@ cdef int _nhwc_code(str algorithm) except -1:
                          f"known: {sorted(NHWC_ALGORITHMS)}") from None
 
 
+DEF LINE_FLOATS = 16     # floats per 64-byte cache line
+
+
+cdef inline Py_ssize_t _round_up(Py_ssize_t n, Py_ssize_t unit) noexcept nogil:
+    return (n + unit - 1) // unit * unit
+
+
 cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhwc_kernels *kern,
                     Py_ssize_t batch, int threads, bint nchw, NhwcWork *w) except -1:
     cdef Py_ssize_t ow, K
@@ -129,12 +136,16 @@ cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhw
     w.span = 0
     w.band_in = 0
     if nchw:
+        # The transposed bands start on cache lines (run() aligns the scratch): the kernels'
+        # vector loads of a pixel's channels then split no line, which measured up to 2x
+        # faster on channels-last depthwise rows.
+        w.table_floats = _round_up(w.table_floats, LINE_FLOATS)
         w.span = (w.RB - 1) * g.sh + (g.kh - 1) * g.dh + 1
         if w.span > g.H:
             w.span = g.H
-        w.band_in = w.span * g.W * g.C
-        w.thread_floats += w.band_in + w.RB * g.OW * g.OC
-        w.thread_floats += w.thread_floats & 1
+        w.band_in = _round_up(w.span * g.W * g.C, LINE_FLOATS)
+        w.thread_floats = _round_up(w.table_floats + w.band_in + w.RB * g.OW * g.OC,
+                                    LINE_FLOATS)
     return 0
 
 
@@ -149,7 +160,7 @@ def nhwc_scratch_floats(tuple spec, str algorithm, Py_ssize_t row_block, KernelS
     _geometry(spec, &g)
     _nhwc_work(&g, _nhwc_code(algorithm), row_block, <const nhwc_kernels *>kernels.kern,
                batch if batch > 0 else 1, nthreads, nchw, &w)
-    return w.zero_floats + w.thread_floats * nthreads
+    return w.zero_floats + w.thread_floats * nthreads + (LINE_FLOATS if nchw else 0)
 
 
 def pack_weights_nhwc(tuple spec, str algorithm, cnp.ndarray weight, object bias,
@@ -283,9 +294,11 @@ cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *k
         row0 = ih_lo
         xs = mine + w.table_floats
         c = mine + w.table_floats + w.band_in
-        # (a channel's rows ih_lo..ih_hi are one run of its plane)
-        kern.transpose(g.C, (ih_hi - ih_lo) * g.W, x + ih_lo * g.W, g.H * g.W,
-                       mine + w.table_floats, g.C)
+        # (a channel's rows ih_lo..ih_hi are one run of its plane; none where the band's
+        # taps all fall in the padding, e.g. a dilated kernel taller than the top padding)
+        if ih_hi > ih_lo:
+            kern.transpose(g.C, (ih_hi - ih_lo) * g.W, x + ih_lo * g.W, g.H * g.W,
+                           mine + w.table_floats, g.C)
     m = nrows * g.OW
     if w.code == NHWC_DEPTHWISE:
         for oh in range(oh0, oh0 + nrows):
@@ -365,7 +378,7 @@ cdef class NhwcConvolution:
         cdef int nthreads = threads if threads > 0 else 1
         _nhwc_work(&self.g, self.code, self.row_block, self.kern, batch if batch > 0 else 1,
                    nthreads, self.nchw, &w)
-        return w.thread_floats * nthreads + w.zero_floats
+        return w.thread_floats * nthreads + w.zero_floats + (LINE_FLOATS if self.nchw else 0)
 
     def run(self, cnp.ndarray x not None, cnp.ndarray out not None, int threads=1):
         cdef NhwcWork w
@@ -399,13 +412,15 @@ cdef class NhwcConvolution:
             return out
         _nhwc_work(g, self.code, self.row_block, self.kern, N, nthreads, self.nchw, &w)
         w.kslice = self.kslice
-        total = w.thread_floats * nthreads
+        total = w.thread_floats * nthreads + (LINE_FLOATS if self.nchw else 0)
         work = self._pool.take(total)
         xp = <const float *>cnp.PyArray_DATA(x)
         wp = <const float *>cnp.PyArray_DATA(self.weights)
         op = <float *>cnp.PyArray_DATA(out)
         zero = <const float *>cnp.PyArray_DATA(self._zero)
         scratch = <float *>cnp.PyArray_DATA(work)
+        if self.nchw:       # from the first cache line boundary (the pool's arrays are not)
+            scratch += (LINE_FLOATS - (<size_t>scratch // sizeof(float)) % LINE_FLOATS) % LINE_FLOATS
         per_image = w.nbands * w.nchunks
         units = N * per_image
         try:

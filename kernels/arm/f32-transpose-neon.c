@@ -17,10 +17,15 @@ static inline void transpose_4x4(const float *src, ptrdiff_t lds, float *dst, pt
 void im2row_transpose__neon(ptrdiff_t rows, ptrdiff_t cols, const float *src, ptrdiff_t lds,
                             float *dst, ptrdiff_t ldd)
 {
+    if (rows <= 0 || cols <= 0) return;   /* the masks below assume both >= 0 */
     ptrdiff_t rows4 = rows & ~(ptrdiff_t)3, cols4 = cols & ~(ptrdiff_t)3;
-    for (ptrdiff_t i = 0; i < rows4; i += 4)
-        for (ptrdiff_t j = 0; j < cols4; j += 4)
-            transpose_4x4(src + i * lds + j, lds, dst + j * ldd + i, ldd);
+    /* columns outer, rows inner: see the AVX2 variant */
+    for (ptrdiff_t j0 = 0; j0 < cols4; j0 += IM2ROW_TRANSPOSE_LINE) {
+        ptrdiff_t j1 = j0 + IM2ROW_TRANSPOSE_LINE < cols4 ? j0 + IM2ROW_TRANSPOSE_LINE : cols4;
+        for (ptrdiff_t i = 0; i < rows4; i += 4)
+            for (ptrdiff_t j = j0; j < j1; j += 4)
+                transpose_4x4(src + i * lds + j, lds, dst + j * ldd + i, ldd);
+    }
     if (cols4 < cols)
         im2row_transpose__scalar(rows4, cols - cols4, src + cols4, lds, dst + cols4 * ldd, ldd);
     if (rows4 < rows)

@@ -171,7 +171,9 @@ typedef void (*im2row_dwconv_nhwc_fn)(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t
 
 /* ---- f32-transpose: layout changes between planes and channels-last bands -------------------
  * dst[j*ldd + i] = src[i*lds + j] for i in [0, rows), j in [0, cols); src and dst must not
- * overlap.  Never allocates; touches nothing outside the two strided views. */
+ * overlap.  Never allocates; touches nothing outside the two strided views; rows or cols <= 0
+ * is an empty transpose. */
+#define IM2ROW_TRANSPOSE_LINE 16   /* columns per strip: one 64-byte line of source floats */
 typedef void (*im2row_transpose_fn)(ptrdiff_t rows, ptrdiff_t cols, const float *src,
                                     ptrdiff_t lds, float *dst, ptrdiff_t ldd);
 

@@ -28,10 +28,18 @@ static inline void transpose_8x8(const float *src, ptrdiff_t lds, float *dst, pt
 void im2row_transpose__avx2(ptrdiff_t rows, ptrdiff_t cols, const float *src, ptrdiff_t lds,
                             float *dst, ptrdiff_t ldd)
 {
+    if (rows <= 0 || cols <= 0) return;   /* the masks below assume both >= 0 */
     ptrdiff_t rows8 = rows & ~(ptrdiff_t)7, cols8 = cols & ~(ptrdiff_t)7;
-    for (ptrdiff_t i = 0; i < rows8; i += 8)
-        for (ptrdiff_t j = 0; j < cols8; j += 8)
-            transpose_8x8(src + i * lds + j, lds, dst + j * ldd + i, ldd);
+    /* Columns outer, rows inner (IM2ROW_TRANSPOSE_LINE at a time): destination rows are
+     * written whole while their lines are in L1 and each source line is used up in one pass,
+     * whatever the sizes (rows first measured 4-10x slower once the destination outgrew L1:
+     * every pass re-fetched each partly written line). */
+    for (ptrdiff_t j0 = 0; j0 < cols8; j0 += IM2ROW_TRANSPOSE_LINE) {
+        ptrdiff_t j1 = j0 + IM2ROW_TRANSPOSE_LINE < cols8 ? j0 + IM2ROW_TRANSPOSE_LINE : cols8;
+        for (ptrdiff_t i = 0; i < rows8; i += 8)
+            for (ptrdiff_t j = j0; j < j1; j += 8)
+                transpose_8x8(src + i * lds + j, lds, dst + j * ldd + i, ldd);
+    }
     if (cols8 < cols)
         im2row_transpose__scalar(rows8, cols - cols8, src + cols8, lds, dst + cols8 * ldd, ldd);
     if (rows8 < rows)

@@ -254,6 +254,24 @@ static void check_transpose(void)
         gfree(gs);
         gfree(gd);
     }
+    /* A negative extent (a band that reads only padding) is empty: nothing read or written
+     * (the guard pages on either side of one-float views catch a stray access). */
+    static const ptrdiff_t empty[][2] = {{-3, 5}, {5, -2}, {-1, -1}, {-9, 17}, {17, -9}};
+    for (int side = 0; side < 2; side++)
+        for (size_t e = 0; e < sizeof empty / sizeof empty[0]; e++) {
+            guarded gs = galloc(1, side), gd = galloc(1, side);
+            gs.p[0] = 1.0f, gd.p[0] = -777.0f;
+            for (int v = 0; v < g_nvar; v++) {
+                if (!g_var[v].usable) continue;
+                g_var[v].transpose(empty[e][0], empty[e][1], gs.p, 1, gd.p, 1);
+                calls++;
+                if (!same_bits(gd.p[0], -777.0f))
+                    FAIL("transpose[%s] %tdx%td wrote its destination", g_var[v].isa,
+                         empty[e][0], empty[e][1]);
+            }
+            gfree(gs);
+            gfree(gd);
+        }
     printf("transpose: %ld variant calls checked\n", calls);
 }
 
