@@ -67,6 +67,7 @@ cdef struct NhwcWork:
     Py_ssize_t span             # NCHW: input rows a band reads (at most)
     Py_ssize_t table_floats     # one worker's pointer table and border vectors
     Py_ssize_t band_in          # NCHW: floats of a band's channels-last input
+    Py_ssize_t align_floats     # NCHW: slack to start the scratch on a cache line
     Py_ssize_t thread_floats    # one worker's scratch: table, then (NCHW) band input, output
 
 
@@ -135,6 +136,7 @@ cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhw
     w.table_floats = w.thread_floats
     w.span = 0
     w.band_in = 0
+    w.align_floats = LINE_FLOATS if nchw else 0
     if nchw:
         # The transposed bands start on cache lines (run() aligns the scratch): the kernels'
         # vector loads of a pixel's channels then split no line, which measured up to 2x
@@ -149,6 +151,11 @@ cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhw
     return 0
 
 
+cdef inline Py_ssize_t _nhwc_pool_floats(const NhwcWork *w, int nthreads) noexcept nogil:
+    """What run() takes from the pool: every worker's part and the alignment slack."""
+    return w.thread_floats * nthreads + w.align_floats
+
+
 def nhwc_scratch_floats(tuple spec, str algorithm, Py_ssize_t row_block, KernelSet kernels,
                         Py_ssize_t batch=1, int threads=1, bint nchw=False):
     """Floats of scratch an NHWC plan uses per call (NhwcConvolution.workspace_floats, without
@@ -160,7 +167,7 @@ def nhwc_scratch_floats(tuple spec, str algorithm, Py_ssize_t row_block, KernelS
     _geometry(spec, &g)
     _nhwc_work(&g, _nhwc_code(algorithm), row_block, <const nhwc_kernels *>kernels.kern,
                batch if batch > 0 else 1, nthreads, nchw, &w)
-    return w.zero_floats + w.thread_floats * nthreads + (LINE_FLOATS if nchw else 0)
+    return w.zero_floats + _nhwc_pool_floats(&w, nthreads)
 
 
 def pack_weights_nhwc(tuple spec, str algorithm, cnp.ndarray weight, object bias,
@@ -294,11 +301,10 @@ cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *k
         row0 = ih_lo
         xs = mine + w.table_floats
         c = mine + w.table_floats + w.band_in
-        # (a channel's rows ih_lo..ih_hi are one run of its plane; none where the band's
-        # taps all fall in the padding, e.g. a dilated kernel taller than the top padding)
-        if ih_hi > ih_lo:
-            kern.transpose(g.C, (ih_hi - ih_lo) * g.W, x + ih_lo * g.W, g.H * g.W,
-                           mine + w.table_floats, g.C)
+        # (a channel's rows ih_lo..ih_hi are one run of its plane; none, ih_hi <= ih_lo, an
+        # empty transpose, where the band's taps all fall in the padding)
+        kern.transpose(g.C, (ih_hi - ih_lo) * g.W, x + ih_lo * g.W, g.H * g.W,
+                       mine + w.table_floats, g.C)
     m = nrows * g.OW
     if w.code == NHWC_DEPTHWISE:
         for oh in range(oh0, oh0 + nrows):
@@ -378,7 +384,7 @@ cdef class NhwcConvolution:
         cdef int nthreads = threads if threads > 0 else 1
         _nhwc_work(&self.g, self.code, self.row_block, self.kern, batch if batch > 0 else 1,
                    nthreads, self.nchw, &w)
-        return w.thread_floats * nthreads + w.zero_floats + (LINE_FLOATS if self.nchw else 0)
+        return _nhwc_pool_floats(&w, nthreads) + w.zero_floats
 
     def run(self, cnp.ndarray x not None, cnp.ndarray out not None, int threads=1):
         cdef NhwcWork w
@@ -412,7 +418,7 @@ cdef class NhwcConvolution:
             return out
         _nhwc_work(g, self.code, self.row_block, self.kern, N, nthreads, self.nchw, &w)
         w.kslice = self.kslice
-        total = w.thread_floats * nthreads + (LINE_FLOATS if self.nchw else 0)
+        total = _nhwc_pool_floats(&w, nthreads)
         work = self._pool.take(total)
         xp = <const float *>cnp.PyArray_DATA(x)
         wp = <const float *>cnp.PyArray_DATA(self.weights)
