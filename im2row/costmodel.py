@@ -49,6 +49,9 @@ GEMM_MC = 256             # weight rows per block: the patch matrix streams once
 C_TILE_OPS = 2            # a load and a store per accumulator per k slice
 GATHER_SLOWDOWN = {1: 1.0, 2: 2.0}   # per written float vs a copy; other strides: scalar
 SCALAR_GATHER_SLOWDOWN = 4.0
+# f32-transpose (8 x 8 / 4 x 4 register blocks, masked edges): each float is read in a line
+# and written in a line segment of a block's width, a strided store per 8 (4) floats.
+TRANSPOSE_SLOWDOWN = 1.5
 # Each gathered row segment pays its bounds prologue and a vector tail: about a vector
 # loop's worth of floats (kernels/include/gather-common.h gather_interval).
 GATHER_SEGMENT_FLOATS = 32
@@ -56,6 +59,10 @@ GATHER_SEGMENT_FLOATS = 32
 DW_ROWS = 4        # output rows per block sharing each loaded input vector
 DW_POINTER = 0.5   # other stride 1/2 cases: bound by L2->L1 traffic (two fresh rows per row)
 DW_GENERIC = 0.25  # taps in a runtime loop
+DW_CHANNELS = 0.25  # channels-last kernel: an input load per FMA, measured at 25-30% of peak
+# The planar kernel's fixed cost per output row of a plane (row setup, edge vectors, the
+# taps' pointers), in vector FMAs: it dominates maps of 28 x 28 and less.
+DW_ROW_FMAS = 64
 # Threads sharing one buffer meet at a barrier per band; a woken thread's scheduling delay
 # (tens of microseconds, far more on a loaded machine) is about 20 calls' fixed overhead.
 BAND_SYNC_CALLS = 20
@@ -340,12 +347,13 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
             # the planes transposed into channels-last blocks and the output rows back
             hp, wp = padded_extent(spec)
             moved = 4.0 * (spec.in_channels * hp * wp + spec.out_channels * oh * ow)
-            fill = moved * SCALAR_GATHER_SLOWDOWN / h.bandwidth(4.0 * blocks * hp * wp)
+            fill = moved * TRANSPOSE_SLOWDOWN / h.bandwidth(4.0 * blocks * hp * wp)
             lanes = blocks / _round_up(blocks, h.vector)
-            compute = 2.0 * fmas / (h.gemm_flops * DW_POINTER * lanes)
+            compute = 2.0 * fmas / (h.gemm_flops * DW_CHANNELS * lanes)
             return max(compute, stream) + fill, -(-spec.in_channels // blocks), 1
         compute = 2.0 * fmas / (h.gemm_flops * unit * lanes)
-        return max(compute, stream) + fill, spec.groups, 1
+        rows = spec.out_channels * oh * DW_ROW_FMAS * 2.0 * h.vector / h.gemm_flops
+        return max(compute + rows, stream) + fill, spec.groups, 1
     if algo == "pointwise":
         view = (sh == sw == 1 and not spec.has_padding)
         b_bytes = 4.0 * cg * oh * ow

@@ -171,9 +171,6 @@ def padded_extent(spec: ConvSpec) -> tuple:
             (spec.out_width - 1) * sw + (spec.kernel_w - 1) * dw + 1)
 
 
-VECTOR_FLOATS = {"avx512": 16, "avx2": 8, "neon": 4}
-
-
 def dw_block_for_l1(spec: ConvSpec) -> int:
     """The default channel block of the channel-blocked depthwise path: the most whole
     16-float vectors of channels whose padded block and output row fit in the L1 (the block
@@ -446,16 +443,12 @@ def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
     algorithms = valid_algorithms(spec)
     out = []
     if "depthwise" in algorithms:
+        # planar (vectorised along rows) and, where SIMD transposes exist, by channel blocks
+        # (vectorised across channels): the cost model weighs row length against transposes
+        out.append(Plan("depthwise"))
         blocks = dw_block_for_l1(spec) if isa != "scalar" else 0
-        # Rows that fill at most half a vector (less than one at strides > 1, whose planar
-        # path reads two input rows per output row): vectorise across channels instead.
-        vector = VECTOR_FLOATS.get(isa, 4)
-        narrow = (2 * spec.out_width <= vector
-                  or effective_axes(spec)[1] > 1 and spec.out_width < vector)
-        if blocks and narrow:
+        if blocks:
             out.append(Plan("depthwise", channel_block=blocks))
-        else:
-            out.append(Plan("depthwise"))
     if "pointwise" in algorithms:
         out.append(Plan("pointwise", gemm=gemm))
     if "rowwise" in algorithms and gemm == "packed":

@@ -458,29 +458,26 @@ cdef void _depthwise_block(const Geometry *g, const Schedule *s, const im2row_ke
     cdef float *blk = scratch
     cdef float *row = scratch + s.CC * hp * wp
     cdef const float **a = _pointer_area(g, ALG_DEPTHWISE, s, scratch)
-    cdef const float *src
+    cdef const nhwc_kernels *nk = <const nhwc_kernels *>kern
     cdef float *dst
-    cdef Py_ssize_t r, q, c, ih, oy, ox, i, j, iw0, iw1
-    # zeros, then block row by block row: each channel's input row read in order and
-    # written across the block row (wp * cb floats, in L1 while it is filled)
-    memset(blk, 0, hp * wp * cb * sizeof(float))
+    cdef Py_ssize_t r, ih, oy, i, j, iw0, iw1
+    # Block row by block row: the padding zeroed, each input row of the block's channels
+    # transposed across the row (wp * cb floats, in L1 while it is filled).
     iw0 = g.pl if g.pl < wp else wp
     iw1 = g.pl + g.W if g.pl + g.W < wp else wp
     for r in range(hp):
         ih = r - g.pt
+        dst = blk + r * wp * cb
         if ih < 0 or ih >= g.H:
+            memset(dst, 0, wp * cb * sizeof(float))
             continue
-        for c in range(cb):
-            src = x + ((c0 + c) * g.H + ih) * g.W
-            dst = blk + r * wp * cb + c
-            for q in range(iw0, iw1):
-                dst[q * cb] = src[q - g.pl]
+        memset(dst, 0, iw0 * cb * sizeof(float))
+        memset(dst + iw1 * cb, 0, (wp - iw1) * cb * sizeof(float))
+        nk.transpose(cb, iw1 - iw0, x + (c0 * g.H + ih) * g.W + iw0 - g.pl, g.H * g.W,
+                     dst + iw0 * cb, cb)
     for oy in range(g.OH):
         for i in range(g.kh):
             for j in range(g.kw):
                 a[i * g.kw + j] = blk + ((oy * g.sh + i * g.dh) * wp + j * g.dw) * cb
-        (<const nhwc_kernels *>kern).dwconv_nhwc(g.OW, cb, ks, a, 0, g.sw * cb,
-                                                 wblocks + b * (1 + ks) * s.CC, row, cb)
-        for c in range(cb):
-            for ox in range(g.OW):
-                out[(c0 + c) * plane + oy * g.OW + ox] = row[ox * cb + c]
+        nk.dwconv_nhwc(g.OW, cb, ks, a, 0, g.sw * cb, wblocks + b * (1 + ks) * s.CC, row, cb)
+        nk.transpose(g.OW, cb, row, cb, out + c0 * plane + oy * g.OW, plane)

@@ -240,7 +240,7 @@ static void dwconv_case(const conv *g)
             for (size_t i = 0; i < out_len; i++) gout.p[i] = SENTINEL;
             if (mode == 0) {          /* a table, pixels in random chunks */
                 for (ptrdiff_t p0 = 0, m; p0 < M; p0 += m) {
-                    m = rint_in(1, 5);
+                    m = rint_in(1, 19);   /* every pixel-group cascade (8, 4, 2, 1) and chunk */
                     if (m > M - p0) m = M - p0;
                     g_var[v].dwconv(m, C, ks, a + p0 * ks, ks, 0, gw.p, gout.p + p0 * stride, stride);
                 }
@@ -322,6 +322,12 @@ static void bench(void)
         {144, 56, 56, 144, 144, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 56, 56}, /* mobilenet_v2 depthwise */
         {96, 112, 112, 96, 96, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 56, 56},  /* ... stride 2 */
         {32, 112, 112, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 112, 112},
+        /* channel blocks of NCHW depthwise (a vector or two of channels, any ks) */
+        {16, 28, 28, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 28, 28},
+        {32, 14, 14, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 14, 14},
+        {16, 56, 56, 16, 16, 7, 7, 1, 1, 1, 1, 3, 3, 3, 3, 56, 56},
+        {32, 14, 14, 32, 32, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, 14, 14},
+        {48, 14, 14, 48, 48, 7, 7, 1, 1, 1, 1, 3, 3, 3, 3, 14, 14},
     };
     for (size_t li = 0; li < sizeof layers / sizeof *layers; li++) {
         const conv *g = &layers[li];
@@ -346,8 +352,9 @@ static void bench(void)
                 if (t < best) best = t;
             }
             if (dw)
-                printf("%-7s dwconv-nhwc C=%td %tdx%td k=%td: %.3f ms, %.1f GB/s (in + out)\n", g_var[v].isa, g->C,
-                       g->H, g->W, g->kh, best * 1e3, 4.0 * (g->H * g->W * g->C + M * g->OC) / best * 1e-9);
+                printf("%-7s dwconv-nhwc C=%td %tdx%td k=%td: %.3f ms, %.1f GB/s (in + out), %.1f GF/s\n", g_var[v].isa,
+                       g->C, g->H, g->W, g->kh, best * 1e3, 4.0 * (g->H * g->W * g->C + M * g->OC) / best * 1e-9,
+                       2.0 * M * g->C * ks / best * 1e-9);
             else
                 printf("%-7s igemm-nhwc C=%td OC=%td %tdx%td k=%td kslice=%td: %.3f ms, %.1f GF/s\n", g_var[v].isa, g->C, g->OC,
                        g->H, g->W, g->kh, kslice(g_var[v].mr, g_var[v].nr), best * 1e3, 2.0 * M * g->OC * K / best * 1e-9);
