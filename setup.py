@@ -23,7 +23,9 @@ ISA_FLAGS = {
     "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma"],
     "neon": [],
 }
-BASE_FLAGS = ["-O3", "-std=c99", "-fno-strict-aliasing"]
+# incompatible pointer types: a kernel declared with the wrong signature in dispatch.c is a
+# build error, not a warning in a log nobody reads
+BASE_FLAGS = ["-O3", "-std=c99", "-fno-strict-aliasing", "-Werror=incompatible-pointer-types"]
 
 
 def target_arch():
