@@ -132,7 +132,9 @@ def plan_str(plan) -> str:
     if plan.algorithm == "incremental":
         text += f" B{plan.column_block}"
     if plan.algorithm == "depthwise":
-        return f"{text}/{plan.isa}"  # direct kernel: the gemm field does not apply
+        # direct kernel (the gemm field does not apply): planar, or by channel blocks
+        blocks = f" ch{plan.channel_block}" if plan.channel_block else ""
+        return f"{text}{blocks}/{plan.isa}"
     text += f" {plan.gemm}"
     if plan.gemm == "packed":
         text += f"/{plan.isa}"
