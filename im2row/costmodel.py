@@ -343,13 +343,16 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
         from .plan import depthwise_blocks, padded_extent
         blocks = depthwise_blocks(spec, plan)
         if blocks:
-            # vectorised across channels (an input and a weight vector per FMA: half rate);
-            # the planes transposed into channels-last blocks and the output rows back
+            # vectorised across channels (an input vector loaded per FMA, from L2 at half
+            # the rate once the block outgrows L1); the planes transposed into channels-last
+            # blocks and the output rows back
             hp, wp = padded_extent(spec)
+            block_bytes = 4.0 * blocks * hp * wp
             moved = 4.0 * (spec.in_channels * hp * wp + spec.out_channels * oh * ow)
-            fill = moved * TRANSPOSE_SLOWDOWN / h.bandwidth(4.0 * blocks * hp * wp)
+            fill = moved * TRANSPOSE_SLOWDOWN / h.bandwidth(block_bytes)
             lanes = blocks / _round_up(blocks, h.vector)
-            compute = 2.0 * fmas / (h.gemm_flops * DW_CHANNELS * lanes)
+            rate = DW_CHANNELS * (1.0 if block_bytes <= h.l1 else 0.5)
+            compute = 2.0 * fmas / (h.gemm_flops * rate * lanes)
             return max(compute, stream) + fill, -(-spec.in_channels // blocks), 1
         compute = 2.0 * fmas / (h.gemm_flops * unit * lanes)
         rows = spec.out_channels * oh * DW_ROW_FMAS * 2.0 * h.vector / h.gemm_flops

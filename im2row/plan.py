@@ -447,7 +447,9 @@ def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
         # (vectorised across channels): the cost model weighs row length against transposes
         out.append(Plan("depthwise"))
         blocks = dw_block_for_l1(spec) if isa != "scalar" else 0
-        if blocks:
+        hp, wp = padded_extent(spec)
+        l2 = hwinfo.cache_sizes().get("l2") or 256 << 10
+        if blocks and 4 * blocks * hp * wp <= l2 // 2:   # larger maps: the block streams
             out.append(Plan("depthwise", channel_block=blocks))
     if "pointwise" in algorithms:
         out.append(Plan("pointwise", gemm=gemm))
