@@ -351,11 +351,11 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
             moved = 4.0 * (spec.in_channels * hp * wp + spec.out_channels * oh * ow)
             fill = moved * TRANSPOSE_SLOWDOWN / h.bandwidth(block_bytes)
             lanes = blocks / _round_up(blocks, h.vector)
-            # 3x3 runs one pixel at a time, a chain of 9 FMAs per vector of the block (at
-            # most 2): a single vector's chain leaves the pipes idle on FMA latency
-            chains = min(max(blocks // h.vector, 1), 2) if spec.kernel_h * spec.kernel_w == 9 else 8
-            rate = (DW_CHANNELS * min(1.0, chains / 2)
-                    * (1.0 if block_bytes <= h.l1 else 0.5))
+            # 3x3 takes up to 2 vectors of the block per pixel; a block of one vector shares
+            # each pixel's fixed work (nine tap pointers, the store) among half the FMAs and
+            # measured at about half the rate
+            vectors = min(max(blocks // h.vector, 1), 2) if spec.kernel_h * spec.kernel_w == 9 else 2
+            rate = DW_CHANNELS * vectors / 2 * (1.0 if block_bytes <= h.l1 else 0.5)
             compute = 2.0 * fmas / (h.gemm_flops * rate * lanes)
             return max(compute, stream) + fill, -(-spec.in_channels // blocks), 1
         compute = 2.0 * fmas / (h.gemm_flops * unit * lanes)

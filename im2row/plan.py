@@ -447,9 +447,7 @@ def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
         # (vectorised across channels): the cost model weighs row length against transposes
         out.append(Plan("depthwise"))
         blocks = dw_block_for_l1(spec) if isa != "scalar" else 0
-        hp, wp = padded_extent(spec)
-        l2 = hwinfo.cache_sizes().get("l2") or 256 << 10
-        if blocks and 4 * blocks * hp * wp <= l2 // 2:   # larger maps: the block streams
+        if blocks and _dw_block_fits_half_l2(spec, blocks):
             out.append(Plan("depthwise", channel_block=blocks))
     if "pointwise" in algorithms:
         out.append(Plan("pointwise", gemm=gemm))
@@ -474,13 +472,25 @@ def _lean_plan(spec: ConvSpec, isa: str):
     return Plan("classic", 0, 1, gemm="sgemm" if isa == "scalar" else "packed")
 
 
+def _l2_bytes() -> int:
+    """This host's L2 (hwinfo.cache_sizes), 256 KB where it is unknown."""
+    return hwinfo.cache_sizes().get("l2") or 256 << 10
+
+
+def _dw_block_fits_half_l2(spec: ConvSpec, blocks: int) -> bool:
+    """The channel-blocked depthwise path as a default: where one padded channels-last block
+    stays in half the L2 (larger maps stream the block from L3 on every tap)."""
+    hp, wp = padded_extent(spec)
+    return 4 * blocks * hp * wp <= _l2_bytes() // 2
+
+
 def _output_fits_half_l2(spec: ConvSpec) -> bool:
     """Classic in input-channel passes re-reads one group's output once per pass: a default
     where that output stays in (half) this host's L2, or where the weights outweigh it
     WEIGHTS_OVER_OUTPUT times (the other algorithms stream all the weights again for every
     GEMM call of a band or class, classic once per pass).  Other large maps have wide GEMMs
     within budget anyway (incremental and rowwise bands)."""
-    l2 = hwinfo.cache_sizes().get("l2") or 256 << 10
+    l2 = _l2_bytes()
     output = 4 * spec.group_out_channels * spec.out_height * spec.out_width
     weights = 4 * spec.group_out_channels * spec.group_in_channels * spec.kernel_h * spec.kernel_w
     return output <= l2 // 2 or weights >= WEIGHTS_OVER_OUTPUT * output

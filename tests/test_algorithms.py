@@ -325,9 +325,9 @@ def test_packed_gemm_block_edges(m, n, k, plan_isa, rng):
 @pytest.mark.parametrize("width", [1, 7, 8, 9, 17])
 @pytest.mark.parametrize("channels,channel_block", [(3, 2), (9, 8), (33, 16), (40, 40)])
 def test_depthwise_channel_blocks_edge_transposes(width, channels, channel_block, isa, rng):
-    """The channel-blocked path's transposes on every ISA: input rows and output rows of 1-17
-    pixels against blocks of 1-40 channels (the last one short) (the SIMD transposes' 8 x 8 blocks, their masked
-    edges and the scalar fallback), padding wider than the row, stride 2 and 1."""
+    """The channel-blocked path's transposes on every ISA: input and output rows of 1-17 pixels
+    against blocks of 2-40 channels, a short last block included (the SIMD transposes' 8 x 8
+    blocks, their masked edges, the scalar variant), padding wider than the row, stride 1 and 2."""
     for conv in (dict(stride=1, padding=(1, 3, 2, 4)), dict(stride=2, padding=1)):
         x, w, b = make_operands(rng, (2, channels, 5, width), (channels, 1, 3, 3))
         plan = im2row.Plan("depthwise", channel_block=channel_block)
