@@ -316,10 +316,51 @@ def _phase_width(spec: ConvSpec, sw: int, dw: int) -> int:
     return spec.out_width + ((spec.kernel_w - 1) * dw) // sw
 
 
+def _nhwc_image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
+    """(seconds, parallel units, bands) of a channels-last GEMM plan (indirect or rowwise):
+    pixel tiles of MR x NR output channels over every k slice of every panel, the weights
+    streamed again by every band, the band's pointer table written, and for an NCHW caller
+    each band's input rows transposed in and its output rows transposed out."""
+    from .plan import nhwc_row_block
+
+    tile = _core.igemm_nhwc_tile(hwinfo.kernel_set(h.isa))
+    g, cg, ocg = spec.groups, spec.group_in_channels, spec.group_out_channels
+    oh, ow = spec.out_height, spec.out_width
+    k = cg * spec.kernel_h * spec.kernel_w
+    rows = nhwc_row_block(spec, plan)
+    bands = -(-oh // rows)
+    # a band's last tile has its own pixel count (compiled variants of 1..MR pixels), bound
+    # by FMA latency below FMA_LATENCY_X_PORTS accumulators (two vectors per pixel)
+    tail = rows * ow % tile["mr"]
+    pixels = rows * ow - tail
+    if tail:
+        pixels += tail / min(1.0, 2.0 * tail / FMA_LATENCY_X_PORTS)
+    slices = -(-k // tile["kslice"])
+    compute = (2.0 * bands * pixels * _round_up(ocg, h.vector) * g * (k + C_TILE_OPS * slices)
+               / h.gemm_flops)
+    # every band streams all the weights again, from beyond the L2 where they outgrow it
+    # (as _gemm_seconds: nothing fetches them ahead of the tiles)
+    weights = 4.0 * spec.out_channels * k
+    stream = bands * weights / h.bandwidth(weights)
+    gemm = compute + stream if weights > h.l2 else max(compute, stream)
+    taps = spec.kernel_h if plan.algorithm == "rowwise" else spec.kernel_h * spec.kernel_w
+    pointers = 8.0 * oh * ow * taps / h.copy_l2
+    moved = 0.0
+    if spec.layout != "NHWC":
+        span = min((rows - 1) * spec.stride_h + (spec.kernel_h - 1) * spec.dilation_h + 1,
+                   spec.height)
+        band_in = 4.0 * span * spec.width * spec.in_channels
+        moved = (bands * band_in + 4.0 * spec.out_channels * oh * ow) * TRANSPOSE_SLOWDOWN
+        moved /= h.bandwidth(band_in + 4.0 * rows * ow * spec.out_channels)
+    return gemm + pointers + moved, bands, bands
+
+
 def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     """(seconds for one image on one thread, parallel units, bands) of a plan."""
     from .plan import core_spec, effective_axes
 
+    if plan.layout == "NHWC" and plan.algorithm in ("indirect", "rowwise"):
+        return _nhwc_image_seconds(spec, plan, h)
     sh, sw, dh, dw = effective_axes(spec)
 
     g, cg, ocg = spec.groups, spec.group_in_channels, spec.group_out_channels
@@ -429,7 +470,11 @@ def predict(spec: ConvSpec, plan, threads: int = 1, host_params: Host | None = N
     batch = max(spec.batch, 1)
     threads = max(int(threads), 1)
     total = one * batch
-    if threads > 1:
+    if threads > 1 and plan.layout == "NHWC":
+        # the workers take bands of output rows (of every image)
+        units = batch * units
+        total = total * (-(-units // threads)) / units
+    elif threads > 1:
         # How the core splits the call (_core.parallel_mode): whole (image, group) tasks,
         # column classes / row bands with a buffer each, or the output channels of a shared
         # buffer (a barrier per band).

@@ -456,10 +456,23 @@ def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
         out += [Plan("rowwise", 0, 0, band, gemm="packed") for band in bands]
     if "incremental" in algorithms and not spec.is_pointwise:
         out += _incremental_candidates(spec, gemm, threads)
+    if _nhwc_candidate_for_nchw(spec, isa):
+        out.append(Plan("indirect", gemm="packed", layout="NHWC"))
     out.append(Plan("classic", gemm=gemm))
     if not spec.is_pointwise and _output_fits_half_l2(spec):
         out += [Plan("classic", 0, per_pass, gemm=gemm) for per_pass in input_passes(spec)]
     return out
+
+
+def _nhwc_candidate_for_nchw(spec: ConvSpec, isa: str) -> bool:
+    """The channels-last indirect GEMM as a default for an NCHW caller (its bands transposed
+    in and out in scratch): dense k > 1 convolutions with more than a few input channels.
+    Measured 1.1-1.45x faster than the NCHW plans on 3x3 and 1x7 layers of 14x14-56x56 maps
+    with 64-512 channels (benchmarks/README.md, session 10); 1x1 layers (a GEMM on the
+    input itself) and the 3-channel stems (a tap feeds only C multiply-adds) lost."""
+    return (isa != "scalar" and spec.layout == "NCHW" and spec.groups == 1
+            and not spec.is_pointwise and spec.kernel_h * spec.kernel_w > 1
+            and spec.in_channels > NHWC_ROWWISE_MAX_CHANNELS)
 
 
 def _lean_plan(spec: ConvSpec, isa: str):

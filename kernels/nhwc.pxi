@@ -170,6 +170,14 @@ def nhwc_scratch_floats(tuple spec, str algorithm, Py_ssize_t row_block, KernelS
     return w.zero_floats + _nhwc_pool_floats(&w, nthreads)
 
 
+def igemm_nhwc_tile(KernelSet kernels):
+    """The channels-last GEMM's register tile and k slice as the cost model sees them: dict
+    mr (pixels per tile), nr (output channels per panel), kslice (k steps per weight slice)."""
+    cdef const nhwc_kernels *kern = <const nhwc_kernels *>kernels.kern
+    return {"mr": kern.igemm_nhwc_mr, "nr": kern.igemm_nhwc_nr,
+            "kslice": im2row_igemm_nhwc_kslice(kern.igemm_nhwc_mr, kern.igemm_nhwc_nr)}
+
+
 def pack_weights_nhwc(tuple spec, str algorithm, cnp.ndarray weight, object bias,
                       KernelSet kernels):
     """The (OC, Cg, kh, kw) weights and the bias as the NHWC kernels read them: per group,
