@@ -168,12 +168,12 @@ def _make_im2row(x, w, b, geo, threads, forced_default: bool, layout: str = "NCH
 
 def _predicted_ms(im2row, x_shape, w_shape, geo, padding, plan, threads, layout="NCHW"):
     """The cost model's time for the plan that runs (im2row.costmodel), or None (also for
-    channels-last plans, which the model does not cover)."""
+    plans the model does not cover: channels-last depthwise)."""
     try:
         from im2row import costmodel
     except ImportError:
         return None
-    if getattr(plan, "layout", "NCHW") != "NCHW":
+    if not getattr(costmodel, "covers", lambda p: p.layout == "NCHW")(plan):
         return None
     spec = im2row.make_spec(x_shape, w_shape, stride=geo.stride, padding=padding,
                             dilation=geo.dilation, groups=geo.groups, layout=layout)

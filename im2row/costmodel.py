@@ -20,6 +20,10 @@ is built from the host's parameters and the shape, never from tables of measured
   strides 1 and 2 have division-free bounds and vector paths);
 - the direct depthwise kernel: vectorised along output width, at a fraction of the FMA rate
   that its path's loads allow (kernels/x86/f32-dwconv-*.c);
+- the channels-last GEMM (indirect and rowwise NHWC plans, kernels/x86/f32-igemm-nhwc-*.c):
+  pixel tiles of MR with exact-size tails, weights streamed again per band of output rows,
+  the band's pointer table, and for an NCHW caller the band transposes (not the NHWC
+  depthwise kernel: covers());
 - threads: the work divided over the units the core splits (images, column classes, output
   channels), plus a synchronisation per band for shared buffers.
 
@@ -316,6 +320,15 @@ def _phase_width(spec: ConvSpec, sw: int, dw: int) -> int:
     return spec.out_width + ((spec.kernel_w - 1) * dw) // sw
 
 
+@functools.lru_cache(maxsize=None)
+def _nhwc_tile(isa: str) -> dict:
+    """The channels-last GEMM tile of `isa`'s kernels; of the active ones where this build or
+    CPU lacks that ISA (a Host described for another machine)."""
+    if isa not in hwinfo.available_isas():
+        isa = hwinfo.get_isa()
+    return _core.igemm_nhwc_tile(hwinfo.kernel_set(isa))
+
+
 def _nhwc_image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     """(seconds, parallel units, bands) of a channels-last GEMM plan (indirect or rowwise):
     pixel tiles of MR x NR output channels over every k slice of every panel, the weights
@@ -323,7 +336,7 @@ def _nhwc_image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     each band's input rows transposed in and its output rows transposed out."""
     from .plan import nhwc_row_block
 
-    tile = _core.igemm_nhwc_tile(hwinfo.kernel_set(h.isa))
+    tile = _nhwc_tile(h.isa)
     g, cg, ocg = spec.groups, spec.group_in_channels, spec.group_out_channels
     oh, ow = spec.out_height, spec.out_width
     k = cg * spec.kernel_h * spec.kernel_w
@@ -359,7 +372,7 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     """(seconds for one image on one thread, parallel units, bands) of a plan."""
     from .plan import core_spec, effective_axes
 
-    if plan.layout == "NHWC" and plan.algorithm in ("indirect", "rowwise"):
+    if plan.layout == "NHWC":
         return _nhwc_image_seconds(spec, plan, h)
     sh, sw, dh, dw = effective_axes(spec)
 
@@ -460,10 +473,22 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     return max(gemm, stream) + fill + scatter, units, bands * classes * g
 
 
+# The channels-last plans the model describes (the NHWC depthwise kernel it does not).
+NHWC_GEMM_ALGORITHMS = ("indirect", "rowwise")
+
+
+def covers(plan) -> bool:
+    """Whether predict() describes this plan: every NCHW plan, NHWC GEMM plans."""
+    return plan.layout == "NCHW" or plan.algorithm in NHWC_GEMM_ALGORITHMS
+
+
 def predict(spec: ConvSpec, plan, threads: int = 1, host_params: Host | None = None) -> float:
-    """Predicted seconds of one call of `plan` on `spec` (its batch) at `threads`."""
+    """Predicted seconds of one call of `plan` on `spec` (its batch) at `threads`; ValueError
+    for a plan the model does not describe (covers())."""
     from .plan import core_spec
 
+    if not covers(plan):
+        raise ValueError(f"the cost model does not describe {plan.layout} {plan.algorithm} plans")
     h = host_params or host(plan.isa if plan.isa != "auto" else None)
     image = spec.with_batch(1)
     one, units, bands = _image_seconds(image, plan, h)

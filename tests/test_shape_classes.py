@@ -227,3 +227,43 @@ def test_one_layer_serves_columns_and_maps(gemm, rng):
     layer = im2row.Conv2d(w, b, plan=Plan("incremental", column_block=1, gemm=gemm))
     for x in (x_col, x_map, x_col):
         assert_matches_reference(layer(x), x, w, b)
+
+
+# -- the channels-last GEMM as a default for NCHW callers ------------------------------------
+
+NHWC_FOR_NCHW = [
+    # (x shape, weight shape, conv, offered): dense k > 1 with more than 16 input channels
+    ((1, 32, 14, 14), (40, 32, 3, 3), dict(padding=1), True),
+    ((2, 24, 9, 17), (8, 24, 1, 7), dict(padding=(0, 3)), True),
+    ((1, 48, 11, 11), (16, 48, 3, 3), dict(stride=2, dilation=2, padding=(1, 2, 3, 0)), True),
+    ((1, 3, 20, 20), (8, 3, 3, 3), dict(padding=1), False),       # a stem
+    ((1, 32, 8, 8), (16, 32, 1, 1), dict(), False),               # 1x1: a GEMM in place
+    ((1, 32, 8, 8), (16, 8, 3, 3), dict(groups=4), False),        # grouped
+]
+
+
+@pytest.mark.parametrize("case", range(len(NHWC_FOR_NCHW)))
+def test_nhwc_candidate_for_nchw_callers(case):
+    x_shape, w_shape, conv, offered = NHWC_FOR_NCHW[case]
+    spec = im2row.make_spec(x_shape, w_shape, **conv)
+    isa = im2row.get_isa()
+    nhwc = [p for p in default_candidates(spec, isa, 1) if p.layout == "NHWC"]
+    assert bool(nhwc) == (offered and isa != "scalar")
+    for plan in nhwc:
+        assert plan.algorithm == "indirect"
+        assert np.isfinite(costmodel.predict(spec, plan, 1, FIXED_HOST))
+        assert costmodel.predict(spec, plan, 2, FIXED_HOST) < costmodel.predict(spec, plan, 1,
+                                                                                FIXED_HOST)
+        rng = np.random.default_rng(900 + case)
+        x, w, b = make_operands(rng, x_shape, w_shape, bias=True)
+        for threads in (1, 2):
+            y = im2row.Conv2d(w, b, **conv, plan=plan, threads=threads)(x)
+            assert_matches_reference(y, x, w, b, **conv)
+
+
+def test_cost_model_refuses_plans_it_does_not_describe():
+    spec = im2row.make_spec((1, 8, 6, 6), (8, 1, 3, 3), padding=1, groups=8)
+    plan = Plan("depthwise", gemm="packed", layout="NHWC")
+    assert not costmodel.covers(plan)
+    with pytest.raises(ValueError, match="does not describe"):
+        costmodel.predict(spec, plan, 1, FIXED_HOST)
