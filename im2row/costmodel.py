@@ -334,7 +334,7 @@ def _nhwc_image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     pixel tiles of MR x NR output channels over every k slice of every panel, the weights
     streamed again by every band, the band's pointer table written, and for an NCHW caller
     each band's input rows transposed in and its output rows transposed out."""
-    from .plan import nhwc_row_block
+    from .plan import effective_axes, nhwc_row_block
 
     tile = _nhwc_tile(h.isa)
     g, cg, ocg = spec.groups, spec.group_in_channels, spec.group_out_channels
@@ -360,8 +360,8 @@ def _nhwc_image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     pointers = 8.0 * oh * ow * taps / h.copy_l2
     moved = 0.0
     if spec.layout != "NHWC":
-        span = min((rows - 1) * spec.stride_h + (spec.kernel_h - 1) * spec.dilation_h + 1,
-                   spec.height)
+        sh, _, dh, _ = effective_axes(spec)
+        span = min(_band_span(spec, rows, sh, dh), spec.height)
         band_in = 4.0 * span * spec.width * spec.in_channels
         moved = (bands * band_in + 4.0 * spec.out_channels * oh * ow) * TRANSPOSE_SLOWDOWN
         moved /= h.bandwidth(band_in + 4.0 * rows * ow * spec.out_channels)
@@ -495,19 +495,16 @@ def predict(spec: ConvSpec, plan, threads: int = 1, host_params: Host | None = N
     batch = max(spec.batch, 1)
     threads = max(int(threads), 1)
     total = one * batch
-    if threads > 1 and plan.layout == "NHWC":
-        # the workers take bands of output rows (of every image)
-        units = batch * units
-        total = total * (-(-units // threads)) / units
-    elif threads > 1:
+    if threads > 1:
         # How the core splits the call (_core.parallel_mode): whole (image, group) tasks,
         # column classes / row bands with a buffer each, or the output channels of a shared
-        # buffer (a barrier per band).
-        mode = _core.parallel_mode(core_spec(image), plan.algorithm, max(plan.column_block, 1),
-                                   batch, threads, plan.parallel == "shared")
+        # buffer (a barrier per band); NHWC plans: bands of output rows of every image.
+        mode = "bands" if plan.layout == "NHWC" else _core.parallel_mode(
+            core_spec(image), plan.algorithm, max(plan.column_block, 1), batch, threads,
+            plan.parallel == "shared")
         if mode == "tasks":
             units = batch * image.groups
-        elif mode == "classes":
+        elif mode in ("classes", "bands"):
             units = batch * units
         if mode == "channels":
             # (the first band's barrier is the parallel region's own join, as in every mode)
