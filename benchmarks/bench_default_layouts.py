@@ -1,7 +1,8 @@
 """The default plan for NCHW callers against the same default without channels-last
 candidates (the NCHW algorithms only), interleaved in one process, on every layer of a suite
-where the two differ.  Each plan runs with `out=` preallocated; the time is the best process
-CPU time per call over interleaved rounds.
+where the two differ.  Each plan runs with `out=` preallocated, timed by bench_layers' round
+robin: the best per-call time over the rounds, process CPU time at 1 thread, wall clock at
+more (bench_layers.resolve_clock).
 
     python benchmarks/bench_default_layouts.py --suite resnet50 vgg19 --threads 1
 
@@ -11,24 +12,21 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 
-import im2row
-from im2row import costmodel, hwinfo
-from im2row import plan as planning
-from im2row.layers import collect_layers
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import bench_layers
+else:
+    from . import bench_layers
 
-
-def _seconds_per_call(fn, min_time: float) -> float:
-    start, calls = time.process_time(), 0
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.process_time() - start
-        if elapsed >= min_time:
-            return elapsed / calls
+import im2row  # noqa: E402
+from im2row import costmodel, hwinfo  # noqa: E402
+from im2row import plan as planning  # noqa: E402
+from im2row.layers import collect_layers  # noqa: E402
 
 
 def interleaved(spec, plans, threads: int, rounds: int, min_time: float) -> list:
@@ -39,11 +37,12 @@ def interleaved(spec, plans, threads: int, rounds: int, min_time: float) -> list
                              spec.kernel_w), dtype=np.float32)
     layers = [im2row.Conv2d.from_spec(spec, w, plan=p, threads=threads) for p in plans]
     outs = [layer(x) for layer in layers]
-    best = [math.inf] * len(plans)
-    for _ in range(rounds):
-        for i, layer in enumerate(layers):
-            best[i] = min(best[i], _seconds_per_call(lambda: layer(x, out=outs[i]), min_time))
-    return best
+    fns = {i: (lambda layer=layer, out=out: layer(x, out=out))
+           for i, (layer, out) in enumerate(zip(layers, outs))}
+    iters = {i: bench_layers._inner_iterations(fn, min_time) for i, fn in fns.items()}
+    samples = bench_layers._time_round_robin(fns, iters, rounds, layer_cap=math.inf)
+    clock = 1 if bench_layers.resolve_clock("auto", threads) == "cpu" else 0
+    return [min(pair[clock] for pair in samples[i]) for i in fns]
 
 
 def nchw_only_default(spec, threads: int):
