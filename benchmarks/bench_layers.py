@@ -587,6 +587,9 @@ def format_machine(info: dict) -> str:
     versions = "  ".join(f"{k} {info[k]}" for k in ("python", "numpy", "scipy", "torch",
                                                     "onnxruntime") if k in info)
     lines.append(f"versions  {versions}")
+    if info.get("peer_isa_switches"):
+        held = " ".join(f"{k}={v}" for k, v in info["peer_isa_switches"].items())
+        lines.append(f"peers     held to the forced ISA: {held} (ONNX Runtime has no switch)")
     return "\n".join(lines)
 
 
@@ -792,6 +795,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # IM2ROW_ISA=avx2 on an AVX-512 host: the peers run at AVX2 too (before any of them loads)
+    peer_switches = peers.hold_peers_to_isa(os.environ.get("IM2ROW_ISA"))
     suites = []
     for s in args.suite:
         suites += list(SUITE_GROUPS.get(s, [s]))
@@ -814,6 +819,7 @@ def main(argv=None) -> int:
             contenders.insert(0, IM2ROW)
 
     info = machine_info(args.threads)
+    info["peer_isa_switches"] = peer_switches
     settings = {"threads": args.threads, "repeats": args.repeats, "min_time": args.min_time,
                 "layer_cap": args.layer_cap, "plans": args.plans,
                 "compare_plans": args.compare_plans, "seed": args.seed, "clock": args.clock,

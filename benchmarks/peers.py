@@ -225,6 +225,31 @@ def reference_float64(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geo: G
 
 
 # ---------------------------------------------------------------------------------------------
+# holding the peers to one ISA
+
+# Each library reads its own switch once, when it loads: oneDNN (torch's convolutions that it
+# takes), MKL (the NCHW convolutions oneDNN does not take, 1x1 among them, are an MKL sgemm in
+# torch's x86 wheels: without this switch they keep AVX-512) and OpenBLAS (the numpy peer and
+# scipy).  ONNX Runtime's MLAS has no switch: it stays at the CPU's best ISA.
+PEER_ISA_SWITCHES = {
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+             "OPENBLAS_CORETYPE": "Haswell"},
+}
+
+
+def hold_peers_to_isa(isa: str | None) -> dict:
+    """Set the switches that hold the peers to `isa` (those the caller has not set already),
+    before torch, onnxruntime or scipy load; returns the switches in force.  No-op (empty dict)
+    for an ISA without switches (the CPU's best, scalar)."""
+    import os
+
+    switches = PEER_ISA_SWITCHES.get((isa or "").strip().lower(), {})
+    for name, value in switches.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in switches}
+
+
+# ---------------------------------------------------------------------------------------------
 # torch
 
 
