@@ -215,9 +215,9 @@ def measure_host(isa: str) -> Host:
     # The calibration's own tile efficiency and operand streaming, so that gemm_flops is the
     # full-tile arithmetic rate.
     cal = CALIBRATION
-    unit, stream = _gemm_terms(probe, cal.out_channels, cal.height * cal.width,
-                               cal.in_channels, 1, 4.0 * cal.in_channels * cal.height * cal.width)
-    arithmetic = max(seconds - call - stream, seconds * 0.5)
+    unit, near, far = _gemm_terms(probe, cal.out_channels, cal.height * cal.width,
+                                  cal.in_channels, 1, 4.0 * cal.in_channels * cal.height * cal.width)
+    arithmetic = max(seconds - call - near - far, seconds * 0.5)
     return Host(isa, vector, unit / arithmetic, l2, l3, mem, sizes["l1"], sizes["l2"],
                 sizes["l3"], call)
 
@@ -262,36 +262,59 @@ def _strips(h: Host, n: int, strided: bool) -> int:
     return -(-whole // N_TILE_VECTORS) + -(-tail // M_TILE_MAX_COLS.get(h.isa, 4))
 
 
+@functools.lru_cache(maxsize=4096)
+def _panel_columns(isa: str, l1: int, l2: int, l3: int, m: int, n: int, k: int) -> int:
+    """Columns per B panel (nc) of the packed GEMM's blocking for an m x n x k product, from
+    the kernels' own blocking model for caches of these sizes (the detected ways and sharing);
+    all n where the ISA has no packed GEMM (the scalar oracle's sgemm)."""
+    if isa not in hwinfo.available_isas():
+        isa = hwinfo.get_isa()
+    caches = dict(_core.cache_info(), l1d=l1, l2=l2, l3=l3)
+    try:
+        return min(n, _core.gemm_blocking(hwinfo.kernel_set(isa), m, n, k, caches=caches)["nc"])
+    except ValueError:
+        return n
+
+
 def _gemm_terms(h: Host, m: int, n: int, k: int, calls: int, b_set: float,
                 strided: bool = False) -> tuple:
-    """(arithmetic seconds, operand-streaming seconds) of calls GEMMs of m x n x k.
+    """(arithmetic seconds, streaming from L2, streaming from beyond L2) of calls GEMMs of
+    m x n x k.
 
     Arithmetic: register tiles with C tile reloads per k slice.  Streaming: B is not packed,
     so the A block (up to MC x KC, kept in L2) is read again for every column strip: narrow
-    GEMMs (few columns per call) re-read the weights per few columns.  The patch rows are read
-    once per MC block of rows; both come from the level their working set fits in.  Out of
-    L2 the streaming adds to the arithmetic (_gemm_seconds), in L2 it overlaps."""
+    GEMMs (few columns per call) re-read the weights per few columns.  Weights larger than
+    the L2 come from L3 or memory once per B panel of nc columns (the driver's outer loop);
+    the panel's other strips re-read each block from L2.  The patch rows are read once per
+    MC block of rows, from the level their working set fits in."""
     slices = -(-k // GEMM_KC)
     k_eff = k + C_TILE_OPS * slices
     compute = 2.0 * _column_time(h, m, n, strided) * k_eff * calls / h.gemm_flops
     a_bytes = 4.0 * m * k
     a_block = min(a_bytes, 4.0 * GEMM_MC * GEMM_KC)
     # Rates count bytes moved (a copy's read and write): a read-only operand moves its size.
-    a_stream = calls * _strips(h, n, strided) * a_bytes / h.bandwidth(a_bytes)
+    strips = _strips(h, n, strided)
+    far = 0.0
+    if a_bytes > h.l2:
+        panels = min(-(-n // _panel_columns(h.isa, h.l1, h.l2, h.l3, m, n, k)), strips)
+        far = calls * panels * a_bytes / h.bandwidth(a_bytes)
+        strips -= panels
+    near = calls * strips * a_bytes / h.bandwidth(a_block)
     b_reads = calls * (-(-m // GEMM_MC)) * 4.0 * k * n / h.bandwidth(b_set + a_block)
-    return compute, a_stream + b_reads
+    return compute, near + b_reads, far
 
 
 def _gemm_seconds(h: Host, m: int, n: int, k: int, calls: int, b_set: float,
                   strided: bool = False) -> float:
     if m <= 0 or n <= 0 or k <= 0 or calls <= 0:
         return 0.0
-    compute, stream = _gemm_terms(h, m, n, k, calls, b_set, strided)
-    if 4.0 * m * k > h.l2:
-        # Blocks of packed weights come from L3 or memory on every call and nothing fetches
-        # them ahead of the tiles that use them: the wait adds to the arithmetic.
-        return compute + stream
-    return max(compute, stream)
+    compute, near, far = _gemm_terms(h, m, n, k, calls, b_set, strided)
+    if far:
+        # Blocks of packed weights from L3 or memory: nothing fetches them ahead of the tiles
+        # that use them, so the wait adds to the arithmetic, and so do the strips' re-reads
+        # of blocks that the panel's first strip has just brought into L2.
+        return compute + near + far
+    return max(compute, near)
 
 
 def _gather_seconds(h: Host, floats: float, segments: float, stride: int, source: float,

@@ -267,3 +267,25 @@ def test_cost_model_refuses_plans_it_does_not_describe():
     assert not costmodel.covers(plan)
     with pytest.raises(ValueError, match="does not describe"):
         costmodel.predict(spec, plan, 1, FIXED_HOST)
+
+
+def test_cost_model_streams_large_weights_from_far_once_per_panel():
+    """Weights past the L2 come from L3 once per B panel of the packed GEMM (its outer loop);
+    the panel's other column strips re-read the blocks from L2, not from L3 again."""
+    h = FIXED_HOST
+    m, k, n, calls = 1024, 4608, 400, 3        # 18.9 MB of weights: past L2, within L3
+    a_bytes = 4.0 * m * k
+    assert h.l2 < a_bytes <= h.l3
+    strips = costmodel._strips(h, n, False)
+    panels = -(-n // costmodel._panel_columns(h.isa, h.l1, h.l2, h.l3, m, n, k))
+    assert 1 <= panels < strips
+    _, near, far = costmodel._gemm_terms(h, m, n, k, calls, 4.0 * k * n)
+    assert far == pytest.approx(calls * panels * a_bytes / h.copy_l3)
+    # the strips' L2 re-reads are the rest of the near term (beside B's reads)
+    _, near_one, _ = costmodel._gemm_terms(h, m, n, k, 1, 4.0 * k * n)
+    assert near == pytest.approx(calls * near_one)
+    b_only = near - calls * (strips - panels) * a_bytes / h.copy_l2
+    assert 0 < b_only < near
+    # weights within the L2: no far term, every strip from L2
+    _, near_small, far_small = costmodel._gemm_terms(h, 64, n, 576, calls, 4.0 * 576 * n)
+    assert far_small == 0.0 and near_small > calls * strips * 4.0 * 64 * 576 / h.copy_l2
