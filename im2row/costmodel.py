@@ -215,8 +215,8 @@ def measure_host(isa: str) -> Host:
     # The calibration's own tile efficiency and operand streaming, so that gemm_flops is the
     # full-tile arithmetic rate.
     cal = CALIBRATION
-    unit, near, far = _gemm_terms(probe, cal.out_channels, cal.height * cal.width,
-                                  cal.in_channels, 1, 4.0 * cal.in_channels * cal.height * cal.width)
+    unit, near, far, _ = _gemm_terms(probe, cal.out_channels, cal.height * cal.width,
+                                     cal.in_channels, 1, 4.0 * cal.in_channels * cal.height * cal.width)
     arithmetic = max(seconds - call - near - far, seconds * 0.5)
     return Host(isa, vector, unit / arithmetic, l2, l3, mem, sizes["l1"], sizes["l2"],
                 sizes["l3"], call)
@@ -228,10 +228,11 @@ def _round_up(value: int, unit: int) -> int:
     return -(-value // unit) * unit
 
 
-def _column_time(h: Host, m: int, n: int, strided: bool = False) -> float:
+def _column_time(h: Host, m: int, n: int, strided: bool = False, a_block: float = 0.0) -> float:
     """Relative time of the GEMM's register tiles over n columns of m rows (1 per
     column-row at full rate).  Output columns that are not contiguous (strided: C's column
-    step > 1) go through the m-vectorised tile only."""
+    step > 1) go through the m-vectorised tile only.  a_block: bytes of the A block the tiles
+    read (past the L1, the m-vectorised tile waits for it: see below)."""
     vw = h.vector
     rows = N_TILE_ROWS.get(h.isa, 4)
     whole = 0 if strided else (n // vw) * vw
@@ -241,6 +242,10 @@ def _column_time(h: Host, m: int, n: int, strided: bool = False) -> float:
         # m-vectorised strips of at most M_TILE_MAX_COLS columns; P = 4 panels for 1-2
         # columns, else 2; rows pad to whole panels.
         cols = M_TILE_MAX_COLS.get(h.isa, 4)
+        # Each k step of a strip loads a vector of A per panel for only nc FMAs per vector:
+        # out of L1 the A block streams from its level at a vector per nc FMAs (the n-tile
+        # reads a float of A per vector of columns, which no level slows).
+        streamed = a_block > h.l1
         left = tail
         while left:
             nc = min(left, cols)
@@ -248,11 +253,12 @@ def _column_time(h: Host, m: int, n: int, strided: bool = False) -> float:
             accumulators = panels * nc
             latency = min(1.0, accumulators / FMA_LATENCY_X_PORTS)
             loads = min(1.0, accumulators / (panels + nc))
-            t += nc * _round_up(m, vw) / min(latency, loads)
+            rate = min(latency, loads)
+            if streamed:
+                rate = min(rate, nc * h.bandwidth(a_block) / (2.0 * h.gemm_flops))
+            t += nc * _round_up(m, vw) / rate
             left -= nc
     return t
-
-
 def _strips(h: Host, n: int, strided: bool) -> int:
     """Column strips of one GEMM call: n-vectorised strips of up to N_TILE_VECTORS vectors,
     then m-vectorised strips of up to M_TILE_MAX_COLS columns (all of them when strided)."""
@@ -278,20 +284,21 @@ def _panel_columns(isa: str, l1: int, l2: int, l3: int, m: int, n: int, k: int) 
 
 def _gemm_terms(h: Host, m: int, n: int, k: int, calls: int, b_set: float,
                 strided: bool = False) -> tuple:
-    """(arithmetic seconds, streaming from L2, streaming from beyond L2) of calls GEMMs of
-    m x n x k.
+    """(arithmetic, weights re-read from L2, weights from beyond L2, patch reads) in seconds
+    of calls GEMMs of m x n x k.
 
-    Arithmetic: register tiles with C tile reloads per k slice.  Streaming: B is not packed,
+    Arithmetic: register tiles with C tile reloads per k slice.  Weights: B is not packed,
     so the A block (up to MC x KC, kept in L2) is read again for every column strip: narrow
-    GEMMs (few columns per call) re-read the weights per few columns.  Weights larger than
-    the L2 come from L3 or memory once per B panel of nc columns (the driver's outer loop);
-    the panel's other strips re-read each block from L2.  The patch rows are read once per
-    MC block of rows, from the level their working set fits in."""
+    GEMMs (few columns per call) re-read the weights per few columns (from the L1 where the
+    block fits there: free).  Weights larger than the L2 come from L3 or memory once per B
+    panel of nc columns (the driver's outer loop); the panel's other strips re-read each
+    block from L2.  The patch rows are read once per MC block of rows, from the level their
+    working set fits in."""
     slices = -(-k // GEMM_KC)
     k_eff = k + C_TILE_OPS * slices
-    compute = 2.0 * _column_time(h, m, n, strided) * k_eff * calls / h.gemm_flops
     a_bytes = 4.0 * m * k
     a_block = min(a_bytes, 4.0 * GEMM_MC * GEMM_KC)
+    compute = 2.0 * _column_time(h, m, n, strided, a_block) * k_eff * calls / h.gemm_flops
     # Rates count bytes moved (a copy's read and write): a read-only operand moves its size.
     strips = _strips(h, n, strided)
     far = 0.0
@@ -299,22 +306,22 @@ def _gemm_terms(h: Host, m: int, n: int, k: int, calls: int, b_set: float,
         panels = min(-(-n // _panel_columns(h.isa, h.l1, h.l2, h.l3, m, n, k)), strips)
         far = calls * panels * a_bytes / h.bandwidth(a_bytes)
         strips -= panels
-    near = calls * strips * a_bytes / h.bandwidth(a_block)
+    # (a block within the L1 is re-read from there, at the tiles' own load rate)
+    near = 0.0 if a_block <= h.l1 else calls * strips * a_bytes / h.bandwidth(a_block)
     b_reads = calls * (-(-m // GEMM_MC)) * 4.0 * k * n / h.bandwidth(b_set + a_block)
-    return compute, near + b_reads, far
+    return compute, near, far, b_reads
 
 
 def _gemm_seconds(h: Host, m: int, n: int, k: int, calls: int, b_set: float,
                   strided: bool = False) -> float:
     if m <= 0 or n <= 0 or k <= 0 or calls <= 0:
         return 0.0
-    compute, near, far = _gemm_terms(h, m, n, k, calls, b_set, strided)
-    if far:
-        # Blocks of packed weights from L3 or memory: nothing fetches them ahead of the tiles
-        # that use them, so the wait adds to the arithmetic, and so do the strips' re-reads
-        # of blocks that the panel's first strip has just brought into L2.
-        return compute + near + far
-    return max(compute, near)
+    compute, near, far, b_reads = _gemm_terms(h, m, n, k, calls, b_set, strided)
+    # Nothing fetches the packed weights ahead of the tiles that use them: the wait for a
+    # block from L3 or memory adds to the arithmetic, and so do the strips' re-reads from L2
+    # (the calibration in measure_host counts them the same way).  The patch rows are read
+    # ahead (the strip copy prefetches them): they overlap.
+    return max(compute + near + far, b_reads)
 
 
 def _gather_seconds(h: Host, floats: float, segments: float, stride: int, source: float,

@@ -279,13 +279,33 @@ def test_cost_model_streams_large_weights_from_far_once_per_panel():
     strips = costmodel._strips(h, n, False)
     panels = -(-n // costmodel._panel_columns(h.isa, h.l1, h.l2, h.l3, m, n, k))
     assert 1 <= panels < strips
-    _, near, far = costmodel._gemm_terms(h, m, n, k, calls, 4.0 * k * n)
+    _, near, far, b_reads = costmodel._gemm_terms(h, m, n, k, calls, 4.0 * k * n)
     assert far == pytest.approx(calls * panels * a_bytes / h.copy_l3)
-    # the strips' L2 re-reads are the rest of the near term (beside B's reads)
-    _, near_one, _ = costmodel._gemm_terms(h, m, n, k, 1, 4.0 * k * n)
-    assert near == pytest.approx(calls * near_one)
-    b_only = near - calls * (strips - panels) * a_bytes / h.copy_l2
-    assert 0 < b_only < near
-    # weights within the L2: no far term, every strip from L2
-    _, near_small, far_small = costmodel._gemm_terms(h, 64, n, 576, calls, 4.0 * 576 * n)
-    assert far_small == 0.0 and near_small > calls * strips * 4.0 * 64 * 576 / h.copy_l2
+    assert near == pytest.approx(calls * (strips - panels) * a_bytes / h.copy_l2)
+    assert b_reads > 0
+    # weights within the L2: no far term, every strip re-reads the block from L2
+    m, k = 64, 576
+    _, near, far, _ = costmodel._gemm_terms(h, m, n, k, calls, 4.0 * k * n)
+    assert far == 0.0 and near == pytest.approx(calls * strips * 4.0 * m * k / h.copy_l2)
+    # a block within the L1: re-read from there at the tiles' load rate, no streaming term
+    _, near, far, _ = costmodel._gemm_terms(h, 16, n, 64, calls, 4.0 * 64 * n)
+    assert near == far == 0.0
+    # the re-reads add to the arithmetic; the patch reads (prefetched) overlap it
+    compute, near, far, b_reads = costmodel._gemm_terms(h, 1024, n, 4608, calls, 4.0 * 4608 * n)
+    assert costmodel._gemm_seconds(h, 1024, n, 4608, calls, 4.0 * 4608 * n) == pytest.approx(
+        max(compute + near + far, b_reads))
+
+
+def test_cost_model_narrow_strips_wait_for_streamed_weights():
+    """The m-vectorised tile loads a vector of A per panel for a strip's few columns: past the
+    L1 its rate is bound by the A block's level, a one-column strip more than a six-column one."""
+    h = FIXED_HOST
+    m = 192
+    in_l1 = costmodel._column_time(h, m, 17, a_block=16 << 10)
+    streamed = costmodel._column_time(h, m, 17, a_block=512 << 10)
+    assert streamed > in_l1
+    whole = costmodel._column_time(h, m, 16, a_block=512 << 10)
+    assert whole == costmodel._column_time(h, m, 16, a_block=16 << 10)   # n-tiles: no wait
+    one = (streamed - whole) / 1
+    six = (costmodel._column_time(h, m, 22, a_block=512 << 10) - whole) / 6
+    assert one > six
