@@ -67,6 +67,9 @@ DW_CHANNELS = 0.25  # channels-last kernel: an input load per FMA, measured at 2
 # The planar kernel's fixed cost per output row of a plane (row setup, edge vectors, the
 # taps' pointers), in vector FMAs: it dominates maps of 28 x 28 and less.
 DW_ROW_FMAS = 64
+# The channel-blocked path's fixed cost per output row of a block (the row's tap pointers,
+# its edge columns' pointer tables, up to three kernel calls), in vector FMAs.
+DW_BLOCK_ROW_FMAS = 200
 # Threads sharing one buffer meet at a barrier per band; a woken thread's scheduling delay
 # (tens of microseconds, far more on a loaded machine) is about 20 calls' fixed overhead.
 BAND_SYNC_CALLS = 20
@@ -359,6 +362,37 @@ def _nhwc_tile(isa: str) -> dict:
     return _core.igemm_nhwc_tile(hwinfo.kernel_set(isa))
 
 
+def _dw_blocked_seconds(spec: ConvSpec, plan, h: Host, blocks: int, fmas: float,
+                        stream: float) -> tuple:
+    """(seconds, parallel units, bands) of the channel-blocked depthwise path (the NHWC
+    depthwise kernel on blocks of channels, band by band): vectorised across channels, an
+    input vector loaded per FMA (at half the rate once the rows under an output row outgrow
+    the L1); each band's input rows transposed in (rows that bands share, again) and its
+    output back; a fixed cost per output row of every block (tap pointers, the edge columns'
+    tables, up to three kernel calls)."""
+    from .plan import effective_axes
+
+    sh, _, dh, _ = effective_axes(spec)
+    oh, ow = spec.out_height, spec.out_width
+    rows = plan.row_block if 0 < plan.row_block < oh else oh
+    bands = -(-oh // rows)
+    nblocks = -(-spec.in_channels // blocks)
+    span = min(_band_span(spec, rows, sh, dh), spec.height)
+    band_bytes = 4.0 * blocks * (span * spec.width + rows * ow)
+    moved = 4.0 * (spec.in_channels * bands * span * spec.width + spec.out_channels * oh * ow)
+    fill = moved * TRANSPOSE_SLOWDOWN / h.bandwidth(band_bytes)
+    lanes = blocks / _round_up(blocks, h.vector)
+    # 3x3 takes up to 2 vectors of the block per pixel; a block of one vector shares each
+    # pixel's fixed work (nine tap pointers, the store) among half the FMAs and measured at
+    # about half the rate
+    vectors = min(max(blocks // h.vector, 1), 2) if spec.kernel_h * spec.kernel_w == 9 else 2
+    under_row = 4.0 * blocks * _band_span(spec, 1, sh, dh) * spec.width
+    rate = DW_CHANNELS * vectors / 2 * (1.0 if under_row <= h.l1 else 0.5)
+    compute = 2.0 * fmas / (h.gemm_flops * rate * lanes)
+    row_calls = nblocks * oh * DW_BLOCK_ROW_FMAS * 2.0 * h.vector / h.gemm_flops
+    return max(compute, stream) + fill + row_calls, nblocks * bands, 1
+
+
 def _nhwc_image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     """(seconds, parallel units, bands) of a channels-last GEMM plan (indirect or rowwise):
     pixel tiles of MR x NR output channels over every k slice of every panel, the weights
@@ -424,24 +458,10 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
                 if small and sw <= 2 else DW_GENERIC)
         lanes = ow / _round_up(ow, h.vector)
         fmas = spec.out_channels * oh * ow * spec.kernel_h * spec.kernel_w
-        from .plan import depthwise_blocks, padded_extent
+        from .plan import depthwise_blocks
         blocks = depthwise_blocks(spec, plan)
         if blocks:
-            # vectorised across channels (an input vector loaded per FMA, from L2 at half
-            # the rate once the block outgrows L1); the planes transposed into channels-last
-            # blocks and the output rows back
-            hp, wp = padded_extent(spec)
-            block_bytes = 4.0 * blocks * hp * wp
-            moved = 4.0 * (spec.in_channels * hp * wp + spec.out_channels * oh * ow)
-            fill = moved * TRANSPOSE_SLOWDOWN / h.bandwidth(block_bytes)
-            lanes = blocks / _round_up(blocks, h.vector)
-            # 3x3 takes up to 2 vectors of the block per pixel; a block of one vector shares
-            # each pixel's fixed work (nine tap pointers, the store) among half the FMAs and
-            # measured at about half the rate
-            vectors = min(max(blocks // h.vector, 1), 2) if spec.kernel_h * spec.kernel_w == 9 else 2
-            rate = DW_CHANNELS * vectors / 2 * (1.0 if block_bytes <= h.l1 else 0.5)
-            compute = 2.0 * fmas / (h.gemm_flops * rate * lanes)
-            return max(compute, stream) + fill, -(-spec.in_channels // blocks), 1
+            return _dw_blocked_seconds(spec, plan, h, blocks, fmas, stream)
         compute = 2.0 * fmas / (h.gemm_flops * unit * lanes)
         rows = spec.out_channels * oh * DW_ROW_FMAS * 2.0 * h.vector / h.gemm_flops
         return max(compute + rows, stream) + fill, spec.groups, 1
@@ -515,7 +535,7 @@ def covers(plan) -> bool:
 def predict(spec: ConvSpec, plan, threads: int = 1, host_params: Host | None = None) -> float:
     """Predicted seconds of one call of `plan` on `spec` (its batch) at `threads`; ValueError
     for a plan the model does not describe (covers())."""
-    from .plan import core_spec
+    from .plan import core_spec, depthwise_blocks
 
     if not covers(plan):
         raise ValueError(f"the cost model does not describe {plan.layout} {plan.algorithm} plans")
@@ -533,7 +553,9 @@ def predict(spec: ConvSpec, plan, threads: int = 1, host_params: Host | None = N
             core_spec(image), plan.algorithm, max(plan.column_block, 1), batch, threads,
             plan.parallel == "shared")
         if mode == "tasks":
-            units = batch * image.groups
+            # whole (image, group) tasks; the channel-blocked depthwise path's are its
+            # (image, block, band) units
+            units = batch * (units if depthwise_blocks(image, plan) else image.groups)
         elif mode in ("classes", "bands"):
             units = batch * units
         if mode == "channels":

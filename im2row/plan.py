@@ -35,9 +35,13 @@ class Plan:
                   columns many.  classic: input channels per pass: the buffer is one pass's
                   patch matrix and the passes' GEMMs accumulate, so a small map with many
                   channels runs one GEMM as wide as its output within a small buffer.
+                  depthwise (channel multiplier 1): channels per channels-last block run by
+                  the NHWC depthwise kernel (>= 2; 0 = plane by plane, vectorised along rows).
     row_block:    incremental and rowwise: output rows per band (0 = all); an incremental
                   band goes through every column class before the next, so its output and
-                  buffer stay in cache; a rowwise band is what its buffer holds.
+                  buffer stay in cache; a rowwise band is what its buffer holds.  Depthwise
+                  by channel blocks: the band of output rows whose input rows one task
+                  transposes channels-last (0 = all).
     gemm:         'sgemm' (SciPy's BLAS) or 'packed' (our SIMD kernel with pre-packed weights).
     isa:          kernel set: 'auto' (the active one) or a name from hwinfo.available_isas().
     parallel:     with several threads: 'split' (our threads take images, or column classes
@@ -164,24 +168,39 @@ def depthwise_blocks(spec: ConvSpec, plan: Plan) -> int:
     return min(plan.channel_block, spec.in_channels)
 
 
-def padded_extent(spec: ConvSpec) -> tuple:
-    """(rows, columns) of the zero-padded input the whole output reads."""
-    sh, sw, dh, dw = effective_axes(spec)
-    return ((spec.out_height - 1) * sh + (spec.kernel_h - 1) * dh + 1,
-            (spec.out_width - 1) * sw + (spec.kernel_w - 1) * dw + 1)
+def band_span(spec: ConvSpec, rows: int) -> int:
+    """Input rows (padding included) that a band of `rows` output rows reads."""
+    sh, _, dh, _ = effective_axes(spec)
+    return (rows - 1) * sh + (spec.kernel_h - 1) * dh + 1
 
 
 def dw_block_for_l1(spec: ConvSpec) -> int:
     """The default channel block of the channel-blocked depthwise path: the most whole
-    16-float vectors of channels whose padded block and output row fit in the L1 (the block
-    is written once and read kh*kw times, and stays far below the input's bytes)."""
+    16-float vectors of channels whose input rows under one output row (kernel height x
+    input width x block, read kh*kw times while the row is computed) fit in half the L1.
+    Fewer channels per block means more rows, transposes and kernel calls per layer: small
+    maps take large blocks."""
     if not _dw_blockable(spec):
         return 0
     l1 = hwinfo.cache_sizes().get("l1d") or 32 << 10
-    hp, wp = padded_extent(spec)
-    per_channel = 4 * (hp * wp + spec.out_width)
-    fitting = (l1 // per_channel) // 16 * 16
+    per_channel = 4 * band_span(spec, 1) * spec.width
+    fitting = (l1 // 2 // per_channel) // 16 * 16
     return min(max(fitting, 16), spec.in_channels)
+
+
+def dw_band_rows(spec: ConvSpec, blocks: int) -> int:
+    """The default band (output rows) of the channel-blocked depthwise path: every row (0)
+    where a block's channels-last input and output fit in half the L2, else the most rows
+    whose band does (bands re-read the rows they share)."""
+    per_row = 4 * blocks * (spec.height * spec.width + spec.out_height * spec.out_width)
+    if per_row <= _l2_bytes() // 2:
+        return 0
+    rows = 1
+    while (rows < spec.out_height
+           and 4 * blocks * (band_span(spec, rows + 1) * spec.width
+                             + (rows + 1) * spec.out_width) <= _l2_bytes() // 2):
+        rows += 1
+    return rows
 
 
 def dw_block_choices(spec: ConvSpec) -> list:
@@ -447,8 +466,9 @@ def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
         # (vectorised across channels): the cost model weighs row length against transposes
         out.append(Plan("depthwise"))
         blocks = dw_block_for_l1(spec) if isa != "scalar" else 0
-        if blocks and _dw_block_fits_half_l2(spec, blocks):
-            out.append(Plan("depthwise", channel_block=blocks))
+        if blocks:
+            out.append(Plan("depthwise", channel_block=blocks,
+                            row_block=dw_band_rows(spec, blocks)))
     if "pointwise" in algorithms:
         out.append(Plan("pointwise", gemm=gemm))
     if "rowwise" in algorithms and gemm == "packed":
@@ -488,13 +508,6 @@ def _lean_plan(spec: ConvSpec, isa: str):
 def _l2_bytes() -> int:
     """This host's L2 (hwinfo.cache_sizes), 256 KB where it is unknown."""
     return hwinfo.cache_sizes().get("l2") or 256 << 10
-
-
-def _dw_block_fits_half_l2(spec: ConvSpec, blocks: int) -> bool:
-    """The channel-blocked depthwise path as a default: where one padded channels-last block
-    stays in half the L2 (larger maps stream the block from L3 on every tap)."""
-    hp, wp = padded_extent(spec)
-    return 4 * blocks * hp * wp <= _l2_bytes() // 2
 
 
 def _output_fits_half_l2(spec: ConvSpec) -> bool:

@@ -111,6 +111,7 @@ cdef struct Schedule:
                                     # the output (column stride G, needs G * B == OW)
     im2row_gemm_blocking gemm       # the packed GEMM's blocking request (0 = the model's)
     Py_ssize_t gemm_work            # floats of B-strip copy buffer per worker; 0 = B read in place
+    Py_ssize_t dw_floats            # channel-blocked depthwise: one worker's scratch
 
 
 cdef int _make_schedule(const Geometry *g, Py_ssize_t column_block, Py_ssize_t channel_block,
@@ -170,11 +171,6 @@ cdef inline Py_ssize_t _dw_block_count(const Geometry *g, Py_ssize_t per_block) 
     return (g.C + per_block - 1) // per_block
 
 
-cdef inline Py_ssize_t _padded_w(const Geometry *g) noexcept nogil:
-    """Padded input columns the output row reads (the height's twin is _band_span(g, OH))."""
-    return (g.OW - 1) * g.sw + (g.kw - 1) * g.dw + 1
-
-
 cdef inline Py_ssize_t _input_passes(const Geometry *g, Py_ssize_t per_pass) noexcept nogil:
     return (g.Cg + per_pass - 1) // per_pass
 
@@ -182,10 +178,13 @@ cdef inline Py_ssize_t _input_passes(const Geometry *g, Py_ssize_t per_pass) noe
 cdef int _schedule_for(const Geometry *g, int code, Py_ssize_t column_block,
                        Py_ssize_t channel_block, Py_ssize_t row_block, bint packed,
                        Schedule *s) except -1:
-    """The incremental schedule; other algorithms do not use one (nor its stride limit)."""
+    """The incremental schedule; other algorithms do not use one (nor its stride limit).
+    RB is also the band of the channel-blocked depthwise path, whose scratch is sized here."""
+    cdef NhwcWork dw
     s.gemm.kc = s.gemm.kc_m = s.gemm.mc = s.gemm.nc = 0
     s.gemm.copy_b = 0
     s.gemm_work = 0
+    s.dw_floats = 0
     s.CC = _input_pass(g, code, channel_block)
     if _make_schedule(g, column_block, channel_block, row_block, packed, s) != 0:
         if code == ALG_INCREMENTAL:
@@ -195,13 +194,16 @@ cdef int _schedule_for(const Geometry *g, int code, Py_ssize_t column_block,
         s.rot = 0
         s.rows = 0
         s.K = g.Cg * g.kw
+    if _dw_blocked(g, code, s):
+        _dw_block_work(g, s, &dw)
+        s.dw_floats = _dw_block_worker_floats(&dw)
     return 0
 
 
 cdef Py_ssize_t _row_pointers(const Geometry *g, int algorithm, const Schedule *s) noexcept nogil:
     """Row pointers the packed GEMM's B operand needs (one per GEMM depth index of a pass)."""
     if algorithm == ALG_DEPTHWISE:
-        return g.kh * g.kw if _dw_blocked(g, algorithm, s) else 0
+        return 0    # (the channel-blocked path's tables are in its band work)
     if algorithm == ALG_CLASSIC:
         return s.CC * g.kh * g.kw
     return g.Cg * g.kh * g.kw
@@ -238,8 +240,8 @@ cdef Py_ssize_t _data_floats(const Geometry *g, int algorithm, const Schedule *s
             return 0
         return g.Cg * g.OH * g.OW
     if algorithm == ALG_DEPTHWISE:
-        if _dw_blocked(g, algorithm, s):   # a channels-last padded block and one output row
-            return s.CC * (_band_span(g, g.OH) * _padded_w(g) + g.OW)
+        if _dw_blocked(g, algorithm, s):   # a zero row and a band's channels-last work
+            return s.dw_floats
         return g.sw * _band_span(g, g.OH) * _phase_width(g)
     if algorithm == ALG_ROWWISE:
         if _rows_in_place(g):
@@ -1085,16 +1087,19 @@ cdef int _execute(const Geometry *g, Schedule *s, int code, int mode,
     cdef float *og
     cdef const float *patches
     cdef const float **rows
+    cdef NhwcWork dw
     if _dw_blocked(g, code, s):
-        # (image, channel block) tasks; the weights (bias inside) are the blocks'
-        nchunks = _dw_block_count(g, s.CC)
+        # (image, channel block, band) tasks; the weights (bias inside) are the blocks'
+        _dw_block_work(g, s, &dw)
+        units = _dw_block_count(g, s.CC) * dw.nbands
         with nogil, parallel(num_threads=nthreads):
             tid = threadid()
-            mine = scratch + tid * scratch_n
-            for task in prange(N * nchunks, schedule='static'):
-                _depthwise_block(g, s, kern, xp + (task // nchunks) * g.C * g.H * g.W, wp,
-                                 op + (task // nchunks) * g.OC * g.OH * g.OW, mine,
-                                 task % nchunks)
+            mine = _line_aligned(scratch + tid * scratch_n)
+            memset(mine, 0, dw.zero_floats * sizeof(float))
+            for task in prange(N * units, schedule='static'):
+                _depthwise_block(g, s, &dw, kern, xp + (task // units) * g.C * g.H * g.W, wp,
+                                 op + (task // units) * g.OC * g.OH * g.OW, mine,
+                                 (task % units) // dw.nbands, task % dw.nbands)
         return 0
     if mode == MODE_TASKS:
         with nogil, parallel(num_threads=nthreads):

@@ -452,40 +452,47 @@ cdef class NhwcConvolution:
         return out
 
 
-cdef void _depthwise_block(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
-                           const float *x, const float *wblocks, float *out, float *scratch,
-                           Py_ssize_t b) noexcept nogil:
-    """NCHW depthwise by channel blocks (_dw_blocked), for callers of the NCHW core.
-    Channels [b*CC, b*CC + cb) of one image: their zero-padded planes transposed into a
-    channels-last block (Hp, Wp, cb), each output row computed across the channels by the
-    NHWC depthwise kernel (a bias row and kh*kw tap rows of cb weights per block, from
-    pack_depthwise_blocks) and transposed back into the planes."""
-    cdef Py_ssize_t c0 = b * s.CC, cb = s.CC if (b + 1) * s.CC <= g.C else g.C - b * s.CC
-    cdef Py_ssize_t hp = _band_span(g, g.OH), wp = _padded_w(g), ks = g.kh * g.kw
-    cdef Py_ssize_t plane = g.OH * g.OW
-    cdef float *blk = scratch
-    cdef float *row = scratch + s.CC * hp * wp
-    cdef const float **a = _pointer_area(g, ALG_DEPTHWISE, s, scratch)
-    cdef const nhwc_kernels *nk = <const nhwc_kernels *>kern
-    cdef float *dst
-    cdef Py_ssize_t r, ih, oy, i, j, iw0, iw1
-    # Block row by block row: the padding zeroed, each input row of the block's channels
-    # transposed across the row (wp * cb floats, in L1 while it is filled).
-    iw0 = g.pl if g.pl < wp else wp
-    iw1 = g.pl + g.W if g.pl + g.W < wp else wp
-    for r in range(hp):
-        ih = r - g.pt
-        dst = blk + r * wp * cb
-        if ih < 0 or ih >= g.H:
-            memset(dst, 0, wp * cb * sizeof(float))
-            continue
-        memset(dst, 0, iw0 * cb * sizeof(float))
-        memset(dst + iw1 * cb, 0, (wp - iw1) * cb * sizeof(float))
-        nk.transpose(cb, iw1 - iw0, x + (c0 * g.H + ih) * g.W + iw0 - g.pl, g.H * g.W,
-                     dst + iw0 * cb, cb)
-    for oy in range(g.OH):
-        for i in range(g.kh):
-            for j in range(g.kw):
-                a[i * g.kw + j] = blk + ((oy * g.sh + i * g.dh) * wp + j * g.dw) * cb
-        nk.dwconv_nhwc(g.OW, cb, ks, a, 0, g.sw * cb, wblocks + b * (1 + ks) * s.CC, row, cb)
-        nk.transpose(g.OW, cb, row, cb, out + c0 * plane + oy * g.OW, plane)
+cdef inline void _dw_block_geometry(const Geometry *g, Py_ssize_t cb, Geometry *gb) noexcept nogil:
+    """A block of cb channels of a depthwise layer (channel multiplier 1) as a depthwise layer
+    of its own: the same planes and windows, cb channels."""
+    gb[0] = g[0]
+    gb.C = cb
+    gb.OC = cb
+    gb.groups = cb
+    gb.Cg = 1
+    gb.OCg = 1
+
+
+cdef int _dw_block_work(const Geometry *g, const Schedule *s, NhwcWork *w) except -1:
+    """The band work of the channel-blocked depthwise path (_dw_blocked): each block of s.CC
+    channels runs as an NHWC depthwise layer on NCHW arrays, s.RB output rows per band."""
+    cdef Geometry gb
+    _dw_block_geometry(g, s.CC, &gb)
+    return _nhwc_work(&gb, NHWC_DEPTHWISE, s.RB, NULL, 1, 1, True, w)
+
+
+cdef inline Py_ssize_t _dw_block_worker_floats(const NhwcWork *w) noexcept nogil:
+    """One worker's scratch on the channel-blocked depthwise path: the zero row padding taps
+    read, then its band work (both from a cache line on), and a line of slack to align."""
+    return _round_up(w.zero_floats, LINE_FLOATS) + w.thread_floats + LINE_FLOATS
+
+
+cdef inline float *_line_aligned(float *p) noexcept nogil:
+    return p + (LINE_FLOATS - (<size_t>p // sizeof(float)) % LINE_FLOATS) % LINE_FLOATS
+
+
+cdef void _depthwise_block(const Geometry *g, const Schedule *s, const NhwcWork *w,
+                           const im2row_kernels *kern, const float *x, const float *wblocks,
+                           float *out, float *mine, Py_ssize_t b, Py_ssize_t band) noexcept nogil:
+    """NCHW depthwise by channel blocks (_dw_blocked), for callers of the NCHW core: band
+    `band` of channels [b*CC, b*CC + cb) of one image, run by the NHWC depthwise path (its
+    input rows transposed channels-last in one call, each output row computed across the
+    channels with padding taps on the zero row, the band's output transposed back in one
+    call).  mine: the worker's scratch, line-aligned, starting with the zeroed zero row;
+    wblocks: pack_depthwise_blocks' bias row and kh*kw tap rows of cb weights per block."""
+    cdef Geometry gb
+    cdef Py_ssize_t c0 = b * s.CC
+    _dw_block_geometry(g, s.CC if c0 + s.CC <= g.C else g.C - c0, &gb)
+    _nhwc_unit(&gb, w, <const nhwc_kernels *>kern, x + c0 * g.H * g.W,
+               wblocks + c0 * (1 + g.kh * g.kw), out + c0 * g.OH * g.OW, mine,
+               mine + _round_up(w.zero_floats, LINE_FLOATS), band, 0)

@@ -94,8 +94,10 @@ def _cases():
             elif algorithm == "rowwise":   # every band height of the plan space
                 variants = [(0, 0, rb) for rb in row_blocks(spec)]
             elif algorithm == "depthwise":   # planes, and channel blocks (multiplier 1 only)
-                c = spec.in_channels
+                c = spec.in_channels         # in bands of 1, 2 and all-but-one output rows
                 variants = [(0, ch, 0) for ch in sorted({0, 2, max(c - 1, 2), c, c + 4})]
+                variants += [(0, ch, rb) for ch in (2, c) for rb in row_blocks(spec)
+                             if rb in (1, 2, spec.out_height - 1)]
             elif algorithm == "classic":   # input-channel passes: 1, a split, a short last one
                 cg = spec.group_in_channels
                 variants = [(0, ch, 0) for ch in sorted({0, 1, 2, max(cg - 1, 1), cg, cg + 3})]
@@ -241,13 +243,15 @@ def test_classic_input_passes_threads_and_batch(channel_block, threads, parallel
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("channel_block", [2, 16, 23])
-def test_depthwise_channel_blocks_threads_batch_and_bias_updates(channel_block, threads, rng):
-    """Depthwise vectorised across channel blocks: bias packed with the weights, so update()
-    of either (and a bias given only later) reaches every prepared shape; batch 0/1/3."""
+@pytest.mark.parametrize("channel_block,row_block", [(2, 0), (16, 0), (23, 0), (16, 1), (5, 3)])
+def test_depthwise_channel_blocks_threads_batch_and_bias_updates(channel_block, row_block,
+                                                                 threads, rng):
+    """Depthwise vectorised across channel blocks (whole maps and bands of rows, the tasks
+    split over threads): bias packed with the weights, so update() of either (and a bias given
+    only later) reaches every prepared shape; batch 0/1/3."""
     conv = dict(stride=(2, 1), padding=(3, 1, 2, 2), dilation=(1, 2), groups=23)
     x, w, b = make_operands(rng, (3, 23, 9, 8), (23, 1, 5, 3))
-    plan = im2row.Plan("depthwise", channel_block=channel_block)
+    plan = im2row.Plan("depthwise", channel_block=channel_block, row_block=row_block)
     layer = im2row.Conv2d(w, None, **conv, plan=plan, threads=threads)
     for batch in (3, 1):
         assert_matches_reference(layer(x[:batch]), x[:batch], w, None, **conv)
@@ -327,9 +331,12 @@ def test_packed_gemm_block_edges(m, n, k, plan_isa, rng):
 def test_depthwise_channel_blocks_edge_transposes(width, channels, channel_block, isa, rng):
     """The channel-blocked path's transposes on every ISA: input and output rows of 1-17 pixels
     against blocks of 2-40 channels, a short last block included (the SIMD transposes' 8 x 8
-    blocks, their masked edges, the scalar variant), padding wider than the row, stride 1 and 2."""
-    for conv in (dict(stride=1, padding=(1, 3, 2, 4)), dict(stride=2, padding=1)):
+    blocks, their masked edges, the scalar variant), padding wider than the row, stride 1 and 2,
+    whole maps and bands of one and two output rows (bands wholly in the padding included)."""
+    for conv in (dict(stride=1, padding=(1, 3, 2, 4)), dict(stride=2, padding=1),
+                 dict(stride=2, padding=(4, 1, 3, 1))):
         x, w, b = make_operands(rng, (2, channels, 5, width), (channels, 1, 3, 3))
-        plan = im2row.Plan("depthwise", channel_block=channel_block)
-        y = im2row.conv2d(x, w, b, **conv, groups=channels, plan=plan)
-        assert_matches_reference(y, x, w, b, **conv, groups=channels)
+        for row_block in (0, 1, 2):
+            plan = im2row.Plan("depthwise", channel_block=channel_block, row_block=row_block)
+            y = im2row.conv2d(x, w, b, **conv, groups=channels, plan=plan)
+            assert_matches_reference(y, x, w, b, **conv, groups=channels)

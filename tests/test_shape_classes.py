@@ -76,6 +76,10 @@ def _plans(spec):
     for algorithm in valid_algorithms(spec):
         if algorithm == "depthwise":
             out.append(Plan("depthwise"))
+            blocks = im2row.plan.dw_block_for_l1(spec)
+            if blocks:      # the channel-blocked default, its bands as the default sizes them
+                out.append(Plan("depthwise", channel_block=blocks,
+                                row_block=im2row.plan.dw_band_rows(spec, blocks)))
         elif algorithm == "rowwise":
             out.append(Plan("rowwise", row_block=2, gemm="packed"))
         elif algorithm == "incremental":
@@ -309,3 +313,51 @@ def test_cost_model_narrow_strips_wait_for_streamed_weights():
     one = (streamed - whole) / 1
     six = (costmodel._column_time(h, m, 22, a_block=512 << 10) - whole) / 6
     assert one > six
+
+
+# -- depthwise by channel blocks: the default's block and band sizes ----------------------------
+
+DW_BLOCK_CASES = [
+    # (C, side, kernel, stride): small maps with many channels, 56-150 maps at stride 1 and 2
+    (960, 7, 3, 1), (576, 14, 3, 2), (480, 14, 5, 1), (768, 7, 7, 1),
+    (144, 56, 3, 1), (96, 112, 3, 2), (64, 150, 3, 2), (32, 112, 3, 1), (24, 300, 5, 2),
+]
+
+
+@pytest.mark.parametrize("case", DW_BLOCK_CASES, ids=lambda c: "c{}-{}x{}-k{}-s{}".format(
+    c[0], c[1], c[1], c[2], c[3]))
+def test_depthwise_default_blocks_and_bands_fit_the_caches(case, monkeypatch):
+    """The channel block: whole vectors of channels whose input rows under one output row fit
+    half the L1 (at least one vector); the band: every row where a block's input and output fit
+    half the L2, else the most rows whose band does (at least one).  Checked on two cache
+    hierarchies, so the sizes follow the host's caches and no constant."""
+    channels, side, kernel, stride = case
+    spec = im2row.make_spec((1, channels, side, side), (channels, 1, kernel, kernel),
+                            stride=stride, padding=kernel // 2, groups=channels)
+    for l1, l2 in ((32 << 10, 512 << 10), (48 << 10, 2 << 20)):
+        monkeypatch.setattr(im2row.hwinfo, "cache_sizes", lambda l1=l1, l2=l2: {
+            "l1d": l1, "l2": l2, "l3": 32 << 20})
+        blocks = im2row.plan.dw_block_for_l1(spec)
+        under_row = 4 * kernel * spec.width
+        assert blocks == channels or blocks % 16 == 0
+        assert blocks >= min(16, channels)
+        if blocks > 16:
+            assert blocks * under_row <= l1 // 2
+        if blocks < channels:
+            assert (blocks + 16) * under_row > l1 // 2
+        rows = im2row.plan.dw_band_rows(spec, blocks)
+
+        def band_bytes(r):
+            return 4 * blocks * (im2row.plan.band_span(spec, r) * spec.width + r * spec.out_width)
+
+        whole = 4 * blocks * (spec.height * spec.width + spec.out_height * spec.out_width)
+        if rows == 0:
+            assert whole <= l2 // 2
+        else:
+            assert 1 <= rows < spec.out_height
+            assert rows == 1 or band_bytes(rows) <= l2 // 2
+            assert band_bytes(rows + 1) > l2 // 2
+        plan = Plan("depthwise", channel_block=blocks, row_block=rows)
+        assert plan in default_candidates(spec, "avx2", 1)
+        one, two = (costmodel.predict(spec, plan, t, FIXED_HOST) for t in (1, 2))
+        assert np.isfinite(one) and two < one

@@ -32,8 +32,11 @@ RELEVANT = {
     # Channels per pass: output channels over the improved im2row's columns, input channels
     # of classic's patch matrix, channel blocks of depthwise.
     "channel_block": lambda p, ctx: p.get("algorithm") in ("incremental", "classic", "depthwise"),
-    # Output rows per band: a loop of the improved im2row only.
-    "row_block": lambda p, ctx: p.get("algorithm") in ("incremental", "rowwise", "indirect"),
+    # Output rows per band: the improved im2row's loops, and the bands of the channel-blocked
+    # depthwise path (the planar one runs whole planes).
+    "row_block": lambda p, ctx: (p.get("algorithm") in ("incremental", "rowwise", "indirect")
+                                 or (p.get("algorithm") == "depthwise"
+                                     and p.get("channel_block", 0) >= 2)),
     # The depthwise kernel is direct: no GEMM; row-wise im2row runs the packed GEMM only.
     "gemm": lambda p, ctx: p.get("algorithm") not in ("depthwise", "rowwise"),
     # With one thread there is nothing to split; the direct depthwise kernel splits by image.
