@@ -4,9 +4,10 @@
  *   in(p, t) = a[p*a_stride + t] + p*a_step
  * Vectorised across channels.  3x3 (ks = 9): per 8 channels the 9 weight vectors stay in
  * registers while the block runs over every pixel (two at a time), so each FMA needs one load.
- * Other ks: blocks of 32 channels (4 accumulators) for two pixels at once, each weight vector
- * loaded serving both.  Then 8-channel vectors, then one masked vector (maskload/maskstore:
- * masked-off lanes are never accessed). */
+ * Other ks: eight pixels at a time, each 8-channel vector of them (then one masked vector)
+ * with eight accumulators, one per pixel, so each weight vector loaded serves eight FMAs and
+ * eight independent chains hide the FMA latency; the last pixels (fewer than eight) two at a
+ * time (maskload/maskstore: masked-off lanes are never accessed). */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <stddef.h>
 #include <immintrin.h>
@@ -25,35 +26,24 @@ IGEMM_INLINE void store(float *p, __m256i mask, __m256 v, const int MASKED)
     else _mm256_storeu_ps(p, v);
 }
 
-/* P pixels x V vectors of 8 channels starting at channel ch; MASKED: one vector under mask.
- * Pixel p reads a[p*a_stride + t] + off0 + p*a_step. */
+/* P pixels x one vector of 8 channels starting at channel ch (MASKED: under mask); pixel p
+ * reads a[p*a_stride + t] + off0 + p*a_step. */
 IGEMM_INLINE void block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, const float *const *restrict a,
                         ptrdiff_t a_stride, ptrdiff_t a_step, ptrdiff_t off0, const float *restrict w,
-                        float *restrict out, ptrdiff_t out_stride, __m256i mask, const int P, const int V,
-                        const int MASKED)
+                        float *restrict out, ptrdiff_t out_stride, __m256i mask, const int P, const int MASKED)
 {
-    __m256 acc[2][4];
-#pragma GCC unroll 4
-    for (int v = 0; v < V; v++) {
-        const __m256 b = load(w + ch + 8 * v, mask, MASKED);
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++) acc[p][v] = b;
-    }
+    __m256 acc[8];
+    const __m256 b = load(w + ch, mask, MASKED);
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++) acc[p] = b;
     for (ptrdiff_t t = 0; t < ks; t++) {
-        const float *wt = w + (1 + t) * channels + ch;
-#pragma GCC unroll 4
-        for (int v = 0; v < V; v++) {
-            const __m256 wv = load(wt + 8 * v, mask, MASKED);
-#pragma GCC unroll 2
-            for (int p = 0; p < P; p++)
-                acc[p][v] = _mm256_fmadd_ps(load(a[p * a_stride + t] + off0 + p * a_step + ch + 8 * v, mask, MASKED),
-                                            wv, acc[p][v]);
-        }
+        const __m256 wv = load(w + (1 + t) * channels + ch, mask, MASKED);
+#pragma GCC unroll 8
+        for (int p = 0; p < P; p++)
+            acc[p] = _mm256_fmadd_ps(load(a[p * a_stride + t] + off0 + p * a_step + ch, mask, MASKED), wv, acc[p]);
     }
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++)
-#pragma GCC unroll 4
-        for (int v = 0; v < V; v++) store(out + p * out_stride + ch + 8 * v, mask, acc[p][v], MASKED);
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++) store(out + p * out_stride + ch, mask, acc[p], MASKED);
 }
 
 IGEMM_INLINE __m256i lanes_below(ptrdiff_t n)
@@ -67,12 +57,10 @@ IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a
 {
     const __m256i all = _mm256_set1_epi32(-1);
     ptrdiff_t ch = 0;
-    for (; ch + 32 <= channels; ch += 32)
-        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 4, 0);
     for (; ch + 8 <= channels; ch += 8)
-        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 1, 0);
+        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 0);
     if (ch < channels)
-        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, lanes_below(channels - ch), P, 1, 1);
+        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, lanes_below(channels - ch), P, 1);
 }
 
 /* ks = 9: channels [ch, ch + 8) of m pixels (pixel p at a[p*a_stride + t] + off0 +
@@ -131,6 +119,8 @@ void im2row_dwconv_nhwc__avx2(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, con
         return;
     }
     ptrdiff_t p = 0;
+    for (; p + 8 <= m; p += 8)
+        pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 8);
     for (; p + 2 <= m; p += 2)
         pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 2);
     if (p < m)

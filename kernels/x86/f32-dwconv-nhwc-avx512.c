@@ -5,10 +5,11 @@
  * Vectorised across channels.  3x3 (ks = 9, MobileNet's case): per block of 32 channels the
  * 9 x 2 weight vectors stay in registers while the block runs over every pixel, so each FMA
  * needs one load (its input vector) and no weight loads; with a_stride = 0 (a run of pixels
- * at a constant step) the 9 pointers stay the same too.  Other ks: blocks of 64 channels (4
- * accumulators) for two pixels at once, each weight vector loaded serving both (1.5 loads
- * per FMA).  Then 16-channel vectors, then one masked vector for the tail.  Masked-off lanes
- * are never accessed. */
+ * at a constant step) the 9 pointers stay the same too.  Other ks: eight pixels at a time,
+ * each 16-channel vector of them (then one masked vector for the tail) with eight
+ * accumulators, one per pixel, so each weight vector loaded serves eight FMAs (1.125 loads
+ * per FMA) and eight independent chains hide the FMA latency; the last pixels (fewer than
+ * eight) two at a time.  Masked-off lanes are never accessed. */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <stddef.h>
 #include <immintrin.h>
@@ -16,49 +17,36 @@
 #include "im2row_kernels.h"
 #include "igemm-nhwc-common.h"
 
-/* P pixels x V vectors of 16 channels starting at channel ch, the last one under `mask`;
- * pixel p reads a[p*a_stride + t] + off0 + p*a_step. */
+/* P pixels x one vector of 16 channels starting at channel ch, under `mask`; pixel p reads
+ * a[p*a_stride + t] + off0 + p*a_step. */
 IGEMM_INLINE void block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, const float *const *restrict a,
-                        ptrdiff_t a_stride, ptrdiff_t a_step, ptrdiff_t off0, const float *restrict w, float *restrict out,
-                        ptrdiff_t out_stride, __mmask16 mask, const int P, const int V)
+                        ptrdiff_t a_stride, ptrdiff_t a_step, ptrdiff_t off0, const float *restrict w,
+                        float *restrict out, ptrdiff_t out_stride, __mmask16 mask, const int P)
 {
-    __m512 acc[2][4];
-#pragma GCC unroll 4
-    for (int v = 0; v < V; v++) {
-        const __m512 b = _mm512_maskz_loadu_ps(v == V - 1 ? mask : 0xFFFF, w + ch + 16 * v);
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++) acc[p][v] = b;
-    }
+    __m512 acc[8];
+    const __m512 b = _mm512_maskz_loadu_ps(mask, w + ch);
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++) acc[p] = b;
     for (ptrdiff_t t = 0; t < ks; t++) {
-        const float *wt = w + (1 + t) * channels + ch;
-#pragma GCC unroll 4
-        for (int v = 0; v < V; v++) {
-            const __mmask16 mv = v == V - 1 ? mask : 0xFFFF;
-            const __m512 wv = _mm512_maskz_loadu_ps(mv, wt + 16 * v);
-#pragma GCC unroll 2
-            for (int p = 0; p < P; p++)
-                acc[p][v] = _mm512_fmadd_ps(
-                    _mm512_maskz_loadu_ps(mv, a[p * a_stride + t] + off0 + p * a_step + ch + 16 * v), wv, acc[p][v]);
-        }
+        const __m512 wv = _mm512_maskz_loadu_ps(mask, w + (1 + t) * channels + ch);
+#pragma GCC unroll 8
+        for (int p = 0; p < P; p++)
+            acc[p] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, a[p * a_stride + t] + off0 + p * a_step + ch), wv,
+                                     acc[p]);
     }
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++)
-#pragma GCC unroll 4
-        for (int v = 0; v < V; v++)
-            _mm512_mask_storeu_ps(out + p * out_stride + ch + 16 * v, v == V - 1 ? mask : 0xFFFF, acc[p][v]);
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++) _mm512_mask_storeu_ps(out + p * out_stride + ch, mask, acc[p]);
 }
 
 IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a, ptrdiff_t a_stride,
                          ptrdiff_t a_step, ptrdiff_t off0, const float *w, float *out, ptrdiff_t out_stride, const int P)
 {
     ptrdiff_t ch = 0;
-    for (; ch + 64 <= channels; ch += 64)
-        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, 0xFFFF, P, 4);
     for (; ch + 16 <= channels; ch += 16)
-        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, 0xFFFF, P, 1);
+        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, 0xFFFF, P);
     if (ch < channels)
         block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride,
-              (__mmask16)((1u << (channels - ch)) - 1u), P, 1);
+              (__mmask16)((1u << (channels - ch)) - 1u), P);
 }
 
 /* ks = 9: channels [ch, ch + 16*V) of m pixels (pixel p at a[p*a_stride + t] + off0 +
@@ -117,6 +105,8 @@ void im2row_dwconv_nhwc__avx512(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, c
         return;
     }
     ptrdiff_t p = 0;
+    for (; p + 8 <= m; p += 8)
+        pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 8);
     for (; p + 2 <= m; p += 2)
         pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 2);
     if (p < m) pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 1);

@@ -238,14 +238,28 @@ static void dwconv_case(const conv *g)
         if (!g_var[v].usable) continue;
         for (int mode = 0; mode < 2; mode++) {
             for (size_t i = 0; i < out_len; i++) gout.p[i] = SENTINEL;
+            /* Chunks and rows go last to first: a kernel that writes a pixel past its own then
+             * spoils output already computed, instead of output that is written again later. */
             if (mode == 0) {          /* a table, pixels in random chunks */
+                ptrdiff_t ends[4096], nchunks = 0;
                 for (ptrdiff_t p0 = 0, m; p0 < M; p0 += m) {
                     m = rint_in(1, 19);   /* every pixel-group cascade (8, 4, 2, 1) and chunk */
                     if (m > M - p0) m = M - p0;
-                    g_var[v].dwconv(m, C, ks, a + p0 * ks, ks, 0, gw.p, gout.p + p0 * stride, stride);
+                    if (nchunks < 4096) ends[nchunks++] = p0;
+                }
+                for (ptrdiff_t i = nchunks - 1; i >= 0; i--) {
+                    const ptrdiff_t p0 = ends[i], m = (i + 1 < nchunks ? ends[i + 1] : M) - p0;
+                    /* the chunk's own table, flush against a guard page: a pixel read past
+                     * the chunk faults instead of reading the next chunk's (right) pointers */
+                    const size_t ptr_floats = (size_t)(m * ks) * sizeof(*a) / sizeof(float);
+                    guarded gt = galloc1(ptr_floats);
+                    memcpy(gt.p, a + p0 * ks, (size_t)(m * ks) * sizeof(*a));
+                    g_var[v].dwconv(m, C, ks, (const float *const *)(void *)gt.p, ks, 0, gw.p,
+                                    gout.p + p0 * stride, stride);
+                    gfree(gt);
                 }
             } else {                  /* per output row, the run of columns whose taps are all in the row */
-                for (ptrdiff_t oh = 0; oh < g->OH; oh++) {
+                for (ptrdiff_t oh = g->OH - 1; oh >= 0; oh--) {
                     ptrdiff_t lo = 0, hi = g->OW;
                     while (lo < hi && lo * g->sw - g->pl < 0) lo++;
                     while (hi > lo && (hi - 1) * g->sw - g->pl + (g->kw - 1) * g->dw >= g->W) hi--;
