@@ -393,6 +393,26 @@ def _dw_blocked_seconds(spec: ConvSpec, plan, h: Host, blocks: int, fmas: float,
     return max(compute, stream) + fill + row_calls, nblocks * bands, 1
 
 
+def _inside_row_share(spec: ConvSpec) -> float:
+    """The share of (output row, kernel row) pairs whose input row lies inside the input (a
+    window wholly in the vertical padding still costs one kernel row: its bias)."""
+    from .plan import effective_axes
+
+    sh, _, dh, _ = effective_axes(spec)
+    return _inside_rows(spec.height, spec.out_height, spec.kernel_h, sh, dh, spec.pad_top)
+
+
+@functools.lru_cache(maxsize=4096)
+def _inside_rows(height: int, out_height: int, kernel_h: int, sh: int, dh: int,
+                 pad_top: int) -> float:
+    inside = 0
+    for oh in range(out_height):
+        top = oh * sh - pad_top
+        rows = sum(1 for i in range(kernel_h) if 0 <= top + i * dh < height)
+        inside += max(rows, 1)
+    return inside / (out_height * kernel_h)
+
+
 def _nhwc_image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     """(seconds, parallel units, bands) of a channels-last GEMM plan (indirect or rowwise):
     pixel tiles of MR x NR output channels over every k slice of every panel, the weights
@@ -413,8 +433,9 @@ def _nhwc_image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     if tail:
         pixels += tail / min(1.0, 2.0 * tail / FMA_LATENCY_X_PORTS)
     slices = -(-k // tile["kslice"])
+    # kernel rows that read only the vertical padding are skipped (the core's row runs)
     compute = (2.0 * bands * pixels * _round_up(ocg, h.vector) * g * (k + C_TILE_OPS * slices)
-               / h.gemm_flops)
+               * _inside_row_share(spec) / h.gemm_flops)
     # every band streams all the weights again, from beyond the L2 where they outgrow it
     # (as _gemm_seconds: nothing fetches them ahead of the tiles)
     weights = 4.0 * spec.out_channels * k
@@ -425,7 +446,8 @@ def _nhwc_image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
     moved = 0.0
     if spec.layout != "NHWC":
         sh, _, dh, _ = effective_axes(spec)
-        span = min(_band_span(spec, rows, sh, dh), spec.height)
+        # the rows the band's taps read (a dilated kernel's rows between its taps are not)
+        span = min(_band_span(spec, rows, sh, dh), spec.height, spec.kernel_h * rows)
         band_in = 4.0 * span * spec.width * spec.in_channels
         moved = (bands * band_in + 4.0 * spec.out_channels * oh * ow) * TRANSPOSE_SLOWDOWN
         moved /= h.bandwidth(band_in + 4.0 * rows * ow * spec.out_channels)

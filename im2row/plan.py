@@ -369,7 +369,11 @@ def nhwc_row_block(spec: ConvSpec, plan: Plan) -> int:
     rows = min(fit_input, fit_output, spec.out_height)
     weight_floats = (spec.kernel_h * spec.kernel_w * spec.in_channels // spec.groups
                      * spec.out_channels)
+    if weight_floats > spec.height * spec.width * spec.in_channels:
+        rows = spec.out_height      # every band streams the weights again: as few as can be
     if weight_floats <= spec.height * spec.width * spec.in_channels or spec.layout != "NHWC":
+        # several bands: threads have units to share, an NCHW caller's transposed band stays
+        # a fraction of the input
         rows = min(rows, -(-spec.out_height // NHWC_MIN_BANDS))
     return max(1, rows)
 

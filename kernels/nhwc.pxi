@@ -22,7 +22,8 @@
 
 cdef extern from "im2row_kernels.h" nogil:
     ctypedef void (*im2row_igemm_nhwc_fn)(Py_ssize_t m, Py_ssize_t n, Py_ssize_t ks,
-                                          Py_ssize_t kc, Py_ssize_t kslice, const float *const *a,
+                                          Py_ssize_t kc, Py_ssize_t kslice, Py_ssize_t tap0,
+                                          Py_ssize_t ntaps, const float *const *a,
                                           Py_ssize_t a_offset, const float *w_packed, float *c,
                                           Py_ssize_t ldc)
     ctypedef void (*im2row_dwconv_nhwc_fn)(Py_ssize_t m, Py_ssize_t channels, Py_ssize_t ks,
@@ -64,7 +65,8 @@ cdef struct NhwcWork:
     Py_ssize_t border           # rowwise: output columns whose window crosses an edge
     Py_ssize_t zero_floats      # the shared zero vector
     bint nchw                   # NCHW arrays in and out: bands transposed in and out
-    Py_ssize_t span             # NCHW: input rows a band reads (at most)
+    Py_ssize_t span             # NCHW: input rows between a band's first and last tap (at most)
+    Py_ssize_t held             # NCHW: input rows a band's taps read (at most), transposed
     Py_ssize_t table_floats     # one worker's pointer table and border vectors
     Py_ssize_t band_in          # NCHW: floats of a band's channels-last input
     Py_ssize_t align_floats     # NCHW: slack to start the scratch on a cache line
@@ -135,19 +137,23 @@ cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhw
     w.thread_floats += w.thread_floats & 1    # the next worker's pointers stay 8-byte aligned
     w.table_floats = w.thread_floats
     w.span = 0
+    w.held = 0
     w.band_in = 0
     w.align_floats = LINE_FLOATS if nchw else 0
     if nchw:
         # The transposed bands start on cache lines (run() aligns the scratch): the kernels'
         # vector loads of a pixel's channels then split no line, which measured up to 2x
-        # faster on channels-last depthwise rows.
+        # faster on channels-last depthwise rows.  Only the rows the band's taps read are
+        # transposed (at most kh per output row: dilated kernels skip the rows between their
+        # taps), found through a map of the span (after the output, 8-byte aligned).
         w.table_floats = _round_up(w.table_floats, LINE_FLOATS)
         w.span = (w.RB - 1) * g.sh + (g.kh - 1) * g.dh + 1
         if w.span > g.H:
             w.span = g.H
-        w.band_in = _round_up(w.span * g.W * g.C, LINE_FLOATS)
-        w.thread_floats = _round_up(w.table_floats + w.band_in + w.RB * g.OW * g.OC,
-                                    LINE_FLOATS)
+        w.held = w.RB * g.kh if w.RB * g.kh < w.span else w.span
+        w.band_in = _round_up(w.held * g.W * g.C, LINE_FLOATS)
+        w.thread_floats = _round_up(w.table_floats + w.band_in + _round_up(w.RB * g.OW * g.OC, 2)
+                                    + 2 * w.span, LINE_FLOATS)
     return 0
 
 
@@ -208,11 +214,19 @@ def pack_weights_nhwc(tuple spec, str algorithm, cnp.ndarray weight, object bias
     return dst
 
 
-cdef void _nhwc_taps(const Geometry *g, const float *x, Py_ssize_t row0, const float *zero,
-                     Py_ssize_t oh0, Py_ssize_t nrows, Py_ssize_t ow0, Py_ssize_t ow1,
+cdef inline const float *_input_row(const Geometry *g, const float *x, Py_ssize_t row0,
+                                    const Py_ssize_t *rowmap, Py_ssize_t ih) noexcept nogil:
+    """Input row ih (NHWC) in x, which holds the rows from row0 on, or (rowmap) those the map
+    gives a place: rowmap[ih - row0]."""
+    return x + (rowmap[ih - row0] if rowmap != NULL else ih - row0) * g.W * g.C
+
+
+cdef void _nhwc_taps(const Geometry *g, const float *x, Py_ssize_t row0,
+                     const Py_ssize_t *rowmap, const float *zero, Py_ssize_t oh0,
+                     Py_ssize_t nrows, Py_ssize_t ow0, Py_ssize_t ow1,
                      const float **a) noexcept nogil:
     """One pointer per (output pixel, tap) of output rows [oh0, oh0 + nrows), columns
-    [ow0, ow1), pixel-major.  x holds input rows from row0 on (0: the whole image)."""
+    [ow0, ow1), pixel-major.  x holds input rows as _input_row reads them."""
     cdef Py_ssize_t oh, ow, i, j, ih, iw
     for oh in range(oh0, oh0 + nrows):
         for ow in range(ow0, ow1):
@@ -221,7 +235,7 @@ cdef void _nhwc_taps(const Geometry *g, const float *x, Py_ssize_t row0, const f
                 for j in range(g.kw):
                     iw = ow * g.sw - g.pl + j * g.dw
                     if 0 <= ih < g.H and 0 <= iw < g.W:
-                        a[0] = x + ((ih - row0) * g.W + iw) * g.C
+                        a[0] = _input_row(g, x, row0, rowmap, ih) + iw * g.C
                     else:
                         a[0] = zero
                     a += 1
@@ -234,10 +248,10 @@ cdef inline bint _taps_inside(const Geometry *g, Py_ssize_t ow) noexcept nogil:
 
 
 cdef void _depthwise_row(const Geometry *g, const nhwc_kernels *kern, const float *x,
-                         Py_ssize_t row0, const float *wp, float *row, const float *zero,
-                         const float **a, Py_ssize_t oh) noexcept nogil:
+                         Py_ssize_t row0, const Py_ssize_t *rowmap, const float *wp, float *row,
+                         const float *zero, const float **a, Py_ssize_t oh) noexcept nogil:
     """Output row oh (into `row`, OW*OC floats): its edge columns through a table, the
-    columns between as one run.  x holds input rows from row0 on."""
+    columns between as one run.  x holds input rows as _input_row reads them."""
     cdef Py_ssize_t lo = 0, hi = g.OW, i, j, ih, iw0, ks = g.kh * g.kw
     while lo < hi and not _taps_inside(g, lo):
         lo += 1
@@ -248,23 +262,23 @@ cdef void _depthwise_row(const Geometry *g, const nhwc_kernels *kern, const floa
         for i in range(g.kh):
             ih = oh * g.sh - g.pt + i * g.dh
             for j in range(g.kw):
-                a[i * g.kw + j] = (x + ((ih - row0) * g.W + iw0 + j * g.dw) * g.C
+                a[i * g.kw + j] = (_input_row(g, x, row0, rowmap, ih) + (iw0 + j * g.dw) * g.C
                                    if 0 <= ih < g.H else zero)
         kern.dwconv_nhwc(hi - lo, g.C, ks, a, 0, g.sw * g.C, wp, row + lo * g.OC, g.OC)
     if lo > 0:
-        _nhwc_taps(g, x, row0, zero, oh, 1, 0, lo, a)
+        _nhwc_taps(g, x, row0, rowmap, zero, oh, 1, 0, lo, a)
         kern.dwconv_nhwc(lo, g.C, ks, a, ks, 0, wp, row, g.OC)
     if hi < g.OW:
-        _nhwc_taps(g, x, row0, zero, oh, 1, hi, g.OW, a)
+        _nhwc_taps(g, x, row0, rowmap, zero, oh, 1, hi, g.OW, a)
         kern.dwconv_nhwc(g.OW - hi, g.C, ks, a, ks, 0, wp, row + hi * g.OC, g.OC)
 
 
-cdef void _nhwc_rows(const Geometry *g, const float *x, Py_ssize_t row0, const float *zero,
-                     float *border, Py_ssize_t oh0, Py_ssize_t nrows,
-                     const float **a) noexcept nogil:
+cdef void _nhwc_rows(const Geometry *g, const float *x, Py_ssize_t row0,
+                     const Py_ssize_t *rowmap, const float *zero, float *border, Py_ssize_t oh0,
+                     Py_ssize_t nrows, const float **a) noexcept nogil:
     """One pointer per (output pixel, kernel row): into the input row itself when the window
     lies inside it, else to a copy of its in-range taps with zeros around (border).  x holds
-    input rows from row0 on."""
+    input rows as _input_row reads them."""
     cdef Py_ssize_t oh, ow, i, j, ih, iw, iw0, row = g.kw * g.C
     cdef bint inside
     for oh in range(oh0, oh0 + nrows):
@@ -276,18 +290,33 @@ cdef void _nhwc_rows(const Geometry *g, const float *x, Py_ssize_t row0, const f
                 if ih < 0 or ih >= g.H:
                     a[0] = zero
                 elif inside:
-                    a[0] = x + ((ih - row0) * g.W + iw0) * g.C
+                    a[0] = _input_row(g, x, row0, rowmap, ih) + iw0 * g.C
                 else:
                     for j in range(g.kw):
                         iw = iw0 + j
                         if 0 <= iw < g.W:
-                            memcpy(border + j * g.C, x + ((ih - row0) * g.W + iw) * g.C,
+                            memcpy(border + j * g.C, _input_row(g, x, row0, rowmap, ih) + iw * g.C,
                                    g.C * sizeof(float))
                         else:
                             memset(border + j * g.C, 0, g.C * sizeof(float))
                     a[0] = border
                     border += row
                 a += 1
+
+
+cdef inline void _kernel_rows(const Geometry *g, Py_ssize_t oh, Py_ssize_t *i0,
+                              Py_ssize_t *i1) noexcept nogil:
+    """Kernel rows [i0, i1) of output row oh's windows that lie inside the input (contiguous;
+    i1 <= i0: none, the whole window is vertical padding)."""
+    cdef Py_ssize_t i, ih
+    i0[0] = g.kh
+    i1[0] = 0
+    for i in range(g.kh):
+        ih = oh * g.sh - g.pt + i * g.dh
+        if 0 <= ih < g.H:
+            if i < i0[0]:
+                i0[0] = i
+            i1[0] = i + 1
 
 
 cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *kern,
@@ -297,11 +326,14 @@ cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *k
     panels of chunk `chunk`, every group."""
     cdef const float **a = <const float **>mine
     cdef Py_ssize_t oh0 = band * w.RB, grp, col0, cols, m, oh, row0 = 0, ih_lo, ih_hi
+    cdef Py_ssize_t run, per_row, i0, i1, j0, j1, ih, held
     cdef Py_ssize_t nrows = w.RB if oh0 + w.RB <= g.OH else g.OH - oh0
     cdef const float *xs = x
     cdef float *c = out + oh0 * g.OW * g.OC
+    cdef Py_ssize_t *rowmap = NULL
     if w.nchw:
-        # the input rows the band reads, channels-last; the band's output channels-last
+        # the input rows the band's taps read, channels-last, in order; the band's output
+        # channels-last
         ih_lo = oh0 * g.sh - g.pt
         ih_hi = ih_lo + (nrows - 1) * g.sh + (g.kh - 1) * g.dh + 1
         ih_lo = ih_lo if ih_lo > 0 else 0
@@ -309,26 +341,64 @@ cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *k
         row0 = ih_lo
         xs = mine + w.table_floats
         c = mine + w.table_floats + w.band_in
-        # (a channel's rows ih_lo..ih_hi are one run of its plane; none, ih_hi <= ih_lo, an
-        # empty transpose, where the band's taps all fall in the padding)
-        kern.transpose(g.C, (ih_hi - ih_lo) * g.W, x + ih_lo * g.W, g.H * g.W,
-                       mine + w.table_floats, g.C)
+        rowmap = <Py_ssize_t *>(c + _round_up(w.RB * g.OW * g.OC, 2))
+        for ih in range(ih_lo, ih_hi):
+            rowmap[ih - ih_lo] = -1
+        for oh in range(oh0, oh0 + nrows):
+            for i0 in range(g.kh):
+                ih = oh * g.sh - g.pt + i0 * g.dh
+                if ih_lo <= ih < ih_hi:
+                    rowmap[ih - ih_lo] = 0
+        # runs of read rows, each one transpose (a channel's run is one piece of its plane);
+        # none where the band's taps all fall in the padding
+        held = 0
+        ih = ih_lo
+        while ih < ih_hi:
+            if rowmap[ih - ih_lo] < 0:
+                ih += 1
+                continue
+            run = ih
+            while run < ih_hi and rowmap[run - ih_lo] >= 0:
+                rowmap[run - ih_lo] = held + run - ih
+                run += 1
+            kern.transpose(g.C, (run - ih) * g.W, x + ih * g.W, g.H * g.W,
+                           mine + w.table_floats + held * g.W * g.C, g.C)
+            held += run - ih
+            ih = run
     m = nrows * g.OW
     if w.code == NHWC_DEPTHWISE:
         for oh in range(oh0, oh0 + nrows):
-            _depthwise_row(g, kern, xs, row0, wp, c + (oh - oh0) * g.OW * g.OC, zero, a, oh)
+            _depthwise_row(g, kern, xs, row0, rowmap, wp, c + (oh - oh0) * g.OW * g.OC, zero, a,
+                           oh)
     else:
         if w.code == NHWC_ROWWISE:
-            _nhwc_rows(g, xs, row0, zero, mine + 2 * w.RB * g.OW * w.ks, oh0, nrows, a)
+            _nhwc_rows(g, xs, row0, rowmap, zero, mine + 2 * w.RB * g.OW * w.ks, oh0, nrows, a)
         else:
-            _nhwc_taps(g, xs, row0, zero, oh0, nrows, 0, g.OW, a)
+            _nhwc_taps(g, xs, row0, rowmap, zero, oh0, nrows, 0, g.OW, a)
         col0 = chunk * w.chunk * w.nr
         cols = w.chunk * w.nr if col0 + w.chunk * w.nr <= g.OCg else g.OCg - col0
-        for grp in range(g.groups):
-            kern.igemm_nhwc(m, cols, w.ks, w.kc, w.kslice, a,
-                            grp * g.Cg if w.code == NHWC_INDIRECT else 0,
-                            wp + grp * w.group_floats + chunk * w.chunk * w.nr * (1 + w.ks * w.kc),
-                            c + grp * g.OCg + col0, g.OC)
+        # Runs of output rows whose windows have the same kernel rows inside the input: one
+        # call per run, over those kernel rows' taps only (the others read the vertical
+        # padding for every pixel of the run: large dilations on small maps skip most taps).
+        per_row = w.ks // g.kh      # taps per kernel row: kw (indirect), 1 (rowwise)
+        oh = oh0
+        while oh < oh0 + nrows:
+            _kernel_rows(g, oh, &i0, &i1)
+            run = oh + 1
+            while run < oh0 + nrows:
+                _kernel_rows(g, run, &j0, &j1)
+                if j0 != i0 or j1 != i1:
+                    break
+                run += 1
+            if i1 <= i0:        # every tap in the padding: the bias, through one zero tap
+                i0, i1 = 0, 1
+            for grp in range(g.groups):
+                kern.igemm_nhwc((run - oh) * g.OW, cols, w.ks, w.kc, w.kslice, i0 * per_row,
+                                (i1 - i0) * per_row, a + (oh - oh0) * g.OW * w.ks,
+                                grp * g.Cg if w.code == NHWC_INDIRECT else 0,
+                                wp + grp * w.group_floats + chunk * w.chunk * w.nr * (1 + w.ks * w.kc),
+                                c + (oh - oh0) * g.OW * g.OC + grp * g.OCg + col0, g.OC)
+            oh = run
     if w.nchw:
         kern.transpose(m, g.OC, c, g.OC, out + oh0 * g.OW, g.OH * g.OW)
 

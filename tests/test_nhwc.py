@@ -40,6 +40,13 @@ CASES = [
     ((40, 5, 6), (40, 1, 7, 7), dict(padding=3, groups=40)),
     ((2, 5, 6), (2, 1, 3, 3), dict(padding="same", groups=2)),
     ((6, 11, 1), (5, 6, 3, 1), dict(padding=(1, 0), stride=(2, 1))),   # a column, run as a row
+    # dilations past half the map: most windows have kernel rows wholly in the vertical
+    # padding (skipped), some have none inside; bands hold only the rows their taps read
+    ((6, 7, 9), (5, 6, 3, 3), dict(padding=5, dilation=5)),
+    ((8, 6, 7), (6, 8, 3, 2), dict(padding=(6, 1), dilation=(6, 1))),
+    ((6, 9, 8), (6, 2, 3, 3), dict(padding=(7, 2, 4, 2), dilation=(4, 2), stride=(2, 1), groups=3)),
+    ((8, 7, 7), (8, 1, 3, 3), dict(padding=6, dilation=6, groups=8)),
+    ((5, 4, 6), (4, 5, 2, 3), dict(padding=(5, 1, 5, 1), dilation=(7, 1))),
 ]
 
 
@@ -214,3 +221,35 @@ def test_nhwc_update_repacks_weights_and_bias(rng):
     no_bias(x)
     no_bias.update(bias=b)
     assert_matches_reference(no_bias(x), x, w, b, padding=1, layout="NHWC")
+
+
+def test_dilated_bands_hold_only_the_rows_their_taps_read():
+    """An NCHW caller's band transposes the input rows its taps read, not every row between its
+    first and last tap: a 3x3 kernel dilated 18 on a 33x33 map holds 3 rows per output row
+    (its span is the whole map), so its bands stay a small part of the input's bytes."""
+    spec = im2row.make_spec((1, 64, 33, 33), (32, 64, 3, 3), padding=18, dilation=18)
+    row = 4 * 64 * 33
+    for rows in (1, 2):
+        plan = im2row.Plan("indirect", row_block=rows, gemm="packed", layout="NHWC")
+        workspace = scratch_bytes(spec, plan, 1)
+        assert 3 * rows * row <= workspace < 3 * rows * row + spec.input_bytes // 8
+
+
+def test_cost_model_counts_only_kernel_rows_inside_the_input():
+    """(output row, kernel row) pairs inside the input, a window wholly in the padding counted
+    once (its bias): 3x3 dilated 18 on 33 rows reads 2 kernel rows for 30 output rows and 1 for
+    3; undilated with padding 1, all but the top and bottom rows' outer kernel rows."""
+    from im2row import costmodel
+    spec = im2row.make_spec((1, 8, 33, 33), (8, 8, 3, 3), padding=18, dilation=18)
+    assert costmodel._inside_row_share(spec) == pytest.approx(63 / 99)
+    spec = im2row.make_spec((1, 8, 10, 10), (8, 8, 3, 3), padding=1)
+    assert costmodel._inside_row_share(spec) == pytest.approx(28 / 30)
+    # 12 rows dilated 9: output rows 0-2 read kernel rows 1-2, rows 3-8 only row 1, 9-11 rows 0-1
+    spec = im2row.make_spec((1, 8, 12, 10), (8, 8, 3, 3), padding=(9, 1), dilation=(9, 1))
+    assert spec.out_height == 12
+    assert costmodel._inside_row_share(spec) == pytest.approx((3 * 2 + 6 * 1 + 3 * 2) / 36)
+    # 2 rows dilated 9, padding 10: output rows 0 and 3 have every kernel row in the padding,
+    # rows 1 and 2 one kernel row inside
+    spec = im2row.make_spec((1, 8, 2, 10), (8, 8, 3, 3), padding=(10, 1), dilation=(9, 1))
+    assert spec.out_height == 4
+    assert costmodel._inside_row_share(spec) == pytest.approx((1 + 1 + 1 + 1) / 12)

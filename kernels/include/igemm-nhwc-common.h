@@ -11,18 +11,19 @@
 
 /* The preconditions of the contract in im2row_kernels.h (debug builds only). */
 IGEMM_INLINE void igemm_nhwc_check_args(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc,
-                                        const float *const *a, const float *w, const float *c,
-                                        ptrdiff_t ldc)
+                                        ptrdiff_t tap0, ptrdiff_t ntaps, const float *const *a,
+                                        const float *w, const float *c, ptrdiff_t ldc)
 {
     assert(m >= 1);
     assert(n >= 1);
     assert(ks >= 1);
     assert(kc >= 1);
+    assert(tap0 >= 0 && ntaps >= 1 && tap0 + ntaps <= ks);
     assert(a != NULL);
     assert(w != NULL);
     assert(c != NULL);
     assert(ldc >= n);
-    (void)m, (void)n, (void)ks, (void)kc, (void)a, (void)w, (void)c, (void)ldc;
+    (void)m, (void)n, (void)ks, (void)kc, (void)tap0, (void)ntaps, (void)a, (void)w, (void)c, (void)ldc;
 }
 
 IGEMM_INLINE void dwconv_nhwc_check_args(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks,
@@ -61,24 +62,27 @@ IGEMM_INLINE void igemm_nhwc_slice(ptrdiff_t ks, ptrdiff_t kc, ptrdiff_t kslice,
 
 /* The body of an igemm-nhwc variant: column panels outside; in a panel, k slices (its
  * kslice x NR weights stay in L1 while every pixel tile of the call streams its input past
- * them), pixel tiles of MR inside.  The first slice starts from the bias, later ones add to
- * the output the earlier ones stored.  The caller has MR, NR, a_offset in scope and a
- * function tile_any(rows, cols, ks, taps, chans, a, a_offset, bias, w, c, ldc): one tile of
- * `rows` <= MR pixels x `cols` <= NR columns over taps x chans k steps of pointer rows of
- * stride ks, starting from bias (or from c where bias is NULL). */
-#define IGEMM_NHWC_BODY(m, n, ks, kc, kslice, a, w, c, ldc)                                      \
+ * them), pixel tiles of MR inside.  Only taps [tap0, tap0 + ntaps) of the ks are summed (a
+ * contiguous piece of each panel: kernel rows whose taps all fall in the padding are skipped
+ * by the caller).  The first slice starts from the bias, later ones add to the output the
+ * earlier ones stored.  The caller has MR, NR, a_offset in scope and a function
+ * tile_any(rows, cols, ks, taps, chans, a, a_offset, bias, w, c, ldc): one tile of `rows` <=
+ * MR pixels x `cols` <= NR columns over taps x chans k steps of pointer rows of stride ks,
+ * starting from bias (or from c where bias is NULL). */
+#define IGEMM_NHWC_BODY(m, n, ks, kc, kslice, tap0, ntaps, a, w, c, ldc)                         \
     do {                                                                                         \
         const ptrdiff_t panel_floats_ = NR * (1 + (ks) * (kc));                                  \
+        const ptrdiff_t tap_end_ = (tap0) + (ntaps);                                             \
         ptrdiff_t taps_, chans_;                                                                 \
-        igemm_nhwc_slice(ks, kc, kslice, &taps_, &chans_);                                       \
+        igemm_nhwc_slice(ntaps, kc, kslice, &taps_, &chans_);                                    \
         for (ptrdiff_t j0_ = 0; j0_ < (n); j0_ += NR) {                                          \
             const ptrdiff_t cols_ = (n) - j0_ < NR ? (n) - j0_ : NR;                             \
             const float *panel_ = (w) + (j0_ / NR) * panel_floats_;                              \
-            for (ptrdiff_t t0_ = 0; t0_ < (ks); t0_ += taps_) {                                  \
-                const ptrdiff_t nt_ = (ks) - t0_ < taps_ ? (ks) - t0_ : taps_;                   \
+            for (ptrdiff_t t0_ = (tap0); t0_ < tap_end_; t0_ += taps_) {                         \
+                const ptrdiff_t nt_ = tap_end_ - t0_ < taps_ ? tap_end_ - t0_ : taps_;           \
                 for (ptrdiff_t c0_ = 0; c0_ < (kc); c0_ += chans_) {                             \
                     const ptrdiff_t nc_ = (kc) - c0_ < chans_ ? (kc) - c0_ : chans_;             \
-                    const float *bias_ = t0_ == 0 && c0_ == 0 ? panel_ : NULL;                   \
+                    const float *bias_ = t0_ == (tap0) && c0_ == 0 ? panel_ : NULL;              \
                     const float *slice_ = panel_ + NR * (1 + t0_ * (kc) + c0_);                  \
                     for (ptrdiff_t p0_ = 0; p0_ < (m); p0_ += MR) {                              \
                         const ptrdiff_t rows_ = (m) - p0_ < MR ? (m) - p0_ : MR;                 \
@@ -115,10 +119,11 @@ IGEMM_INLINE void igemm_nhwc_slice(ptrdiff_t ks, ptrdiff_t kc, ptrdiff_t kslice,
         }                                                                                        \
     }                                                                                            \
     void FN(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc, ptrdiff_t kslice,              \
-            const float *const *a, ptrdiff_t a_offset, const float *w, float *c, ptrdiff_t ldc)  \
+            ptrdiff_t tap0, ptrdiff_t ntaps, const float *const *a, ptrdiff_t a_offset,          \
+            const float *w, float *c, ptrdiff_t ldc)                                             \
     {                                                                                            \
-        igemm_nhwc_check_args(m, n, ks, kc, a, w, c, ldc);                                       \
-        IGEMM_NHWC_BODY(m, n, ks, kc, kslice, a, w, c, ldc);                                     \
+        igemm_nhwc_check_args(m, n, ks, kc, tap0, ntaps, a, w, c, ldc);                          \
+        IGEMM_NHWC_BODY(m, n, ks, kc, kslice, tap0, ntaps, a, w, c, ldc);                        \
     }
 
 #endif
