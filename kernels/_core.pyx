@@ -223,6 +223,12 @@ cdef inline bint _rows_in_place(const Geometry *g) noexcept nogil:
     return g.sw == 1 and g.pl == 0 and g.OW + (g.kw - 1) * g.dw == g.W
 
 
+cdef inline bint _reads_vertical_padding(const Geometry *g) noexcept nogil:
+    """Some window has a kernel row above or below the input (1-D rows and 'valid' maps:
+    none, so row-wise im2row in place needs no zero row)."""
+    return g.pt > 0 or (g.OH - 1) * g.sh - g.pt + (g.kh - 1) * g.dh >= g.H
+
+
 cdef inline Py_ssize_t _band_span(const Geometry *g, Py_ssize_t nrows) noexcept nogil:
     """Input rows a band of nrows output rows reads."""
     return (nrows - 1) * g.sh + (g.kh - 1) * g.dh + 1
@@ -244,8 +250,8 @@ cdef Py_ssize_t _data_floats(const Geometry *g, int algorithm, const Schedule *s
             return s.dw_floats
         return g.sw * _band_span(g, g.OH) * _phase_width(g)
     if algorithm == ALG_ROWWISE:
-        if _rows_in_place(g):
-            return g.OW     # one zero row, for the taps in vertical padding
+        if _rows_in_place(g):   # one zero row, for the taps in vertical padding
+            return g.OW if _reads_vertical_padding(g) else 0
         return g.Cg * _band_span(g, s.RB) * g.sw * _phase_width(g)
     return -1
 
@@ -582,7 +588,7 @@ cdef void _run_bands(const Geometry *g, const Schedule *s, const im2row_kernels 
     cdef const float **rows = _pointer_area(g, ALG_ROWWISE, s, scratch)
     cdef Py_ssize_t b, oh0, nrows, q
     cdef bint in_place = _rows_in_place(g)
-    if in_place:    # the scratch is the zero row
+    if in_place and _reads_vertical_padding(g):    # the scratch is the zero row
         for q in range(g.OW):
             scratch[q] = 0.0
     for b in range(b0, b1):

@@ -170,6 +170,20 @@ def test_rowwise_reads_unpadded_rows_in_place(case, threads, rng):
     assert np.isfinite(layer(x)).all()
 
 
+def test_rowwise_in_place_needs_no_zero_row_without_vertical_padding(rng):
+    """A 1-D signal (WaveNet's one input channel, 16000 samples): no window reaches above or
+    below the row, so row-wise im2row in place keeps no zero row (it would be as large as
+    the input and push the plan past the workspace budget); with vertical padding it does."""
+    x, w, b = make_operands(rng, (2, 1, 1, 16002), (64, 1, 1, 3))
+    spec = im2row.make_spec(x.shape, w.shape)
+    plan = Plan("rowwise", gemm="packed")
+    assert scratch_bytes(spec, plan, 1) < spec.input_bytes // 8
+    assert plan in default_candidates(spec, im2row.get_isa(), 1)
+    assert_matches_reference(im2row.Conv2d(w, b, plan=plan)(x), x, w, b)
+    padded = im2row.make_spec((1, 1, 3, 500), (4, 1, 3, 2), padding=(1, 0))
+    assert scratch_bytes(padded, plan, 1) >= 4 * padded.out_width
+
+
 COLUMN_CASES = [
     ((2, 5, 211, 1), (6, 5, 2, 1), dict(dilation=(8, 1))),
     ((1, 4, 64, 1), (8, 2, 5, 1), dict(stride=(3, 1), padding=(2, 0, 1, 0), groups=2)),
