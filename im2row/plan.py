@@ -209,7 +209,7 @@ def dw_block_choices(spec: ConvSpec) -> list:
     if not _dw_blockable(spec):
         return []
     c = spec.in_channels
-    return sorted({b for b in (16, 32, 64, 128, 256, c) if b <= c})
+    return sorted({b for b in (16, 32, 64, 128, 256, c) if b <= c} | {dw_block_for_l1(spec)})
 
 
 def classic_passes(plan: Plan) -> tuple:
@@ -219,8 +219,12 @@ def classic_passes(plan: Plan) -> tuple:
 
 
 def row_blocks(spec: ConvSpec) -> list:
-    """0 (every output row at once) and band heights below the output height."""
-    return [0] + [rb for rb in (1, 2, 4, 8, 16, 32) if rb < spec.out_height]
+    """0 (every output row at once) and band heights below the output height (with the
+    channel-blocked depthwise default's band, sized from the L2)."""
+    rows = {rb for rb in (1, 2, 4, 8, 16, 32) if rb < spec.out_height}
+    if _dw_blockable(spec):
+        rows.add(dw_band_rows(spec, dw_block_for_l1(spec)))
+    return [0] + sorted(rows - {0})
 
 
 def gemm_blockings(spec: ConvSpec, isa: str | None = None) -> tuple:

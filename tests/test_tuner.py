@@ -464,3 +464,23 @@ def test_concurrent_tuners_share_one_cache(tmp_path):
     got = {im2row.ConvSpec(**entry["spec"]) for entry in plans.values()}
     assert got == want and len(plans) == len(TINY_LAYERS)
     assert not (tmp_path / "unused.json").exists()
+
+
+@pytest.mark.parametrize("shape", [
+    ((1, 544, 7, 7), (544, 1, 3, 3), dict(padding=1, groups=544)),     # block of 192 channels
+    ((1, 96, 112, 112), (96, 1, 3, 3), dict(stride=2, padding=1, groups=96)),  # band of 28 rows
+])
+def test_search_space_holds_the_cache_sized_depthwise_default(shape):
+    """The channel-blocked depthwise default takes its block and band from the caches, values
+    off the fixed lists: the space must hold it (the tuner measures it first; params_of once
+    raised 'ValueError: 96 is not in list' and the shape failed to tune)."""
+    x_shape, w_shape, conv = shape
+    spec = im2row.make_spec(x_shape, w_shape, **conv)
+    space = SearchSpace(spec, 1)
+    blocks = im2row.plan.dw_block_for_l1(spec)
+    assert blocks in plan_space(spec)["channel_block"]
+    assert im2row.plan.dw_band_rows(spec, blocks) in plan_space(spec)["row_block"]
+    assert space.plans()[0] == space.default
+    params = space.params_of(space.default)
+    trial = optuna.trial.FixedTrial(params)
+    assert canonical(space.suggest(trial), spec, 1, space) == space.default

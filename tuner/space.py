@@ -98,6 +98,14 @@ class SearchSpace:
         self.ignored_fields = sorted(set(raw) - set(names))  # in plan_space but not in Plan
         self.default = canonical(default_plan(spec, threads, max_workspace=max_workspace)
                                  .resolved(), spec, threads)
+        # The default is measured first, so it must be a point of the space: a value it took
+        # from outside plan_space's lists joins its field's choices.
+        for name, values in self.choices.items():
+            value = getattr(self.default, name)
+            if value not in values:
+                values.append(value)
+                if _is_ordinal(values):
+                    values.sort()
         self._plans = None
 
     # -- canonical plans ------------------------------------------------------------------
