@@ -8,8 +8,10 @@
  * at a constant step) the 9 pointers stay the same too.  Other ks: eight pixels at a time,
  * each 16-channel vector of them (then one masked vector for the tail) with eight
  * accumulators, one per pixel, so each weight vector loaded serves eight FMAs (1.125 loads
- * per FMA) and eight independent chains hide the FMA latency; the last pixels (fewer than
- * eight) two at a time.  Masked-off lanes are never accessed. */
+ * per FMA) and eight independent chains hide the FMA latency; on a run of pixels (a_stride =
+ * 0) at 5x5 and 7x7 a kernel row whose taps are one pixel step apart shares its input
+ * vectors between the eight pixels (rows_block); the last pixels (fewer than eight) two at a
+ * time.  Masked-off lanes are never accessed. */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <stddef.h>
 #include <immintrin.h>
@@ -47,6 +49,72 @@ IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a
     if (ch < channels)
         block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride,
               (__mmask16)((1u << (channels - ch)) - 1u), P);
+}
+
+/* Kernel rows of R taps (5x5, 7x7) on a run of pixels (a_stride = 0): where a row's taps are
+ * one pixel step apart (a[t + 1] == a[t] + a_step: stride equal to the dilation, as at stride
+ * 1 undilated), tap j of pixel p reads the vector tap 0 of pixel p + j reads, so P pixels
+ * load P + R - 1 input vectors for P x R FMAs (0.4 loads per FMA at P = 8, R = 5, instead of
+ * 1.125).  Bit r of `chained` says kernel row r is such a run; the other rows (padding taps
+ * on the zero row) take a load per FMA. */
+enum { ROW_PIXELS = 8 };
+IGEMM_INLINE void rows_block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, const float *const *restrict a,
+                             ptrdiff_t a_step, ptrdiff_t off0, unsigned chained, const float *restrict w,
+                             float *restrict out, ptrdiff_t out_stride, __mmask16 mask, const int R)
+{
+    __m512 acc[ROW_PIXELS];
+    const __m512 b = _mm512_maskz_loadu_ps(mask, w + ch);
+#pragma GCC unroll 8
+    for (int p = 0; p < ROW_PIXELS; p++) acc[p] = b;
+    for (ptrdiff_t t0 = 0, r = 0; t0 < ks; t0 += R, r++) {
+        const float *wt = w + (1 + t0) * channels + ch;
+        if (chained >> r & 1u) {
+            const float *x0 = a[t0] + off0 + ch;
+            __m512 x[ROW_PIXELS + 7 - 1];
+#pragma GCC unroll 14
+            for (int k = 0; k < ROW_PIXELS + R - 1; k++) x[k] = _mm512_maskz_loadu_ps(mask, x0 + k * a_step);
+#pragma GCC unroll 7
+            for (int j = 0; j < R; j++) {
+                const __m512 wv = _mm512_maskz_loadu_ps(mask, wt + j * channels);
+#pragma GCC unroll 8
+                for (int p = 0; p < ROW_PIXELS; p++) acc[p] = _mm512_fmadd_ps(x[p + j], wv, acc[p]);
+            }
+        } else {
+            for (int j = 0; j < R; j++) {
+                const __m512 wv = _mm512_maskz_loadu_ps(mask, wt + j * channels);
+                const float *xj = a[t0 + j] + off0 + ch;
+#pragma GCC unroll 8
+                for (int p = 0; p < ROW_PIXELS; p++)
+                    acc[p] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, xj + p * a_step), wv, acc[p]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int p = 0; p < ROW_PIXELS; p++) _mm512_mask_storeu_ps(out + p * out_stride + ch, mask, acc[p]);
+}
+
+IGEMM_INLINE void row_pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a, ptrdiff_t a_step,
+                             ptrdiff_t off0, unsigned chained, const float *w, float *out, ptrdiff_t out_stride,
+                             const int R)
+{
+    ptrdiff_t ch = 0;
+    for (; ch + 16 <= channels; ch += 16)
+        rows_block(ch, channels, ks, a, a_step, off0, chained, w, out, out_stride, 0xFFFF, R);
+    if (ch < channels)
+        rows_block(ch, channels, ks, a, a_step, off0, chained, w, out, out_stride,
+                   (__mmask16)((1u << (channels - ch)) - 1u), R);
+}
+
+/* The kernel rows of R taps whose taps are one pixel step apart (bit r: row r). */
+static unsigned chained_rows(const float *const *a, ptrdiff_t ks, ptrdiff_t a_step, ptrdiff_t R)
+{
+    unsigned bits = 0;
+    for (ptrdiff_t t0 = 0, r = 0; t0 < ks; t0 += R, r++) {
+        int run = 1;
+        for (ptrdiff_t j = 1; j < R; j++) run &= a[t0 + j] == a[t0 + j - 1] + a_step;
+        bits |= (unsigned)run << r;
+    }
+    return bits;
 }
 
 /* ks = 9: channels [ch, ch + 16*V) of m pixels (pixel p at a[p*a_stride + t] + off0 +
@@ -105,6 +173,15 @@ void im2row_dwconv_nhwc__avx512(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, c
         return;
     }
     ptrdiff_t p = 0;
+    /* a run of pixels with 5 x 5 or 7 x 7 taps (R taps a kernel row, ks / R rows) */
+    const ptrdiff_t R = ks == 25 ? 5 : ks == 49 ? 7 : 0;
+    const unsigned chained = a_stride == 0 && R > 0 && a_step > 0 ? chained_rows(a, ks, a_step, R) : 0u;
+    if (chained != 0) {
+        for (; p + ROW_PIXELS <= m; p += ROW_PIXELS) {
+            if (R == 5) row_pixels(channels, ks, a, a_step, p * a_step, chained, w, out + p * out_stride, out_stride, 5);
+            else row_pixels(channels, ks, a, a_step, p * a_step, chained, w, out + p * out_stride, out_stride, 7);
+        }
+    }
     for (; p + 8 <= m; p += 8)
         pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 8);
     for (; p + 2 <= m; p += 2)

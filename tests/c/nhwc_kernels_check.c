@@ -182,10 +182,11 @@ static int random_conv(conv *g, int depthwise)
     g->OC = depthwise ? g->C : g->groups * rint_in(1, (rnd() & 1) ? 20 : 70);
     g->kh = rint_in(1, 4), g->kw = rint_in(1, 4);
     if (depthwise && rnd() % 3 == 0) g->kh = g->kw = 3;   /* the 3x3 paths */
+    if (depthwise && rnd() % 4 == 0) g->kh = g->kw = 5 + 2 * (int)(rnd() & 1);  /* 5x5, 7x7 rows */
     g->sh = rint_in(1, 3), g->sw = rint_in(1, 3);
     g->dh = rint_in(1, 2), g->dw = rint_in(1, 2);
     g->pt = rint_in(0, 2), g->pl = rint_in(0, 2), g->pb = rint_in(0, 2), g->pr = rint_in(0, 2);
-    g->H = rint_in(1, 11), g->W = rint_in(1, 11);
+    g->H = rint_in(1, 11), g->W = rint_in(1, depthwise ? 24 : 11);   /* runs past 8 pixels */
     ptrdiff_t eh = g->H + g->pt + g->pb - g->dh * (g->kh - 1), ew = g->W + g->pl + g->pr - g->dw * (g->kw - 1);
     if (eh < 1 || ew < 1) return 0;
     g->OH = (eh - 1) / g->sh + 1, g->OW = (ew - 1) / g->sw + 1;
