@@ -99,13 +99,15 @@ class SearchSpace:
         self.default = canonical(default_plan(spec, threads, max_workspace=max_workspace)
                                  .resolved(), spec, threads)
         # The default is measured first, so it must be a point of the space: a value it took
-        # from outside plan_space's lists joins its field's choices.
+        # from outside plan_space's lists (for a field that matters to it) joins the choices.
+        partial = {}
         for name, values in self.choices.items():
             value = getattr(self.default, name)
-            if value not in values:
+            if self.relevant(name, partial) and value not in values:
                 values.append(value)
                 if _is_ordinal(values):
                     values.sort()
+            partial[name] = value
         self._plans = None
 
     # -- canonical plans ------------------------------------------------------------------
@@ -237,6 +239,7 @@ def canonical(plan: Plan, spec: ConvSpec, threads: int, space: SearchSpace | Non
         # the channels-last core runs our kernels and splits its bands itself
         partial["gemm"], partial["parallel"] = "packed", "split"
     if partial.get("algorithm") == "incremental" and partial.get("column_block", 1) < 1:
-        choices = (space.choices if space else plan_space(spec)).get("column_block") or [1]
+        listed = space.choices if space is not None else plan_space(spec)
+        choices = listed.get("column_block") or [1]
         partial["column_block"] = max(choices)
     return Plan(**partial)
