@@ -40,17 +40,6 @@ IGEMM_INLINE void block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, const fl
     for (int p = 0; p < P; p++) _mm512_mask_storeu_ps(out + p * out_stride + ch, mask, acc[p]);
 }
 
-IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a, ptrdiff_t a_stride,
-                         ptrdiff_t a_step, ptrdiff_t off0, const float *w, float *out, ptrdiff_t out_stride, const int P)
-{
-    ptrdiff_t ch = 0;
-    for (; ch + 16 <= channels; ch += 16)
-        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, 0xFFFF, P);
-    if (ch < channels)
-        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride,
-              (__mmask16)((1u << (channels - ch)) - 1u), P);
-}
-
 /* Kernel rows of R taps (5x5, 7x7) on a run of pixels (a_stride = 0): where a row's taps are
  * one pixel step apart (a[t + 1] == a[t] + a_step: stride equal to the dilation, as at stride
  * 1 undilated), tap j of pixel p reads the vector tap 0 of pixel p + j reads, so P pixels
@@ -93,16 +82,19 @@ IGEMM_INLINE void rows_block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, con
     for (int p = 0; p < ROW_PIXELS; p++) _mm512_mask_storeu_ps(out + p * out_stride + ch, mask, acc[p]);
 }
 
-IGEMM_INLINE void row_pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a, ptrdiff_t a_step,
-                             ptrdiff_t off0, unsigned chained, const float *w, float *out, ptrdiff_t out_stride,
-                             const int R)
+/* P pixels through every 16-channel vector, then a masked one: by block(), or with R > 0 (a
+ * run of ROW_PIXELS pixels, R taps a kernel row) by rows_block(). */
+IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a, ptrdiff_t a_stride,
+                         ptrdiff_t a_step, ptrdiff_t off0, const float *w, float *out, ptrdiff_t out_stride,
+                         const int P, unsigned chained, const int R)
 {
-    ptrdiff_t ch = 0;
-    for (; ch + 16 <= channels; ch += 16)
-        rows_block(ch, channels, ks, a, a_step, off0, chained, w, out, out_stride, 0xFFFF, R);
-    if (ch < channels)
-        rows_block(ch, channels, ks, a, a_step, off0, chained, w, out, out_stride,
-                   (__mmask16)((1u << (channels - ch)) - 1u), R);
+    for (ptrdiff_t ch = 0; ch < channels; ch += 16) {
+        const __mmask16 mask = channels - ch >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (channels - ch)) - 1u);
+        if (R > 0)
+            rows_block(ch, channels, ks, a, a_step, off0, chained, w, out, out_stride, mask, R);
+        else
+            block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, mask, P);
+    }
 }
 
 /* The kernel rows of R taps whose taps are one pixel step apart (bit r: row r). */
@@ -178,14 +170,15 @@ void im2row_dwconv_nhwc__avx512(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, c
     const unsigned chained = a_stride == 0 && R > 0 && a_step > 0 ? chained_rows(a, ks, a_step, R) : 0u;
     if (chained != 0) {
         for (; p + ROW_PIXELS <= m; p += ROW_PIXELS) {
-            if (R == 5) row_pixels(channels, ks, a, a_step, p * a_step, chained, w, out + p * out_stride, out_stride, 5);
-            else row_pixels(channels, ks, a, a_step, p * a_step, chained, w, out + p * out_stride, out_stride, 7);
+            if (R == 5) pixels(channels, ks, a, 0, a_step, p * a_step, w, out + p * out_stride, out_stride, ROW_PIXELS, chained, 5);
+            else pixels(channels, ks, a, 0, a_step, p * a_step, w, out + p * out_stride, out_stride, ROW_PIXELS, chained, 7);
         }
     }
     for (; p + 8 <= m; p += 8)
-        pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 8);
+        pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 8, 0, 0);
     for (; p + 2 <= m; p += 2)
-        pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 2);
-    if (p < m) pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 1);
+        pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 2, 0, 0);
+    if (p < m)
+        pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 1, 0, 0);
 }
 #endif
