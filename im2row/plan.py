@@ -192,13 +192,14 @@ def dw_band_rows(spec: ConvSpec, blocks: int) -> int:
     """The default band (output rows) of the channel-blocked depthwise path: every row (0)
     where a block's channels-last input and output fit in half the L2, else the most rows
     whose band does (bands re-read the rows they share)."""
-    per_row = 4 * blocks * (spec.height * spec.width + spec.out_height * spec.out_width)
-    if per_row <= _l2_bytes() // 2:
+    half_l2 = _l2_bytes() // 2
+    whole = 4 * blocks * (spec.height * spec.width + spec.out_height * spec.out_width)
+    if whole <= half_l2:
         return 0
     rows = 1
     while (rows < spec.out_height
            and 4 * blocks * (band_span(spec, rows + 1) * spec.width
-                             + (rows + 1) * spec.out_width) <= _l2_bytes() // 2):
+                             + (rows + 1) * spec.out_width) <= half_l2):
         rows += 1
     return rows
 
