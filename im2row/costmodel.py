@@ -64,14 +64,23 @@ DW_ROWS = 4        # output rows per block sharing each loaded input vector
 DW_POINTER = 0.5   # other stride 1/2 cases: bound by L2->L1 traffic (two fresh rows per row)
 DW_GENERIC = 0.25  # taps in a runtime loop
 DW_CHANNELS = 0.25  # channels-last kernel: an input load per FMA, measured at 25-30% of peak
-# The planar kernel's fixed cost per output row of a plane (row setup, edge vectors, the
-# taps' pointers), in vector FMAs: it dominates maps of 28 x 28 and less.
-DW_ROW_FMAS = 64
-# The channel-blocked path's fixed cost per output row of a block (the row's tap pointers,
-# its edge columns' pointer tables, up to three kernel calls), in vector FMAs: mobilenet_v2.26
-# (960 3x3 @7x7) ran 0.025 ms slower in 60 blocks of 16 channels than in 8 of 128, 364 more
-# rows at about 250 cycles each (Zen 4, 2026-12-07).
-DW_BLOCK_ROW_FMAS = 200
+# ... on runs of pixels under 5x5/7x7 stride-1 kernels, whose rows share input vectors
+# between eight pixels (0.4 loads per FMA): measured at about twice that.
+DW_CHANNEL_ROWS = 0.5
+# An input load per FMA from rows that outgrow the L1: the time grows by about this much per
+# L1 of rows (under one output row) beyond 3/4 of it (3x3 on 56x56 and 75x75 maps, blocks of
+# 16-144 channels: +20% to +110%, Zen 4, 2026-12-08).
+DW_L1_SPILL = 0.4
+# The planar kernel's fixed cost per output row of a plane and kernel row (row setup, edge
+# vectors, the taps' pointers), in vector FMAs: it dominates maps of 28 x 28 and less (about
+# 25 cycles a row at 3x3 and 55 at 7x7 on 7x7-14x14 maps, Zen 4, 2026-12-08).
+DW_ROW_FMAS = 8
+# The channel-blocked path's fixed costs per block, in vector FMAs: per kernel call (a row's
+# run of columns, an edge column's run of rows) and per tap pointer written.  768 channels of
+# 7x7 on a 7x7 map ran 0.12 ms slower in 48 blocks than in one (2401 pointers and 13 calls a
+# block); 960 of 3x3 on 7x7, 0.03 ms in 60 blocks (Zen 4, 2026-12-08).
+DW_CALL_FMAS = 100
+DW_POINTER_FMAS = 4
 # Threads sharing one buffer meet at a barrier per band; a woken thread's scheduling delay
 # (tens of microseconds, far more on a loaded machine) is about 20 calls' fixed overhead.
 BAND_SYNC_CALLS = 20
@@ -364,17 +373,16 @@ def _nhwc_tile(isa: str) -> dict:
     return _core.igemm_nhwc_tile(hwinfo.kernel_set(isa))
 
 
-def _dw_blocked_seconds(spec: ConvSpec, plan, h: Host, blocks: int, fmas: float,
-                        stream: float) -> tuple:
+def _dw_blocked_seconds(spec: ConvSpec, plan, h: Host, blocks: int, stream: float) -> tuple:
     """(seconds, parallel units, bands) of the channel-blocked depthwise path (the NHWC
-    depthwise kernel on blocks of channels, band by band): vectorised across channels, an
-    input vector loaded per FMA (at half the rate once the rows under an output row outgrow
-    the L1); each band's input rows transposed in (rows that bands share, again) and its
-    output back; a fixed cost per output row of every block (tap pointers, the edge columns'
-    tables, up to three kernel calls)."""
+    depthwise kernel on blocks of channels, band by band): vectorised across channels, padding
+    taps skipped; an input vector loaded per FMA (slower once the rows under an output row
+    outgrow the L1), fewer on the runs under 5x5/7x7 stride-1 kernels; each band's input rows
+    transposed in (rows that bands share, again) and its output back; per block the kernel
+    calls and tap pointers of _depthwise_band."""
     from .plan import effective_axes
 
-    sh, _, dh, _ = effective_axes(spec)
+    sh, sw, dh, dw = effective_axes(spec)
     oh, ow = spec.out_height, spec.out_width
     rows = plan.row_block if 0 < plan.row_block < oh else oh
     bands = -(-oh // rows)
@@ -384,15 +392,47 @@ def _dw_blocked_seconds(spec: ConvSpec, plan, h: Host, blocks: int, fmas: float,
     moved = 4.0 * (spec.in_channels * bands * span * spec.width + spec.out_channels * oh * ow)
     fill = moved * TRANSPOSE_SLOWDOWN / h.bandwidth(band_bytes)
     lanes = blocks / _round_up(blocks, h.vector)
-    # 3x3 takes up to 2 vectors of the block per pixel; a block of one vector shares each
-    # pixel's fixed work (nine tap pointers, the store) among half the FMAs and measured at
-    # about half the rate
-    vectors = min(max(blocks // h.vector, 1), 2) if spec.kernel_h * spec.kernel_w == 9 else 2
+    taps = _dw_taps(spec.height, spec.width, oh, ow, spec.kernel_h, spec.kernel_w, sh, sw, dh,
+                    dw, spec.pad_top, spec.pad_left, rows)
     under_row = 4.0 * blocks * _band_span(spec, 1, sh, dh) * spec.width
-    rate = DW_CHANNELS * vectors / 2 * (1.0 if under_row <= h.l1 else 0.5)
-    compute = 2.0 * fmas / (h.gemm_flops * rate * lanes)
-    row_calls = nblocks * oh * DW_BLOCK_ROW_FMAS * 2.0 * h.vector / h.gemm_flops
-    return max(compute, stream) + fill + row_calls, nblocks * bands, 1
+    spill = 1.0 + DW_L1_SPILL * max(0.0, under_row / h.l1 - 0.75)
+    row_runs = (spec.kernel_h == spec.kernel_w and spec.kernel_h in (5, 7) and sw == dw == 1)
+    row_fmas = taps["interior"] if row_runs else 0.0
+    tap_fmas = taps["fmas"] - row_fmas
+    vector_fmas = spec.in_channels / (h.vector * lanes)
+    compute = 2.0 * h.vector * vector_fmas * (
+        tap_fmas * spill / DW_CHANNELS + row_fmas / DW_CHANNEL_ROWS) / h.gemm_flops
+    fixed = nblocks * (taps["calls"] * DW_CALL_FMAS + taps["pointers"] * DW_POINTER_FMAS)
+    return (max(compute, stream) + fill + fixed * 2.0 * h.vector / h.gemm_flops,
+            nblocks * bands, 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _dw_taps(height: int, width: int, out_height: int, out_width: int, kh: int, kw: int,
+             sh: int, sw: int, dh: int, dw: int, pad_top: int, pad_left: int,
+             band: int) -> dict:
+    """What _depthwise_band does for one channel of a layer in bands of `band` output rows:
+    fmas (tap FMAs, padding taps skipped), interior (those of the columns whose taps all lie
+    in the row: runs of pixels), calls (kernel calls: a run per row that has interior columns,
+    a run per edge column and stretch of rows with the same kernel rows inside) and pointers
+    (tap pointers written)."""
+    def inside(n, size, k, stride, dil, pad):
+        top = n * stride - pad
+        return sum(1 for i in range(k) if 0 <= top + i * dil < size)
+
+    row_taps = [inside(y, height, kh, sh, dh, pad_top) for y in range(out_height)]
+    col_taps = [inside(x, width, kw, sw, dw, pad_left) for x in range(out_width)]
+    interior = sum(1 for c in col_taps if c == kw)
+    edges = out_width - interior
+    calls = pointers = 0
+    for oh0 in range(0, out_height, band):
+        stretch = row_taps[oh0:oh0 + band]
+        runs = 1 + sum(1 for a, b in zip(stretch, stretch[1:]) if a != b)
+        calls += (len(stretch) if interior else 0) + edges * runs
+        pointers += ((len(stretch) if interior else 0) + edges * len(stretch)) * kh * kw
+    return {"fmas": float(sum(row_taps) * sum(col_taps)),
+            "interior": float(sum(row_taps) * interior * kw),
+            "calls": calls, "pointers": pointers}
 
 
 def _inside_row_share(spec: ConvSpec) -> float:
@@ -485,9 +525,9 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
         from .plan import depthwise_blocks
         blocks = depthwise_blocks(spec, plan)
         if blocks:
-            return _dw_blocked_seconds(spec, plan, h, blocks, fmas, stream)
+            return _dw_blocked_seconds(spec, plan, h, blocks, stream)
         compute = 2.0 * fmas / (h.gemm_flops * unit * lanes)
-        rows = spec.out_channels * oh * DW_ROW_FMAS * 2.0 * h.vector / h.gemm_flops
+        rows = spec.out_channels * oh * spec.kernel_h * DW_ROW_FMAS * 2.0 * h.vector / h.gemm_flops
         return max(compute + rows, stream) + fill, spec.groups, 1
     if algo == "pointwise":
         view = (sh == sw == 1 and not spec.has_padding)

@@ -246,7 +246,7 @@ cdef Py_ssize_t _data_floats(const Geometry *g, int algorithm, const Schedule *s
             return 0
         return g.Cg * g.OH * g.OW
     if algorithm == ALG_DEPTHWISE:
-        if _dw_blocked(g, algorithm, s):   # a zero row and a band's channels-last work
+        if _dw_blocked(g, algorithm, s):   # a band's channels-last work
             return s.dw_floats
         return g.sw * _band_span(g, g.OH) * _phase_width(g)
     if algorithm == ALG_ROWWISE:
@@ -1101,7 +1101,6 @@ cdef int _execute(const Geometry *g, Schedule *s, int code, int mode,
         with nogil, parallel(num_threads=nthreads):
             tid = threadid()
             mine = _line_aligned(scratch + tid * scratch_n)
-            memset(mine, 0, dw.zero_floats * sizeof(float))
             for task in prange(N * units, schedule='static'):
                 _depthwise_block(g, s, &dw, kern, xp + (task // units) * g.C * g.H * g.W, wp,
                                  op + (task // units) * g.OC * g.OH * g.OW, mine,

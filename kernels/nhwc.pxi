@@ -131,9 +131,10 @@ cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhw
     w.zero_floats = w.kc if code == NHWC_ROWWISE else g.C
     w.thread_floats = 2 * w.RB * g.OW * w.ks + w.RB * w.border * g.kh * w.kc
     if code == NHWC_DEPTHWISE:
-        # a zero row (a run of padding taps moves along it) and one output row's pointers
-        w.zero_floats = g.OW * g.sw * g.C + g.C
-        w.thread_floats = 2 * g.OW * w.ks
+        # padding taps are NULL (skipped), no zero row; the pointers of one edge column's run
+        # of rows (a row's run of columns needs one pixel's)
+        w.zero_floats = 0
+        w.thread_floats = 2 * w.RB * w.ks
     w.thread_floats += w.thread_floats & 1    # the next worker's pointers stay 8-byte aligned
     w.table_floats = w.thread_floats
     w.span = 0
@@ -247,30 +248,67 @@ cdef inline bint _taps_inside(const Geometry *g, Py_ssize_t ow) noexcept nogil:
     return iw0 >= 0 and iw0 + (g.kw - 1) * g.dw < g.W
 
 
-cdef void _depthwise_row(const Geometry *g, const nhwc_kernels *kern, const float *x,
-                         Py_ssize_t row0, const Py_ssize_t *rowmap, const float *wp, float *row,
-                         const float *zero, const float **a, Py_ssize_t oh) noexcept nogil:
-    """Output row oh (into `row`, OW*OC floats): its edge columns through a table, the
-    columns between as one run.  x holds input rows as _input_row reads them."""
-    cdef Py_ssize_t lo = 0, hi = g.OW, i, j, ih, iw0, ks = g.kh * g.kw
+cdef void _depthwise_taps(const Geometry *g, const float *x, Py_ssize_t row0,
+                          const Py_ssize_t *rowmap, Py_ssize_t oh, Py_ssize_t ow,
+                          const float **a) noexcept nogil:
+    """The kh*kw tap pointers of output pixel (oh, ow), NULL for taps in the padding (the
+    depthwise kernel skips them).  x holds input rows as _input_row reads them."""
+    cdef Py_ssize_t i, j, ih, iw0 = ow * g.sw - g.pl, j0 = 0, j1 = g.kw
+    cdef const float *row
+    while j0 < j1 and iw0 + j0 * g.dw < 0:
+        j0 += 1
+    while j1 > j0 and iw0 + (j1 - 1) * g.dw >= g.W:
+        j1 -= 1
+    for i in range(g.kh):
+        ih = oh * g.sh - g.pt + i * g.dh
+        if ih < 0 or ih >= g.H:
+            for j in range(g.kw):
+                a[j] = NULL
+        else:
+            row = _input_row(g, x, row0, rowmap, ih) + iw0 * g.C
+            for j in range(j0):
+                a[j] = NULL
+            for j in range(j0, j1):
+                a[j] = row + j * g.dw * g.C
+            for j in range(j1, g.kw):
+                a[j] = NULL
+        a += g.kw
+
+
+cdef void _depthwise_band(const Geometry *g, const nhwc_kernels *kern, const float *x,
+                          Py_ssize_t row0, const Py_ssize_t *rowmap, const float *wp, float *c,
+                          const float **a, Py_ssize_t oh0, Py_ssize_t nrows) noexcept nogil:
+    """Output rows [oh0, oh0 + nrows) into c (nrows*OW*OC floats).  Each row's columns whose
+    taps all lie in the row are one run; each edge column goes down the band in runs of rows
+    with the same kernel rows inside the input, so every call's padding taps are the same
+    ones, skipped (small maps under large kernels are mostly edge: 7x7 on 7x7 wastes 43% of
+    its FMAs on padding), and edge calls still have several pixels for the kernel's tile."""
+    cdef Py_ssize_t lo = 0, hi = g.OW, ks = g.kh * g.kw, oh, ow, run, i0, i1, j0, j1
     while lo < hi and not _taps_inside(g, lo):
         lo += 1
     while hi > lo and not _taps_inside(g, hi - 1):
         hi -= 1
     if lo < hi:
-        iw0 = lo * g.sw - g.pl
-        for i in range(g.kh):
-            ih = oh * g.sh - g.pt + i * g.dh
-            for j in range(g.kw):
-                a[i * g.kw + j] = (_input_row(g, x, row0, rowmap, ih) + (iw0 + j * g.dw) * g.C
-                                   if 0 <= ih < g.H else zero)
-        kern.dwconv_nhwc(hi - lo, g.C, ks, a, 0, g.sw * g.C, wp, row + lo * g.OC, g.OC)
-    if lo > 0:
-        _nhwc_taps(g, x, row0, rowmap, zero, oh, 1, 0, lo, a)
-        kern.dwconv_nhwc(lo, g.C, ks, a, ks, 0, wp, row, g.OC)
-    if hi < g.OW:
-        _nhwc_taps(g, x, row0, rowmap, zero, oh, 1, hi, g.OW, a)
-        kern.dwconv_nhwc(g.OW - hi, g.C, ks, a, ks, 0, wp, row + hi * g.OC, g.OC)
+        for oh in range(oh0, oh0 + nrows):
+            _depthwise_taps(g, x, row0, rowmap, oh, lo, a)
+            kern.dwconv_nhwc(hi - lo, g.C, ks, a, 0, g.sw * g.C, wp,
+                             c + ((oh - oh0) * g.OW + lo) * g.OC, g.OC)
+    for ow in range(g.OW):
+        if lo <= ow < hi:
+            continue
+        oh = oh0
+        while oh < oh0 + nrows:
+            _kernel_rows(g, oh, &i0, &i1)
+            run = oh
+            while run < oh0 + nrows:
+                _kernel_rows(g, run, &j0, &j1)
+                if j0 != i0 or j1 != i1:
+                    break
+                _depthwise_taps(g, x, row0, rowmap, run, ow, a + (run - oh) * ks)
+                run += 1
+            kern.dwconv_nhwc(run - oh, g.C, ks, a, ks, 0, wp, c + ((oh - oh0) * g.OW + ow) * g.OC,
+                             g.OW * g.OC)
+            oh = run
 
 
 cdef void _nhwc_rows(const Geometry *g, const float *x, Py_ssize_t row0,
@@ -367,9 +405,7 @@ cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *k
             ih = run
     m = nrows * g.OW
     if w.code == NHWC_DEPTHWISE:
-        for oh in range(oh0, oh0 + nrows):
-            _depthwise_row(g, kern, xs, row0, rowmap, wp, c + (oh - oh0) * g.OW * g.OC, zero, a,
-                           oh)
+        _depthwise_band(g, kern, xs, row0, rowmap, wp, c, a, oh0, nrows)
     else:
         if w.code == NHWC_ROWWISE:
             _nhwc_rows(g, xs, row0, rowmap, zero, mine + 2 * w.RB * g.OW * w.ks, oh0, nrows, a)
@@ -542,9 +578,9 @@ cdef int _dw_block_work(const Geometry *g, const Schedule *s, NhwcWork *w) excep
 
 
 cdef inline Py_ssize_t _dw_block_worker_floats(const NhwcWork *w) noexcept nogil:
-    """One worker's scratch on the channel-blocked depthwise path: the zero row padding taps
-    read, then its band work (both from a cache line on), and a line of slack to align."""
-    return _round_up(w.zero_floats, LINE_FLOATS) + w.thread_floats + LINE_FLOATS
+    """One worker's scratch on the channel-blocked depthwise path: its band work (from a cache
+    line on) and a line of slack to align."""
+    return w.thread_floats + LINE_FLOATS
 
 
 cdef inline float *_line_aligned(float *p) noexcept nogil:
@@ -556,13 +592,11 @@ cdef void _depthwise_block(const Geometry *g, const Schedule *s, const NhwcWork 
                            float *out, float *mine, Py_ssize_t b, Py_ssize_t band) noexcept nogil:
     """NCHW depthwise by channel blocks (_dw_blocked), for callers of the NCHW core: band
     `band` of channels [b*CC, b*CC + cb) of one image, run by the NHWC depthwise path (its
-    input rows transposed channels-last in one call, each output row computed across the
-    channels with padding taps on the zero row, the band's output transposed back in one
-    call).  mine: the worker's scratch, line-aligned, starting with the zeroed zero row;
-    wblocks: pack_depthwise_blocks' bias row and kh*kw tap rows of cb weights per block."""
+    input rows transposed channels-last in one call, the band computed across the channels
+    (_depthwise_band), its output transposed back in one call).  mine: the worker's scratch,
+    line-aligned; wblocks: pack_depthwise_blocks' bias row and kh*kw tap rows of cb weights per block."""
     cdef Geometry gb
     cdef Py_ssize_t c0 = b * s.CC
     _dw_block_geometry(g, s.CC if c0 + s.CC <= g.C else g.C - c0, &gb)
     _nhwc_unit(&gb, w, <const nhwc_kernels *>kern, x + c0 * g.H * g.W,
-               wblocks + c0 * (1 + g.kh * g.kw), out + c0 * g.OH * g.OW, mine,
-               mine + _round_up(w.zero_floats, LINE_FLOATS), band, 0)
+               wblocks + c0 * (1 + g.kh * g.kw), out + c0 * g.OH * g.OW, NULL, mine, band, 0)

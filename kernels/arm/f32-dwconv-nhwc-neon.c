@@ -6,7 +6,7 @@
  * registers while the block runs over every pixel, so each FMA needs one load.  Other ks:
  * blocks of 16 channels (4 accumulators) for two pixels at once, each weight vector loaded
  * serving both.  Then 4-channel vectors, then a scalar tail (no read or write past
- * `channels`). */
+ * `channels`).  NULL taps are skipped (the 3x3 path needs all nine). */
 #if defined(__aarch64__)
 #include <math.h>
 #include <stddef.h>
@@ -29,6 +29,7 @@ IGEMM_INLINE void block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, const fl
         for (int p = 0; p < P; p++) acc[p][v] = b;
     }
     for (ptrdiff_t t = 0; t < ks; t++) {
+        if (a[t] == NULL) continue;     /* a padding tap */
         const float *wt = w + (1 + t) * channels + ch;
 #pragma GCC unroll 4
         for (int v = 0; v < V; v++) {
@@ -52,7 +53,8 @@ static void channel_tail(ptrdiff_t ch, ptrdiff_t m, ptrdiff_t channels, ptrdiff_
         for (ptrdiff_t c = ch; c < channels; c++) {
             float acc = w[c];
             for (ptrdiff_t t = 0; t < ks; t++)
-                acc = fmaf(a[p * a_stride + t][p * a_step + c], w[(1 + t) * channels + c], acc);
+                if (a[p * a_stride + t] != NULL)
+                    acc = fmaf(a[p * a_stride + t][p * a_step + c], w[(1 + t) * channels + c], acc);
             out[p * out_stride + c] = acc;
         }
 }
@@ -89,7 +91,7 @@ void im2row_dwconv_nhwc__neon(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, con
 {
     dwconv_nhwc_check_args(m, channels, ks, a, a_stride, a_step, w, out, out_stride);
     ptrdiff_t ch = 0;
-    if (ks == 9) {
+    if (ks == 9 && dwconv_nhwc_all_taps(a, ks)) {
         /* chunks of pixels through every channel block, so the input is read in whole pixels */
         for (ptrdiff_t p0 = 0; p0 < m; p0 += TAPS9_PIXELS) {
             const ptrdiff_t mc = m - p0 < TAPS9_PIXELS ? m - p0 : TAPS9_PIXELS;

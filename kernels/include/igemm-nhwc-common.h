@@ -43,6 +43,15 @@ IGEMM_INLINE void dwconv_nhwc_check_args(ptrdiff_t m, ptrdiff_t channels, ptrdif
     (void)m, (void)channels, (void)ks, (void)a, (void)w, (void)out, (void)out_stride;
 }
 
+/* f32-dwconv-nhwc: whether the call has no NULL (skipped) tap; the contract makes the first
+ * pixel's pointers speak for every pixel of the call. */
+IGEMM_INLINE int dwconv_nhwc_all_taps(const float *const *a, ptrdiff_t ks)
+{
+    for (ptrdiff_t t = 0; t < ks; t++)
+        if (a[t] == NULL) return 0;
+    return 1;
+}
+
 /* Taps x channels of one k slice: about `kslice` k steps (<= 0: all of ks*kc) in equal
  * slices, either whole taps (kslice >= kc) or a part of one tap's channels, so that a slice's
  * weights are contiguous in the packed panel. */

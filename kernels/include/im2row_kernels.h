@@ -162,8 +162,10 @@ typedef void (*im2row_igemm_nhwc_fn)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptr
  * for p in [0, m), ch in [0, channels): vectorised across channels.  Two ways to address:
  * a table (a_stride = ks, a_step = 0: one pointer per (output pixel, tap), as for igemm-nhwc),
  * or a run of output pixels whose windows all move by the same step (a_stride = 0: ks
- * pointers for the first pixel, a_step = sw*C floats), which needs no table at all; padding
- * taps point at zeros, which must then hold (m-1)*a_step + channels floats.
+ * pointers for the first pixel, a_step = sw*C floats), which needs no table at all.  A padding
+ * tap is NULL (skipped: no FMA spent on it), and then NULL for every pixel of the call (the
+ * caller groups pixels by the taps inside the input), or points at zeros, which must then
+ * hold (m-1)*a_step + channels floats.
  * w: a bias row then ks tap rows of `channels` floats.
  * Requires m, channels, ks >= 1, a_stride, a_step >= 0, out_stride >= channels.  Never
  * allocates. */

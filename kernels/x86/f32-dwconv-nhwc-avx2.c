@@ -6,8 +6,9 @@
  * registers while the block runs over every pixel (two at a time), so each FMA needs one load.
  * Other ks: eight pixels at a time, each 8-channel vector of them (then one masked vector)
  * with eight accumulators, one per pixel, so each weight vector loaded serves eight FMAs and
- * eight independent chains hide the FMA latency; the last pixels (fewer than eight) two at a
- * time (maskload/maskstore: masked-off lanes are never accessed). */
+ * eight independent chains hide the FMA latency; the last pixels (fewer than eight) 4, 2 and 1
+ * at a time, several channel vectors and partial sums each (8 chains).  NULL taps are skipped (the 3x3 path needs all
+ * nine).  maskload/maskstore: masked-off lanes are never accessed. */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <stddef.h>
 #include <immintrin.h>
@@ -26,24 +27,52 @@ IGEMM_INLINE void store(float *p, __m256i mask, __m256 v, const int MASKED)
     else _mm256_storeu_ps(p, v);
 }
 
-/* P pixels x one vector of 8 channels starting at channel ch (MASKED: under mask); pixel p
- * reads a[p*a_stride + t] + off0 + p*a_step. */
+/* P pixels x V vectors of 8 channels from channel ch (MASKED: V = 1, under mask); pixel p
+ * reads a[p*a_stride + t] + off0 + p*a_step.  S partial sums per output take alternate taps.
+ * Few pixels (edge columns, corners) take more vectors and sums, so that P*V*S = 4-8
+ * independent FMA chains hide the latency and each tap's pointer load and NULL test serve
+ * several FMAs.  A NULL tap (the call's padding) is skipped. */
 IGEMM_INLINE void block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, const float *const *restrict a,
                         ptrdiff_t a_stride, ptrdiff_t a_step, ptrdiff_t off0, const float *restrict w,
-                        float *restrict out, ptrdiff_t out_stride, __m256i mask, const int P, const int MASKED)
+                        float *restrict out, ptrdiff_t out_stride, __m256i mask, const int P, const int V,
+                        const int S, const int MASKED)
 {
     __m256 acc[8];
-    const __m256 b = load(w + ch, mask, MASKED);
+#define ACC(p, v, u) acc[((p) * V + (v)) * S + (u)]
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) {
+        const __m256 b = load(w + ch + 8 * v, mask, MASKED);
 #pragma GCC unroll 8
-    for (int p = 0; p < P; p++) acc[p] = b;
-    for (ptrdiff_t t = 0; t < ks; t++) {
-        const __m256 wv = load(w + (1 + t) * channels + ch, mask, MASKED);
+        for (int p = 0; p < P; p++) {
+            ACC(p, v, 0) = b;
 #pragma GCC unroll 8
-        for (int p = 0; p < P; p++)
-            acc[p] = _mm256_fmadd_ps(load(a[p * a_stride + t] + off0 + p * a_step + ch, mask, MASKED), wv, acc[p]);
+            for (int u = 1; u < S; u++) ACC(p, v, u) = _mm256_setzero_ps();
+        }
+    }
+    for (ptrdiff_t t0 = 0; t0 < ks; t0 += S) {
+#pragma GCC unroll 8
+        for (int u = 0; u < S; u++) {
+            const ptrdiff_t t = t0 + u;
+            if (t >= ks || a[t] == NULL) continue;
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++) {
+                const __m256 wv = load(w + (1 + t) * channels + ch + 8 * v, mask, MASKED);
+#pragma GCC unroll 8
+                for (int p = 0; p < P; p++)
+                    ACC(p, v, u) = _mm256_fmadd_ps(
+                        load(a[p * a_stride + t] + off0 + p * a_step + ch + 8 * v, mask, MASKED), wv, ACC(p, v, u));
+            }
+        }
     }
 #pragma GCC unroll 8
-    for (int p = 0; p < P; p++) store(out + p * out_stride + ch, mask, acc[p], MASKED);
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++) {
+#pragma GCC unroll 8
+            for (int u = 1; u < S; u++) ACC(p, v, 0) = _mm256_add_ps(ACC(p, v, 0), ACC(p, v, u));
+            store(out + p * out_stride + ch + 8 * v, mask, ACC(p, v, 0), MASKED);
+        }
+#undef ACC
 }
 
 IGEMM_INLINE __m256i lanes_below(ptrdiff_t n)
@@ -51,16 +80,32 @@ IGEMM_INLINE __m256i lanes_below(ptrdiff_t n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* P pixels through every channel: eight pixels one vector at a time; fewer pixels 8/P
+ * vectors at a time, then the whole vectors left, then a masked one, each with enough partial
+ * sums for 8 accumulators. */
 IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a, ptrdiff_t a_stride,
                          ptrdiff_t a_step, ptrdiff_t off0, const float *w, float *out, ptrdiff_t out_stride,
                          const int P)
 {
     const __m256i all = _mm256_set1_epi32(-1);
     ptrdiff_t ch = 0;
-    for (; ch + 8 <= channels; ch += 8)
-        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 0);
+    if (P >= 8) {
+        for (; ch + 8 <= channels; ch += 8)
+            block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 1, 1, 0);
+    } else {
+        const int V = P >= 4 ? 2 : 4;   /* P*V = 8 (P = 1: 4 vectors, two sums each) */
+        for (; ch + 8 * V <= channels; ch += 8 * V)
+            block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, V, 8 / (P * V), 0);
+        switch ((channels - ch) / 8) {
+        case 3: block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 3, P == 1 ? 2 : 1, 0); ch += 24; break;
+        case 2: block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 2, 4 / P, 0); ch += 16; break;
+        case 1: block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 1, 8 / P, 0); ch += 8; break;
+        default: break;
+        }
+    }
     if (ch < channels)
-        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, lanes_below(channels - ch), P, 1);
+        block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, lanes_below(channels - ch), P, 1,
+              P >= 8 ? 1 : 8 / P, 1);
 }
 
 /* ks = 9: channels [ch, ch + 8) of m pixels (pixel p at a[p*a_stride + t] + off0 +
@@ -102,7 +147,7 @@ void im2row_dwconv_nhwc__avx2(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, con
                               ptrdiff_t out_stride)
 {
     dwconv_nhwc_check_args(m, channels, ks, a, a_stride, a_step, w, out, out_stride);
-    if (ks == 9) {
+    if (ks == 9 && dwconv_nhwc_all_taps(a, ks)) {
         /* chunks of pixels through every channel block, so the input is read in whole pixels */
         const __m256i all = _mm256_set1_epi32(-1);
         for (ptrdiff_t p0 = 0; p0 < m; p0 += TAPS9_PIXELS) {
@@ -121,8 +166,14 @@ void im2row_dwconv_nhwc__avx2(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, con
     ptrdiff_t p = 0;
     for (; p + 8 <= m; p += 8)
         pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 8);
-    for (; p + 2 <= m; p += 2)
+    if (p + 4 <= m) {
+        pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 4);
+        p += 4;
+    }
+    if (p + 2 <= m) {
         pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 2);
+        p += 2;
+    }
     if (p < m)
         pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 1);
 }
