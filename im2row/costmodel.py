@@ -418,15 +418,16 @@ def _dw_taps(height: int, width: int, out_height: int, out_width: int, kh: int, 
     (tap pointers written)."""
     def inside(n, size, k, stride, dil, pad):
         top = n * stride - pad
-        return sum(1 for i in range(k) if 0 <= top + i * dil < size)
+        return tuple(i for i in range(k) if 0 <= top + i * dil < size)
 
-    row_taps = [inside(y, height, kh, sh, dh, pad_top) for y in range(out_height)]
-    col_taps = [inside(x, width, kw, sw, dw, pad_left) for x in range(out_width)]
+    row_sets = [inside(y, height, kh, sh, dh, pad_top) for y in range(out_height)]
+    row_taps = [len(rows) for rows in row_sets]
+    col_taps = [len(inside(x, width, kw, sw, dw, pad_left)) for x in range(out_width)]
     interior = sum(1 for c in col_taps if c == kw)
     edges = out_width - interior
     calls = pointers = 0
     for oh0 in range(0, out_height, band):
-        stretch = row_taps[oh0:oh0 + band]
+        stretch = row_sets[oh0:oh0 + band]
         runs = 1 + sum(1 for a, b in zip(stretch, stretch[1:]) if a != b)
         calls += (len(stretch) if interior else 0) + edges * runs
         pointers += ((len(stretch) if interior else 0) + edges * len(stretch)) * kh * kw

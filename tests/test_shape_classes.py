@@ -375,3 +375,70 @@ def test_depthwise_default_blocks_and_bands_fit_the_caches(case, monkeypatch):
         assert plan in default_candidates(spec, "avx2", 1)
         one, two = (costmodel.predict(spec, plan, t, FIXED_HOST) for t in (1, 2))
         assert np.isfinite(one) and two < one
+
+
+@pytest.mark.parametrize("case", DW_BLOCK_CASES, ids=lambda c: "c{}-{}x{}-k{}-s{}".format(
+    c[0], c[1], c[1], c[2], c[3]))
+def test_depthwise_default_weighs_doublings_of_the_l1_block(case):
+    """The default's channel blocks: the L1 block, then doublings up to every channel, each
+    with its own band, all default candidates."""
+    channels, side, kernel, stride = case
+    spec = im2row.make_spec((1, channels, side, side), (channels, 1, kernel, kernel),
+                            stride=stride, padding=kernel // 2, groups=channels)
+    blocks = im2row.plan.dw_default_blocks(spec)
+    assert blocks[0] == im2row.plan.dw_block_for_l1(spec)
+    assert blocks[-1] == channels
+    assert all(b == min(2 * a, channels) for a, b in zip(blocks, blocks[1:]))
+    candidates = default_candidates(spec, "avx2", 1)
+    for b in blocks:
+        assert Plan("depthwise", channel_block=b,
+                    row_block=im2row.plan.dw_band_rows(spec, b)) in candidates
+        assert b in im2row.plan.plan_space(spec)["channel_block"]
+
+
+def _band_calls_by_pixels(h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, band):
+    """_depthwise_band's work counted pixel by pixel: a pixel's taps inside the input, whether
+    its column is interior (every tap inside the row), and the calls: one per band row with
+    interior columns, one per edge column and stretch of band rows whose inside kernel rows
+    are the same set."""
+    def rows_in(y):
+        return frozenset(i for i in range(kh) if 0 <= y * sh - pt + i * dh < h)
+
+    def cols_in(x):
+        return frozenset(j for j in range(kw) if 0 <= x * sw - pl + j * dw < w)
+
+    interior_cols = [x for x in range(ow) if len(cols_in(x)) == kw]
+    fmas = sum(len(rows_in(y)) * len(cols_in(x)) for y in range(oh) for x in range(ow))
+    interior = sum(len(rows_in(y)) * kw for y in range(oh) for x in interior_cols)
+    calls = pointers = 0
+    for y0 in range(0, oh, band):
+        ys = range(y0, min(y0 + band, oh))
+        if interior_cols:
+            calls += len(ys)
+            pointers += len(ys) * kh * kw
+        for x in range(ow):
+            if x in interior_cols:
+                continue
+            pointers += len(ys) * kh * kw
+            calls += 1 + sum(1 for a, b in zip(ys, ys[1:]) if rows_in(a) != rows_in(b))
+    return {"fmas": float(fmas), "interior": float(interior), "calls": calls,
+            "pointers": pointers}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_depthwise_band_cost_counts_the_band_work(seed):
+    """The cost model's count of the channel-blocked path's taps, calls and pointers
+    (costmodel._dw_taps) against a pixel-by-pixel count, on random small geometries with
+    padding past the kernel, dilation and strides."""
+    rng = np.random.default_rng(seed)
+    kh, kw = (int(v) for v in rng.integers(1, 8, size=2))
+    sh, sw, dh, dw = (int(v) for v in rng.integers(1, 4, size=4))
+    pt, pl = (int(v) for v in rng.integers(0, 9, size=2))
+    h, w = (int(v) for v in rng.integers(1, 16, size=2))
+    oh = (h + 2 * pt - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pl - dw * (kw - 1) - 1) // sw + 1
+    if oh < 1 or ow < 1:
+        pytest.skip("no output")
+    band = int(rng.integers(1, oh + 1))
+    got = costmodel._dw_taps(h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, band)
+    assert got == _band_calls_by_pixels(h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, band)
