@@ -63,6 +63,11 @@ GATHER_SEGMENT_FLOATS = 32
 DW_ROWS = 4        # output rows per block sharing each loaded input vector
 DW_POINTER = 0.5   # other stride 1/2 cases: bound by L2->L1 traffic (two fresh rows per row)
 DW_GENERIC = 0.25  # taps in a runtime loop
+# Stride 2 on the plane itself (f32-dwconv-s2): per input row and vector of outputs, kw
+# permutes (and kw - 2 masked ones) beside kw * kh / 2 FMAs; measured at 28-33% of peak on
+# 3x3 stride 2 over 75x75-150x150 maps (Zen 4, 2026-12-08).
+DW_PLANE_S2 = 0.4
+DW_PLANE_S2_ROW_FMAS = 4   # its fixed cost per output row and kernel row (DW_ROW_FMAS)
 DW_CHANNELS = 0.25  # channels-last kernel: an input load per FMA, measured at 25-30% of peak
 # ... on runs of pixels under 5x5/7x7 stride-1 kernels, whose rows share input vectors
 # between eight pixels (0.4 loads per FMA): measured at about twice that.
@@ -436,6 +441,14 @@ def _dw_taps(height: int, width: int, out_height: int, out_width: int, kh: int, 
             "calls": calls, "pointers": pointers}
 
 
+def _dw_reads_plane(spec: ConvSpec) -> bool:
+    """Planar depthwise run on the input plane itself (f32-dwconv-s2): the core then needs no
+    scratch for it (its _dw_reads_plane, read through the scratch size)."""
+    from .plan import core_spec
+
+    return _core.scratch_floats(core_spec(spec), "depthwise", 1) == 0
+
+
 def _inside_row_share(spec: ConvSpec) -> float:
     """The share of (output row, kernel row) pairs whose input row lies inside the input (a
     window wholly in the vertical padding still costs one kernel row: its bias)."""
@@ -527,8 +540,13 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
         blocks = depthwise_blocks(spec, plan)
         if blocks:
             return _dw_blocked_seconds(spec, plan, h, blocks, stream)
+        row_fmas = DW_ROW_FMAS
+        if _dw_reads_plane(spec):
+            # f32-dwconv-s2: the phase split in registers, kw permutes per input row and
+            # vector of outputs instead of a copy of the plane; no phase rows to set up
+            fill, unit, row_fmas = 0.0, DW_PLANE_S2, DW_PLANE_S2_ROW_FMAS
         compute = 2.0 * fmas / (h.gemm_flops * unit * lanes)
-        rows = spec.out_channels * oh * spec.kernel_h * DW_ROW_FMAS * 2.0 * h.vector / h.gemm_flops
+        rows = spec.out_channels * oh * spec.kernel_h * row_fmas * 2.0 * h.vector / h.gemm_flops
         return max(compute + rows, stream) + fill, spec.groups, 1
     if algo == "pointwise":
         view = (sh == sw == 1 and not spec.has_padding)

@@ -31,6 +31,12 @@ cdef extern from "im2row_kernels.h" nogil:
                                       Py_ssize_t phase_w, const float *w, Py_ssize_t kh,
                                       Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                                       Py_ssize_t dh, Py_ssize_t dw, float bias)
+    ctypedef void (*im2row_dwconv_s2_fn)(float *out, Py_ssize_t out_stride, Py_ssize_t oh,
+                                         Py_ssize_t ow, const float *plane, Py_ssize_t height,
+                                         Py_ssize_t width, Py_ssize_t pad_top,
+                                         Py_ssize_t pad_left, const float *w, Py_ssize_t kh,
+                                         Py_ssize_t kw, float bias)
+    enum: IM2ROW_DWCONV_S2_MAX_KW
     ctypedef struct im2row_gemm_blocking:
         Py_ssize_t kc, kc_m, mc, nc
         int copy_b
@@ -49,6 +55,7 @@ cdef extern from "im2row_kernels.h" nogil:
         im2row_gather_fn gather
         im2row_scatter_fn scatter_bias
         im2row_dwconv_fn dwconv
+        im2row_dwconv_s2_fn dwconv_s2
         im2row_gemm_fn gemm
         Py_ssize_t gemm_mr
         const im2row_gemm_tile *gemm_tile
@@ -248,6 +255,8 @@ cdef Py_ssize_t _data_floats(const Geometry *g, int algorithm, const Schedule *s
     if algorithm == ALG_DEPTHWISE:
         if _dw_blocked(g, algorithm, s):   # a band's channels-last work
             return s.dw_floats
+        if _dw_reads_plane(g):
+            return 0
         return g.sw * _band_span(g, g.OH) * _phase_width(g)
     if algorithm == ALG_ROWWISE:
         if _rows_in_place(g):   # one zero row, for the taps in vertical padding
@@ -603,12 +612,25 @@ cdef void _run_bands(const Geometry *g, const Schedule *s, const im2row_kernels 
                        _work_area(g, ALG_ROWWISE, s, scratch))
 
 
+cdef inline bint _dw_reads_plane(const Geometry *g) noexcept nogil:
+    """Planar depthwise that f32-dwconv-s2 runs on the input plane itself (its phase split in
+    registers, nothing copied): stride 2 (an axis with one output may have any, the core
+    then says 1), no dilation, kernels up to 7 wide."""
+    return ((g.sh == 2 or g.OH == 1) and (g.sw == 2 or g.OW == 1) and (g.sh == 2 or g.sw == 2)
+            and g.dh == 1 and g.dw == 1 and g.kw <= IM2ROW_DWCONV_S2_MAX_KW)
+
+
 cdef void _run_depthwise(const Geometry *g, const im2row_kernels *kern, const float *x,
                          const float *w, const float *bias, float *out, float *scratch) noexcept nogil:
     """groups == C: one input plane feeds OCg output planes; GEMM would have K = kh*kw."""
     cdef Py_ssize_t hp = _band_span(g, g.OH)
     cdef Py_ssize_t phase_w = _phase_width(g)
     cdef Py_ssize_t m
+    if _dw_reads_plane(g):
+        for m in range(g.OCg):
+            kern.dwconv_s2(out + m * g.OH * g.OW, g.OW, g.OH, g.OW, x, g.H, g.W, g.pt, g.pl,
+                           w + m * g.kh * g.kw, g.kh, g.kw, bias[m] if bias != NULL else 0.0)
+        return
     _phase_rows(g, kern, x, scratch, -g.pt, hp, hp)
     for m in range(g.OCg):
         kern.dwconv(out + m * g.OH * g.OW, g.OW, g.OH, g.OW, scratch, hp, phase_w,

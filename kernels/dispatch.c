@@ -19,6 +19,10 @@ void im2row_dwconv__avx2(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *
 void im2row_dwconv__avx512(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                            ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                            ptrdiff_t, ptrdiff_t, float);
+void im2row_dwconv_s2__avx2(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                            ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, float);
+void im2row_dwconv_s2__avx512(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                              ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, float);
 void im2row_gemm__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
                        float *, ptrdiff_t, ptrdiff_t, int,
                        const im2row_gemm_blocking *, float *);
@@ -38,6 +42,8 @@ void im2row_scatter_bias__neon(float *, ptrdiff_t, const float *, ptrdiff_t, flo
 void im2row_dwconv__neon(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                          ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                          ptrdiff_t, ptrdiff_t, float);
+void im2row_dwconv_s2__neon(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                            ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, float);
 void im2row_gemm__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
                        float *, ptrdiff_t, ptrdiff_t, int,
                        const im2row_gemm_blocking *, float *);
@@ -109,7 +115,8 @@ static void detect_once(void) {
 #ifdef IM2ROW_X86
     if (im2row_cpu_has_avx512()) {
         im2row_kernels t = {"avx512", im2row_gather__avx2, im2row_scatter_bias__avx2,
-                            im2row_dwconv__avx512, im2row_gemm__avx512, 0, NULL};
+                            im2row_dwconv__avx512, im2row_dwconv_s2__avx512, im2row_gemm__avx512, 0,
+                            NULL};
         t.gemm_mr = im2row_gemm_mr__avx512;
         IM2ROW_NHWC_SET(t, avx512);
         t.transpose = im2row_transpose__avx2;
@@ -118,7 +125,8 @@ static void detect_once(void) {
     }
     if (im2row_cpu_has_avx2_fma()) {
         im2row_kernels t = {"avx2", im2row_gather__avx2, im2row_scatter_bias__avx2,
-                            im2row_dwconv__avx2, im2row_gemm__avx2, 0, NULL};
+                            im2row_dwconv__avx2, im2row_dwconv_s2__avx2, im2row_gemm__avx2, 0,
+                            NULL};
         t.gemm_mr = im2row_gemm_mr__avx2;
         IM2ROW_NHWC_SET(t, avx2);
         t.transpose = im2row_transpose__avx2;
@@ -129,7 +137,8 @@ static void detect_once(void) {
 #ifdef IM2ROW_ARM64
     if (im2row_cpu_has_neon()) {
         im2row_kernels t = {"neon", im2row_gather__neon, im2row_scatter_bias__neon,
-                            im2row_dwconv__neon, im2row_gemm__neon, 0, NULL};
+                            im2row_dwconv__neon, im2row_dwconv_s2__neon, im2row_gemm__neon, 0,
+                            NULL};
         t.gemm_mr = im2row_gemm_mr__neon;
         IM2ROW_NHWC_SET(t, neon);
         t.transpose = im2row_transpose__neon;
@@ -139,7 +148,8 @@ static void detect_once(void) {
 #endif
     {
         im2row_kernels t = {"scalar", im2row_gather__scalar, im2row_scatter_bias__scalar,
-                            im2row_dwconv__scalar, im2row_gemm__scalar, 0, NULL};
+                            im2row_dwconv__scalar, im2row_dwconv_s2__scalar, im2row_gemm__scalar, 0,
+                            NULL};
         t.gemm_mr = im2row_gemm_mr__scalar;
         t.igemm_nhwc = im2row_igemm_nhwc__scalar;
         t.igemm_nhwc_mr = im2row_igemm_nhwc_mr__scalar;

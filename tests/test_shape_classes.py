@@ -442,3 +442,23 @@ def test_depthwise_band_cost_counts_the_band_work(seed):
     band = int(rng.integers(1, oh + 1))
     got = costmodel._dw_taps(h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, band)
     assert got == _band_calls_by_pixels(h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, band)
+
+
+@pytest.mark.parametrize("kernel", [(3, 3), (5, 5), (7, 7), (1, 7), (4, 2), (6, 1)])
+def test_planar_stride_two_depthwise_reads_the_plane(kernel, isa, rng):
+    """Stride-2 planar depthwise (f32-dwconv-s2, the phase split in registers) on every ISA:
+    no workspace, and the reference's result on maps whose widths leave every tail of a
+    vector, with padding up to past the kernel and a channel multiplier."""
+    kh, kw = kernel
+    for height, width, pads in ((9, 37, (kh // 2, kw // 2)), (8, 16, (0, 0)), (3, 3, (kh, kw)),
+                                (1, 21, (0, kw // 2))):
+        if height + 2 * pads[0] < kh:
+            continue
+        x_shape, w_shape = (2, 4, height, width), (8, 1, kh, kw)
+        conv = dict(stride=2, padding=pads, groups=4)
+        spec = im2row.make_spec(x_shape, w_shape, **conv)
+        plan = Plan("depthwise")
+        assert scratch_bytes(spec, plan, 1) == 0
+        x, w, b = make_operands(rng, x_shape, w_shape)
+        y = im2row.conv2d(x, w, b, plan=plan, **conv)
+        assert_matches_reference(y, x, w, b, **conv)

@@ -33,4 +33,24 @@ static inline ptrdiff_t dwconv_tap(ptrdiff_t j, ptrdiff_t hp, ptrdiff_t pw, ptrd
     return ((j * dw) % sw) * hp * pw + (j * dw) / sw;
 }
 
+/* The preconditions of the f32-dwconv-s2 contract (debug builds only); 0 when the output is
+ * empty. */
+static inline int dwconv_s2_check_args(const float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff_t ow,
+                                       const float *plane, ptrdiff_t height, ptrdiff_t width,
+                                       ptrdiff_t pad_top, ptrdiff_t pad_left, const float *w,
+                                       ptrdiff_t kh, ptrdiff_t kw)
+{
+    assert(oh >= 0 && ow >= 0 && height >= 0 && width >= 0);
+    assert(kh >= 1 && kw >= 1 && kw <= IM2ROW_DWCONV_S2_MAX_KW);
+    assert(pad_top >= 0 && pad_left >= 0);
+    assert(out_stride >= ow);
+    if (oh == 0 || ow == 0)
+        return 0;
+    assert(out != NULL && w != NULL);
+    assert(plane != NULL || height == 0 || width == 0);
+    (void)out, (void)out_stride, (void)plane, (void)height, (void)width, (void)pad_top;
+    (void)pad_left, (void)w, (void)kh, (void)kw;
+    return 1;
+}
+
 #endif

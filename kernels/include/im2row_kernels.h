@@ -47,6 +47,19 @@ typedef void (*im2row_dwconv_fn)(float *out, ptrdiff_t out_stride, ptrdiff_t oh,
                                  ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dh, ptrdiff_t dw,
                                  float bias);
 
+/* ---- f32-dwconv-s2: stride-2 depthwise on the unpadded plane ---------------------------
+ * out[y][x] = bias + sum_{i<kh, j<kw} w[i*kw + j] * in(2y - pad_top + i, 2x - pad_left + j),
+ *     in(r, c) = plane[r*width + c] inside [0, height) x [0, width), else 0,
+ * for y < oh, x < ow; out row stride out_stride.  The stride-2 phase split that f32-dwconv
+ * needs copied beforehand happens in registers (even and odd columns of the loaded row), so
+ * nothing is copied.  Requires kh >= 1, 1 <= kw <= 7, pads >= 0; reads no float outside the
+ * plane and writes none outside the oh x ow view.  Never allocates. */
+typedef void (*im2row_dwconv_s2_fn)(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff_t ow,
+                                    const float *plane, ptrdiff_t height, ptrdiff_t width,
+                                    ptrdiff_t pad_top, ptrdiff_t pad_left, const float *w,
+                                    ptrdiff_t kh, ptrdiff_t kw, float bias);
+#define IM2ROW_DWCONV_S2_MAX_KW 7
+
 /* ---- cache hierarchy, detected once (kernels/cpuinfo.c) ------------------------------
  * Per core: L1 data, L2 and L3 (bytes, ways), line size, and how many logical CPUs share one
  * L3.  A field the source does not give keeps its fallback (32 KB/8 L1D, 512 KB/8 L2,
@@ -187,6 +200,7 @@ typedef struct im2row_kernels {
     im2row_gather_fn gather;
     im2row_scatter_fn scatter_bias;
     im2row_dwconv_fn dwconv;
+    im2row_dwconv_s2_fn dwconv_s2;
     im2row_gemm_fn gemm;      /* NULL when this ISA has no packed GEMM */
     ptrdiff_t gemm_mr;        /* panel height expected by `gemm`'s packed A */
     const im2row_gemm_tile *gemm_tile;  /* its tiles, for the blocking model and `work` */
@@ -225,6 +239,9 @@ void im2row_scatter_bias__scalar(float *, ptrdiff_t, const float *, ptrdiff_t, f
 void im2row_dwconv__scalar(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                            ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                            ptrdiff_t, ptrdiff_t, float);
+void im2row_dwconv_s2__scalar(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                              ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t,
+                              float);
 void im2row_gemm__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
                          float *, ptrdiff_t, ptrdiff_t, int, const im2row_gemm_blocking *, float *);
 

@@ -97,7 +97,10 @@ IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a
         for (; ch + 8 * V <= channels; ch += 8 * V)
             block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, V, 8 / (P * V), 0);
         switch ((channels - ch) / 8) {
-        case 3: block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 3, P == 1 ? 2 : 1, 0); ch += 24; break;
+        case 3:     /* (P <= 2 only: at P = 4 the loop above leaves at most one) */
+            if (P <= 2) block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 3, P == 1 ? 2 : 1, 0);
+            ch += 24;
+            break;
         case 2: block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 2, 4 / P, 0); ch += 16; break;
         case 1: block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, all, P, 1, 8 / P, 0); ch += 8; break;
         default: break;

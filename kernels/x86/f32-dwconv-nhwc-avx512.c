@@ -135,7 +135,10 @@ IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a
     for (; ch + 16 * V <= channels; ch += 16 * V)
         block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, 0xFFFF, P, V, 8 / (P * V));
     switch ((channels - ch) / 16) {
-    case 3: block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, 0xFFFF, P, 3, P == 1 ? 2 : 1); ch += 48; break;
+    case 3:     /* (P <= 2 only: at P = 4 the loop above leaves at most one) */
+        if (P <= 2) block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, 0xFFFF, P, 3, P == 1 ? 2 : 1);
+        ch += 48;
+        break;
     case 2: block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, 0xFFFF, P, 2, 4 / P); ch += 32; break;
     case 1: block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, 0xFFFF, P, 1, 8 / P); ch += 16; break;
     default: break;

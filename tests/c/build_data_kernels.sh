@@ -1,6 +1,6 @@
 #!/bin/sh
 # Build (and optionally run) tests/c/data_kernels_check.c against the gather, scatter-bias,
-# transpose and dwconv kernels, with the same per-ISA flags as the library build.
+# transpose, dwconv and dwconv-s2 kernels, with the same per-ISA flags as the library build.
 #   tests/c/build_data_kernels.sh            build the native (x86-64) runner
 #   tests/c/build_data_kernels.sh check      ... and run the checks
 #   tests/c/build_data_kernels.sh bench      ... and run the benchmark
@@ -16,14 +16,14 @@ K=$ROOT/kernels
 INC="-I$K/include"
 EXTRA=${CHECK_CFLAGS:-}
 SCALAR="$K/scalar/f32-gather-scalar.c $K/scalar/f32-scatter-bias-scalar.c $K/scalar/f32-dwconv-scalar.c \
-        $K/scalar/f32-transpose-scalar.c"
+        $K/scalar/f32-dwconv-s2-scalar.c $K/scalar/f32-transpose-scalar.c"
 MODE=${1:-build}
 
 if [ "$MODE" = neon ]; then
     CC=${CC_AARCH64:-aarch64-linux-gnu-gcc}
     objs=""
     for f in $SCALAR $K/arm/f32-gather-neon.c $K/arm/f32-scatter-bias-neon.c $K/arm/f32-dwconv-neon.c \
-             $K/arm/f32-transpose-neon.c "$ROOT/tests/c/data_kernels_check.c"; do
+             $K/arm/f32-dwconv-s2-neon.c $K/arm/f32-transpose-neon.c "$ROOT/tests/c/data_kernels_check.c"; do
         o=$OUT/$(basename "$f" .c).a64.o
         $CC -O3 -std=c99 -fno-strict-aliasing -Wall -Wextra -Wno-comment $EXTRA $INC -c "$f" -o "$o"
         objs="$objs $o"
@@ -49,6 +49,8 @@ build "$K/x86/f32-scatter-bias-avx2.c" "$AVX2"
 build "$K/x86/f32-dwconv-avx2.c" "$AVX2"
 build "$K/x86/f32-transpose-avx2.c" "$AVX2"
 build "$K/x86/f32-dwconv-avx512.c" "$AVX512"
+build "$K/x86/f32-dwconv-s2-avx2.c" "$AVX2"
+build "$K/x86/f32-dwconv-s2-avx512.c" "$AVX512"
 DEFS=""
 for f in f32-gather-avx512 f32-scatter-bias-avx512; do
     if [ -f "$K/x86/$f.c" ]; then

@@ -1,5 +1,5 @@
 /* Standalone checker and micro-benchmark for the data-movement and depthwise kernels
- * (f32-gather, f32-scatter-bias, f32-transpose, f32-dwconv).
+ * (f32-gather, f32-scatter-bias, f32-transpose, f32-dwconv, f32-dwconv-s2).
  *
  *   data_kernels_check [check]        every compiled SIMD variant usable on this CPU against
  *                                     the scalar one, and the scalar one against a naive
@@ -36,6 +36,10 @@ void im2row_dwconv__avx2(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *
 void im2row_dwconv__avx512(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                            ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                            ptrdiff_t, ptrdiff_t, float);
+void im2row_dwconv_s2__avx2(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                            ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, float);
+void im2row_dwconv_s2__avx512(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                              ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, float);
 #ifdef IM2ROW_HAVE_GATHER_AVX512
 void im2row_gather__avx512(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 #define GATHER_AVX512 im2row_gather__avx512
@@ -56,6 +60,8 @@ void im2row_transpose__neon(ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, floa
 void im2row_dwconv__neon(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                          ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                          ptrdiff_t, ptrdiff_t, float);
+void im2row_dwconv_s2__neon(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                            ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, float);
 #endif
 
 typedef struct {
@@ -65,6 +71,7 @@ typedef struct {
     im2row_scatter_fn scatter;
     im2row_dwconv_fn dwconv;
     im2row_transpose_fn transpose;
+    im2row_dwconv_s2_fn dwconv_s2;
 } variant;
 
 static variant g_var[4];
@@ -73,20 +80,20 @@ static int g_nvar;
 static void init_variants(void)
 {
     g_var[g_nvar++] = (variant){"scalar", 1, im2row_gather__scalar, im2row_scatter_bias__scalar,
-                                im2row_dwconv__scalar, im2row_transpose__scalar};
+                                im2row_dwconv__scalar, im2row_transpose__scalar, im2row_dwconv_s2__scalar};
 #if defined(__x86_64__) || defined(_M_X64)
     __builtin_cpu_init();
     int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     g_var[g_nvar++] = (variant){"avx2", avx2, im2row_gather__avx2, im2row_scatter_bias__avx2,
-                                im2row_dwconv__avx2, im2row_transpose__avx2};
+                                im2row_dwconv__avx2, im2row_transpose__avx2, im2row_dwconv_s2__avx2};
     g_var[g_nvar++] = (variant){"avx512", avx512, GATHER_AVX512, SCATTER_AVX512,
-                                im2row_dwconv__avx512, im2row_transpose__avx2};
+                                im2row_dwconv__avx512, im2row_transpose__avx2, im2row_dwconv_s2__avx512};
 #endif
 #if defined(__aarch64__)
     g_var[g_nvar++] = (variant){"neon", 1, im2row_gather__neon, im2row_scatter_bias__neon,
-                                im2row_dwconv__neon, im2row_transpose__neon};
+                                im2row_dwconv__neon, im2row_transpose__neon, im2row_dwconv_s2__neon};
 #endif
 }
 
@@ -416,6 +423,71 @@ static void check_dwconv(void)
     printf("dwconv: %ld shapes checked on %d variant(s)\n", cases, g_nvar);
 }
 
+/* ---- dwconv-s2 ------------------------------------------------------------------------- */
+
+/* One stride-2 plane: a float64 reference, the scalar oracle against it and every SIMD
+ * variant against the scalar; the plane flush against a guard page at either end (a load
+ * outside it faults), output columns past ow holding a sentinel. */
+static void dw_s2_case(ptrdiff_t height, ptrdiff_t width, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t pt,
+                       ptrdiff_t pl, ptrdiff_t pb, ptrdiff_t pr, ptrdiff_t extra)
+{
+    const ptrdiff_t oh = (height + pt + pb - kh) / 2 + 1, ow = (width + pl + pr - kw) / 2 + 1;
+    if (height + pt + pb < kh || width + pl + pr < kw || oh < 1 || ow < 1) return;
+    const ptrdiff_t os = ow + extra;
+    guarded gx = galloc((size_t)(height * width), (int)(rnd() & 1));
+    for (ptrdiff_t i = 0; i < height * width; i++) gx.p[i] = rfloat();
+    float w[64];
+    for (int k = 0; k < 64; k++) w[k] = rfloat();
+    const float bias = rfloat();
+    const size_t nout = (size_t)((oh - 1) * os + ow + extra);
+    guarded go = galloc(nout, (int)(rnd() & 1));
+    float *scal = malloc(sizeof(float) * (size_t)(oh * ow));
+    for (int v = 0; v < g_nvar; v++) {
+        if (!g_var[v].usable) continue;
+        for (size_t i = 0; i < nout; i++) go.p[i] = -777.0f;
+        g_var[v].dwconv_s2(go.p, os, oh, ow, gx.p, height, width, pt, pl, w, kh, kw, bias);
+        for (ptrdiff_t y = 0; y < oh; y++)
+            for (ptrdiff_t x = 0; x < os && y * os + x < (ptrdiff_t)nout; x++) {
+                float got = go.p[y * os + x];
+                if (x >= ow) {
+                    if (got != -777.0f) FAIL("dwconv_s2[%s] wrote out[%td][%td] past ow", g_var[v].isa, y, x);
+                    continue;
+                }
+                double acc = bias, mag = fabs(bias);
+                for (ptrdiff_t i = 0; i < kh; i++)
+                    for (ptrdiff_t j = 0; j < kw; j++) {
+                        ptrdiff_t r = 2 * y - pt + i, c = 2 * x - pl + j;
+                        if (r < 0 || r >= height || c < 0 || c >= width) continue;
+                        double t = (double)w[i * kw + j] * gx.p[r * width + c];
+                        acc += t, mag += fabs(t);
+                    }
+                double want = v == 0 ? acc : (double)scal[y * ow + x];
+                if (!(fabs((double)got - want) <= 1e-5 * mag + 1e-30))
+                    FAIL("dwconv_s2[%s] %tdx%td k=%tdx%td pads %td,%td,%td,%td: out[%td][%td]=%.9g want %.9g",
+                         g_var[v].isa, height, width, kh, kw, pt, pl, pb, pr, y, x, got, want);
+                if (v == 0) scal[y * ow + x] = got;
+            }
+    }
+    free(scal);
+    gfree(gx), gfree(go);
+}
+
+static void check_dwconv_s2(void)
+{
+    long cases = 0;
+    /* every kernel width, odd heights and widths 1..70 (every tail of 4, 8 and 16 columns) */
+    for (ptrdiff_t kw = 1; kw <= IM2ROW_DWCONV_S2_MAX_KW; kw++)
+        for (ptrdiff_t width = 1; width <= 70; width++, cases++)
+            dw_s2_case(rint_in(1, 20), width, rint_in(1, 8), kw, rint_in(0, 4), rint_in(0, 4), rint_in(0, 4),
+                       rint_in(0, 4), rint_in(0, 3));
+    /* the square kernels of MobileNet and EfficientNet, padding k/2, planes up to 150 */
+    for (int c = 0; c < 300; c++, cases++) {
+        ptrdiff_t k = 3 + 2 * (ptrdiff_t)(rnd() % 3), side = rint_in(1, 150);
+        dw_s2_case(side, c % 3 ? side : rint_in(1, 150), k, k, k / 2, k / 2, k / 2, k / 2, rint_in(0, 2));
+    }
+    printf("dwconv-s2: %ld shapes checked on %d variant(s)\n", cases, g_nvar);
+}
+
 /* ---- bench ----------------------------------------------------------------------------- */
 
 static double now(void)
@@ -633,6 +705,7 @@ int main(int argc, char **argv)
     check_scatter();
     check_transpose();
     check_dwconv();
+    check_dwconv_s2();
     if (g_fail) {
         printf("FAILED: %d mismatches\n", g_fail);
         return 1;
