@@ -510,11 +510,17 @@ def _nhwc_candidate_for_nchw(spec: ConvSpec, isa: str) -> bool:
     """The channels-last indirect GEMM as a default for an NCHW caller (its bands transposed
     in and out in scratch): dense k > 1 convolutions with more than a few input channels.
     Measured 1.1-1.45x faster than the NCHW plans on 3x3 and 1x7 layers of 14x14-56x56 maps
-    with 64-512 channels (benchmarks/README.md, session 10); 1x1 layers (a GEMM on the
-    input itself) and the 3-channel stems (a tap feeds only C multiply-adds) lost."""
-    return (isa != "scalar" and spec.layout == "NCHW" and spec.groups == 1
-            and not spec.is_pointwise and spec.kernel_h * spec.kernel_w > 1
-            and spec.in_channels > NHWC_ROWWISE_MAX_CHANNELS)
+    with 64-512 channels (benchmarks/README.md, session 10); 1x1 layers (a GEMM on the input
+    itself) and the 3-channel stems (a tap feeds only C multiply-adds) lost.  Grouped layers
+    with 16 and more channels a group where the input fits the L2: 1.1-1.6x on 7x7-28x28 maps
+    (shape_classes, AlexNet's g2 layers); ResNeXt's 32 groups on 1.6-12.8 MB inputs lost
+    1.1-1.2x to the NCHW plans (session 13)."""
+    if isa == "scalar" or spec.layout != "NCHW" or spec.is_pointwise or spec.kernel_h * spec.kernel_w == 1:
+        return False
+    if spec.groups == 1:
+        return spec.in_channels > NHWC_ROWWISE_MAX_CHANNELS
+    return (spec.group_in_channels >= NHWC_ROWWISE_MAX_CHANNELS
+            and image_input_bytes(spec) <= _l2_bytes())
 
 
 def _lean_plan(spec: ConvSpec, isa: str):
