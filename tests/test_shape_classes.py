@@ -256,12 +256,17 @@ NHWC_FOR_NCHW = [
     ((1, 48, 11, 11), (16, 48, 3, 3), dict(stride=2, dilation=2, padding=(1, 2, 3, 0)), True),
     ((1, 3, 20, 20), (8, 3, 3, 3), dict(padding=1), False),       # a stem
     ((1, 32, 8, 8), (16, 32, 1, 1), dict(), False),               # 1x1: a GEMM in place
-    ((1, 32, 8, 8), (16, 8, 3, 3), dict(groups=4), False),        # grouped
+    ((1, 32, 8, 8), (16, 8, 3, 3), dict(groups=4), False),        # 8 channels a group
+    ((1, 64, 8, 8), (32, 16, 3, 3), dict(groups=4, padding=1), True),   # 16 a group, in L2
+    ((1, 64, 96, 96), (32, 16, 3, 3), dict(groups=4), False),     # an input past the L2
 ]
 
 
 @pytest.mark.parametrize("case", range(len(NHWC_FOR_NCHW)))
-def test_nhwc_candidate_for_nchw_callers(case):
+def test_nhwc_candidate_for_nchw_callers(case, monkeypatch):
+    """(On a 512 KB L2: grouped layers are offered it only where the input fits.)"""
+    monkeypatch.setattr(im2row.hwinfo, "cache_sizes", lambda: {
+        "l1d": 32 << 10, "l2": 512 << 10, "l3": 32 << 20})
     x_shape, w_shape, conv, offered = NHWC_FOR_NCHW[case]
     spec = im2row.make_spec(x_shape, w_shape, **conv)
     isa = im2row.get_isa()
