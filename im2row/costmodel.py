@@ -73,17 +73,19 @@ DW_CHANNELS = 0.25  # channels-last kernel: an input load per FMA, measured at 2
 # between eight pixels (0.4 loads per FMA): measured at about twice that.
 DW_CHANNEL_ROWS = 0.5
 # An input load per FMA from rows that outgrow the L1: the time grows by about this much per
-# L1 of rows (under one output row) beyond 3/4 of it (3x3 on 56x56 and 75x75 maps, blocks of
-# 16-144 channels: +20% to +110%, Zen 4, 2026-12-08).
+# L1 of rows under one output row and weights of the block beyond 3/4 of it (3x3 on 56x56 and
+# 75x75 maps, blocks of 16-144 channels: +20% to +110%; 7x7 on 7x7, 96-256 channels: +60%;
+# Zen 4, 2026-12-08).
 DW_L1_SPILL = 0.4
 # The planar kernel's fixed cost per output row of a plane and kernel row (row setup, edge
 # vectors, the taps' pointers), in vector FMAs: it dominates maps of 28 x 28 and less (about
 # 25 cycles a row at 3x3 and 55 at 7x7 on 7x7-14x14 maps, Zen 4, 2026-12-08).
 DW_ROW_FMAS = 8
-# The channel-blocked path's fixed costs per block, in vector FMAs: per kernel call (a row's
-# run of columns, an edge column's run of rows) and per tap pointer written.  768 channels of
-# 7x7 on a 7x7 map ran 0.12 ms slower in 48 blocks than in one (2401 pointers and 13 calls a
-# block); 960 of 3x3 on 7x7, 0.03 ms in 60 blocks (Zen 4, 2026-12-08).
+# The channel-blocked path's fixed costs, in vector FMAs: per kernel call (a row's run of
+# columns, an edge column's run of rows) of every block, and per tap pointer of a band's
+# tables.  768 channels of 7x7 on a 7x7 map ran 0.12 ms slower in 48 blocks than in one when
+# every block built its tables (2401 pointers and 13 calls a block); 960 of 3x3 on 7x7,
+# 0.03 ms in 60 blocks (Zen 4, 2026-12-08).
 DW_CALL_FMAS = 100
 DW_POINTER_FMAS = 4
 # Threads sharing one buffer meet at a barrier per band; a woken thread's scheduling delay
@@ -384,7 +386,7 @@ def _dw_blocked_seconds(spec: ConvSpec, plan, h: Host, blocks: int, stream: floa
     taps skipped; an input vector loaded per FMA (slower once the rows under an output row
     outgrow the L1), fewer on the runs under 5x5/7x7 stride-1 kernels; each band's input rows
     transposed in (rows that bands share, again) and its output back; per block the kernel
-    calls and tap pointers of _depthwise_band."""
+    calls of _depthwise_band, per band its tap pointers."""
     from .plan import effective_axes
 
     sh, sw, dh, dw = effective_axes(spec)
@@ -399,7 +401,11 @@ def _dw_blocked_seconds(spec: ConvSpec, plan, h: Host, blocks: int, stream: floa
     lanes = blocks / _round_up(blocks, h.vector)
     taps = _dw_taps(spec.height, spec.width, oh, ow, spec.kernel_h, spec.kernel_w, sh, sw, dh,
                     dw, spec.pad_top, spec.pad_left, rows)
-    under_row = 4.0 * blocks * _band_span(spec, 1, sh, dh) * spec.width
+    # what one output row's taps read: the rows under it, and the block's weights, each
+    # loaded once per call (for its pixels: few on small maps, where every pixel is an edge)
+    per_call = oh * ow / max(taps["calls"], 1)
+    under_row = 4.0 * blocks * (_band_span(spec, 1, sh, dh) * spec.width
+                                + spec.kernel_h * spec.kernel_w / per_call)
     spill = 1.0 + DW_L1_SPILL * max(0.0, under_row / h.l1 - 0.75)
     row_runs = (spec.kernel_h == spec.kernel_w and spec.kernel_h in (5, 7) and sw == dw == 1)
     row_fmas = taps["interior"] if row_runs else 0.0
@@ -407,7 +413,11 @@ def _dw_blocked_seconds(spec: ConvSpec, plan, h: Host, blocks: int, stream: floa
     vector_fmas = spec.in_channels / (h.vector * lanes)
     compute = 2.0 * h.vector * vector_fmas * (
         tap_fmas * spill / DW_CHANNELS + row_fmas / DW_CHANNEL_ROWS) / h.gemm_flops
-    fixed = nblocks * (taps["calls"] * DW_CALL_FMAS + taps["pointers"] * DW_POINTER_FMAS)
+    # the tables are built once per band (again for a last, narrower block) and kept for
+    # the blocks after it; every block makes every call
+    tables = 1 if spec.in_channels % blocks == 0 else 2
+    fixed = (nblocks * taps["calls"] * DW_CALL_FMAS
+             + min(tables, nblocks) * taps["pointers"] * DW_POINTER_FMAS)
     return (max(compute, stream) + fill + fixed * 2.0 * h.vector / h.gemm_flops,
             nblocks * bands, 1)
 

@@ -1123,6 +1123,7 @@ cdef int _execute(const Geometry *g, Schedule *s, int code, int mode,
         with nogil, parallel(num_threads=nthreads):
             tid = threadid()
             mine = _line_aligned(scratch + tid * scratch_n)
+            _dw_forget_band(mine)
             for task in prange(N * units, schedule='static'):
                 _depthwise_block(g, s, &dw, kern, xp + (task // units) * g.C * g.H * g.W, wp,
                                  op + (task // units) * g.OC * g.OH * g.OW, mine,

@@ -71,6 +71,7 @@ cdef struct NhwcWork:
     Py_ssize_t band_in          # NCHW: floats of a band's channels-last input
     Py_ssize_t align_floats     # NCHW: slack to start the scratch on a cache line
     Py_ssize_t thread_floats    # one worker's scratch: table, then (NCHW) band input, output
+    Py_ssize_t dw_calls         # depthwise: kernel calls of a band, at most
 
 
 cdef inline bint _window_inside(const Geometry *g, Py_ssize_t ow) noexcept nogil:
@@ -89,6 +90,14 @@ cdef int _nhwc_code(str algorithm) except -1:
 
 DEF LINE_FLOATS = 16     # floats per 64-byte cache line
 
+# One depthwise kernel call of a band: pixels, first pointer (index into the band's table),
+# the pointer table's stride per pixel, the pixels' input step, output offset and stride.
+DEF DW_CALL_FIELDS = 6
+# A worker's band tables are kept while the next task has the same input rows, band and
+# channels (the channel blocks of one band): a key of those, and the number of calls, ahead of
+# the calls and pointers.  Invalidated at the start of every run (_dw_forget_band).
+DEF DW_KEY_FIELDS = 5
+
 
 cdef inline Py_ssize_t _round_up(Py_ssize_t n, Py_ssize_t unit) noexcept nogil:
     return (n + unit - 1) // unit * unit
@@ -96,7 +105,7 @@ cdef inline Py_ssize_t _round_up(Py_ssize_t n, Py_ssize_t unit) noexcept nogil:
 
 cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhwc_kernels *kern,
                     Py_ssize_t batch, int threads, bint nchw, NhwcWork *w) except -1:
-    cdef Py_ssize_t ow, K
+    cdef Py_ssize_t ow, K, lo, hi, edges
     w.code = code
     w.nchw = nchw
     if code == NHWC_ROWWISE and (g.groups != 1 or g.dw != 1):
@@ -130,11 +139,16 @@ cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhw
     w.nchunks = (w.panels + w.chunk - 1) // w.chunk
     w.zero_floats = w.kc if code == NHWC_ROWWISE else g.C
     w.thread_floats = 2 * w.RB * g.OW * w.ks + w.RB * w.border * g.kh * w.kc
+    w.dw_calls = 0
     if code == NHWC_DEPTHWISE:
-        # padding taps are NULL (skipped), no zero row; the pointers of one edge column's run
-        # of rows (a row's run of columns needs one pixel's)
+        # padding taps are NULL (skipped), no zero row.  A band's key, calls and pointers
+        # (_depthwise_band): a call per row and per edge column and stretch of rows, the
+        # pointers of one pixel per row and of every edge pixel.
         w.zero_floats = 0
-        w.thread_floats = 2 * w.RB * w.ks
+        _dw_interior(g, &lo, &hi)
+        edges = g.OW - (hi - lo)
+        w.dw_calls = w.RB * (edges + 1)
+        w.thread_floats = 2 * (DW_KEY_FIELDS + w.dw_calls * DW_CALL_FIELDS + w.dw_calls * w.ks)
     w.thread_floats += w.thread_floats & 1    # the next worker's pointers stay 8-byte aligned
     w.table_floats = w.thread_floats
     w.span = 0
@@ -275,24 +289,39 @@ cdef void _depthwise_taps(const Geometry *g, const float *x, Py_ssize_t row0,
         a += g.kw
 
 
-cdef void _depthwise_band(const Geometry *g, const nhwc_kernels *kern, const float *x,
-                          Py_ssize_t row0, const Py_ssize_t *rowmap, const float *wp, float *c,
-                          const float **a, Py_ssize_t oh0, Py_ssize_t nrows) noexcept nogil:
-    """Output rows [oh0, oh0 + nrows) into c (nrows*OW*OC floats).  Each row's columns whose
-    taps all lie in the row are one run; each edge column goes down the band in runs of rows
-    with the same kernel rows inside the input, so every call's padding taps are the same
-    ones, skipped (small maps under large kernels are mostly edge: 7x7 on 7x7 wastes 43% of
-    its FMAs on padding), and edge calls still have several pixels for the kernel's tile."""
-    cdef Py_ssize_t lo = 0, hi = g.OW, ks = g.kh * g.kw, oh, ow, run, i0, i1, j0, j1
-    while lo < hi and not _taps_inside(g, lo):
-        lo += 1
-    while hi > lo and not _taps_inside(g, hi - 1):
-        hi -= 1
+cdef inline void _dw_interior(const Geometry *g, Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
+    """Output columns [lo, hi) whose taps all lie inside the input row (the others: edges)."""
+    lo[0] = 0
+    hi[0] = g.OW
+    while lo[0] < hi[0] and not _taps_inside(g, lo[0]):
+        lo[0] += 1
+    while hi[0] > lo[0] and not _taps_inside(g, hi[0] - 1):
+        hi[0] -= 1
+
+
+cdef inline void _dw_forget_band(float *table) noexcept nogil:
+    (<Py_ssize_t *>table)[0] = 0
+
+
+cdef Py_ssize_t _dw_band_calls(const Geometry *g, const float *x, Py_ssize_t row0,
+                               const Py_ssize_t *rowmap, Py_ssize_t oh0, Py_ssize_t nrows,
+                               const float **a, Py_ssize_t *calls) noexcept nogil:
+    """The kernel calls of output rows [oh0, oh0 + nrows): each row's columns whose taps all
+    lie in the row are one run; each edge column goes down the band in stretches of rows with
+    the same kernel rows inside the input, so every call's padding taps are the same ones,
+    skipped (small maps under large kernels are mostly edge: 7x7 on 7x7 wastes 43% of its
+    FMAs on padding), and edge calls still have several pixels for the kernel's tile.  Their
+    pointers go to a, the calls (DW_CALL_FIELDS each) to calls; returns how many."""
+    cdef Py_ssize_t lo, hi, ks = g.kh * g.kw, oh, ow, run, i0, i1, j0, j1, n = 0, used = 0
+    _dw_interior(g, &lo, &hi)
     if lo < hi:
         for oh in range(oh0, oh0 + nrows):
-            _depthwise_taps(g, x, row0, rowmap, oh, lo, a)
-            kern.dwconv_nhwc(hi - lo, g.C, ks, a, 0, g.sw * g.C, wp,
-                             c + ((oh - oh0) * g.OW + lo) * g.OC, g.OC)
+            _depthwise_taps(g, x, row0, rowmap, oh, lo, a + used)
+            calls[0], calls[1], calls[2], calls[3] = hi - lo, used, 0, g.sw * g.C
+            calls[4], calls[5] = ((oh - oh0) * g.OW + lo) * g.OC, g.OC
+            calls += DW_CALL_FIELDS
+            used += ks
+            n += 1
     for ow in range(g.OW):
         if lo <= ow < hi:
             continue
@@ -304,11 +333,40 @@ cdef void _depthwise_band(const Geometry *g, const nhwc_kernels *kern, const flo
                 _kernel_rows(g, run, &j0, &j1)
                 if j0 != i0 or j1 != i1:
                     break
-                _depthwise_taps(g, x, row0, rowmap, run, ow, a + (run - oh) * ks)
+                _depthwise_taps(g, x, row0, rowmap, run, ow, a + used + (run - oh) * ks)
                 run += 1
-            kern.dwconv_nhwc(run - oh, g.C, ks, a, ks, 0, wp, c + ((oh - oh0) * g.OW + ow) * g.OC,
-                             g.OW * g.OC)
+            calls[0], calls[1], calls[2], calls[3] = run - oh, used, ks, 0
+            calls[4], calls[5] = ((oh - oh0) * g.OW + ow) * g.OC, g.OW * g.OC
+            calls += DW_CALL_FIELDS
+            used += (run - oh) * ks
+            n += 1
             oh = run
+    return n
+
+
+cdef void _depthwise_band(const Geometry *g, const NhwcWork *w, const nhwc_kernels *kern,
+                          const float *x, Py_ssize_t row0, const Py_ssize_t *rowmap,
+                          const float *wp, float *c, float *table, Py_ssize_t oh0,
+                          Py_ssize_t nrows) noexcept nogil:
+    """Output rows [oh0, oh0 + nrows) into c (nrows*OW*OC floats), by the calls of
+    _dw_band_calls, whose tables (in `table`: the key, the calls, the pointers) are built
+    only when the key differs: the channel blocks of one band read the same transposed rows
+    at the same place, and their tables cost as much as the taps of 7x7 on 7x7 maps."""
+    cdef Py_ssize_t *key = <Py_ssize_t *>table
+    cdef Py_ssize_t *calls = key + DW_KEY_FIELDS
+    cdef const float **a = <const float **>(calls + w.dw_calls * DW_CALL_FIELDS)
+    cdef Py_ssize_t q
+    cdef Py_ssize_t *call
+    if not (key[0] == <Py_ssize_t>x and key[1] == oh0 and key[2] == nrows and key[3] == g.C):
+        key[0] = <Py_ssize_t>x
+        key[1] = oh0
+        key[2] = nrows
+        key[3] = g.C
+        key[4] = _dw_band_calls(g, x, row0, rowmap, oh0, nrows, a, calls)
+    for q in range(key[4]):
+        call = calls + q * DW_CALL_FIELDS
+        kern.dwconv_nhwc(call[0], g.C, g.kh * g.kw, a + call[1], call[2], call[3], wp,
+                         c + call[4], call[5])
 
 
 cdef void _nhwc_rows(const Geometry *g, const float *x, Py_ssize_t row0,
@@ -405,7 +463,7 @@ cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *k
             ih = run
     m = nrows * g.OW
     if w.code == NHWC_DEPTHWISE:
-        _depthwise_band(g, kern, xs, row0, rowmap, wp, c, a, oh0, nrows)
+        _depthwise_band(g, w, kern, xs, row0, rowmap, wp, c, mine, oh0, nrows)
     else:
         if w.code == NHWC_ROWWISE:
             _nhwc_rows(g, xs, row0, rowmap, zero, mine + 2 * w.RB * g.OW * w.ks, oh0, nrows, a)
@@ -546,6 +604,8 @@ cdef class NhwcConvolution:
         try:
             with nogil, parallel(num_threads=nthreads):
                 tid = threadid()
+                if w.code == NHWC_DEPTHWISE:
+                    _dw_forget_band(scratch + tid * w.thread_floats)
                 for u in prange(units, schedule='static'):
                     n = u // per_image
                     rest = u % per_image
