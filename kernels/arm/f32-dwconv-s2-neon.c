@@ -87,23 +87,5 @@ AI void conv(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow, const float *
     }
 }
 
-static __attribute__((noinline)) void s2_3x3(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow,
-                                             const float *plane, ptrdiff_t height, ptrdiff_t width,
-                                             ptrdiff_t pad_top, ptrdiff_t pad_left, const float *w, float bias)
-{
-    conv(out, os, oh, ow, plane, height, width, pad_top, pad_left, w, bias, 3, 3);
-}
-
-void im2row_dwconv_s2__neon(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff_t ow,
-                            const float *plane, ptrdiff_t height, ptrdiff_t width,
-                            ptrdiff_t pad_top, ptrdiff_t pad_left, const float *w,
-                            ptrdiff_t kh, ptrdiff_t kw, float bias)
-{
-    if (!dwconv_s2_check_args(out, out_stride, oh, ow, plane, height, width, pad_top, pad_left, w, kh, kw))
-        return;
-    if (kh == 3 && kw == 3)
-        s2_3x3(out, out_stride, oh, ow, plane, height, width, pad_top, pad_left, w, bias);
-    else
-        conv(out, out_stride, oh, ow, plane, height, width, pad_top, pad_left, w, bias, (int)kh, (int)kw);
-}
+DWCONV_S2_ENTRY(im2row_dwconv_s2__neon)
 #endif

@@ -53,4 +53,36 @@ static inline int dwconv_s2_check_args(const float *out, ptrdiff_t out_stride, p
     return 1;
 }
 
+/* The f32-dwconv-s2 entry point `entry` of an ISA file around its always-inline
+ *   conv(out, os, oh, ow, plane, height, width, pad_top, pad_left, w, bias, KH, KW):
+ * an out-of-line instance per square kernel of MobileNet / EfficientNet / ConvNeXt (3x3, 5x5,
+ * 7x7), each with its own register allocation, and one with the taps in runtime loops for
+ * the other shapes. */
+#define DWCONV_S2_INSTANCE(name, KH, KW)                                                           \
+    static __attribute__((noinline)) void name(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow,  \
+                                               const float *plane, ptrdiff_t height, ptrdiff_t width, \
+                                               ptrdiff_t pad_top, ptrdiff_t pad_left, const float *w, \
+                                               ptrdiff_t kh, ptrdiff_t kw, float bias)                \
+    {                                                                                               \
+        (void)kh, (void)kw;                                                                         \
+        conv(out, os, oh, ow, plane, height, width, pad_top, pad_left, w, bias, KH, KW);           \
+    }
+#define DWCONV_S2_ENTRY(entry)                                                                      \
+    DWCONV_S2_INSTANCE(s2_3x3, 3, 3)                                                                \
+    DWCONV_S2_INSTANCE(s2_5x5, 5, 5)                                                                \
+    DWCONV_S2_INSTANCE(s2_7x7, 7, 7)                                                                \
+    DWCONV_S2_INSTANCE(s2_any, (int)kh, (int)kw)                                                    \
+    void entry(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff_t ow, const float *plane,    \
+               ptrdiff_t height, ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left,            \
+               const float *w, ptrdiff_t kh, ptrdiff_t kw, float bias)                              \
+    {                                                                                               \
+        if (!dwconv_s2_check_args(out, out_stride, oh, ow, plane, height, width, pad_top, pad_left, \
+                                  w, kh, kw))                                                       \
+            return;                                                                                 \
+        void (*run)(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t,  \
+                    ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, float) =             \
+            kh != kw ? s2_any : kh == 3 ? s2_3x3 : kh == 5 ? s2_5x5 : kh == 7 ? s2_7x7 : s2_any;    \
+        run(out, out_stride, oh, ow, plane, height, width, pad_top, pad_left, w, kh, kw, bias);     \
+    }
+
 #endif

@@ -101,42 +101,5 @@ AI void conv(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow, const float *
     }
 }
 
-/* One out-of-line instance per square kernel of MobileNet / EfficientNet / ConvNeXt, so each
- * gets its own register allocation; other shapes run the same code with runtime taps. */
-#define DEF_S2(name, KH, KW)                                                                        \
-    static __attribute__((noinline)) void name(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow,  \
-                                               const float *plane, ptrdiff_t height, ptrdiff_t width, \
-                                               ptrdiff_t pad_top, ptrdiff_t pad_left, const float *w, \
-                                               float bias)                                            \
-    {                                                                                               \
-        conv(out, os, oh, ow, plane, height, width, pad_top, pad_left, w, bias, KH, KW);           \
-    }
-DEF_S2(s2_3x3, 3, 3)
-DEF_S2(s2_5x5, 5, 5)
-DEF_S2(s2_7x7, 7, 7)
-
-static __attribute__((noinline)) void s2_any(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow,
-                                             const float *plane, ptrdiff_t height, ptrdiff_t width,
-                                             ptrdiff_t pad_top, ptrdiff_t pad_left, const float *w,
-                                             ptrdiff_t kh, ptrdiff_t kw, float bias)
-{
-    conv(out, os, oh, ow, plane, height, width, pad_top, pad_left, w, bias, (int)kh, (int)kw);
-}
-
-void im2row_dwconv_s2__avx512(float *out, ptrdiff_t out_stride, ptrdiff_t oh, ptrdiff_t ow,
-                              const float *plane, ptrdiff_t height, ptrdiff_t width,
-                              ptrdiff_t pad_top, ptrdiff_t pad_left, const float *w,
-                              ptrdiff_t kh, ptrdiff_t kw, float bias)
-{
-    if (!dwconv_s2_check_args(out, out_stride, oh, ow, plane, height, width, pad_top, pad_left, w, kh, kw))
-        return;
-    if (kh == kw && kh == 3)
-        s2_3x3(out, out_stride, oh, ow, plane, height, width, pad_top, pad_left, w, bias);
-    else if (kh == kw && kh == 5)
-        s2_5x5(out, out_stride, oh, ow, plane, height, width, pad_top, pad_left, w, bias);
-    else if (kh == kw && kh == 7)
-        s2_7x7(out, out_stride, oh, ow, plane, height, width, pad_top, pad_left, w, bias);
-    else
-        s2_any(out, out_stride, oh, ow, plane, height, width, pad_top, pad_left, w, kh, kw, bias);
-}
+DWCONV_S2_ENTRY(im2row_dwconv_s2__avx512)
 #endif
