@@ -52,6 +52,21 @@ IGEMM_INLINE int dwconv_nhwc_all_taps(const float *const *a, ptrdiff_t ks)
     return 1;
 }
 
+/* f32-dwconv-nhwc on a run of pixels (a_stride = 0): the kernel rows of R taps whose taps are
+ * one pixel step apart (bit r: row r), whose R taps of P pixels then read P + R - 1 input
+ * vectors; a row with a NULL (skipped) tap is not one. */
+static inline unsigned dwconv_nhwc_chained_rows(const float *const *a, ptrdiff_t ks, ptrdiff_t a_step,
+                                                ptrdiff_t R)
+{
+    unsigned bits = 0;
+    for (ptrdiff_t t0 = 0, r = 0; t0 < ks; t0 += R, r++) {
+        int run = a[t0] != NULL;
+        for (ptrdiff_t j = 1; j < R && run; j++) run = a[t0 + j] == a[t0 + j - 1] + a_step;
+        bits |= (unsigned)run << r;
+    }
+    return bits;
+}
+
 /* Taps x channels of one k slice: about `kslice` k steps (<= 0: all of ks*kc) in equal
  * slices, either whole taps (kslice >= kc) or a part of one tap's channels, so that a slice's
  * weights are contiguous in the packed panel. */

@@ -6,9 +6,11 @@
  * registers while the block runs over every pixel (two at a time), so each FMA needs one load.
  * Other ks: eight pixels at a time, each 8-channel vector of them (then one masked vector)
  * with eight accumulators, one per pixel, so each weight vector loaded serves eight FMAs and
- * eight independent chains hide the FMA latency; the last pixels (fewer than eight) 4, 2 and 1
- * at a time, several channel vectors and partial sums each (8 chains).  NULL taps are skipped (the 3x3 path needs all
- * nine).  maskload/maskstore: masked-off lanes are never accessed. */
+ * eight independent chains hide the FMA latency; on a run of pixels (a_stride = 0) at 5x5 and
+ * 7x7 a kernel row whose taps are one pixel step apart shares its input vectors between four
+ * pixels (rows_block); the last pixels (fewer than eight) 4, 2 and 1 at a time, several
+ * channel vectors and partial sums each (8 chains).  NULL taps are skipped (the 3x3 path
+ * needs all nine).  maskload/maskstore: masked-off lanes are never accessed. */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <stddef.h>
 #include <immintrin.h>
@@ -75,6 +77,49 @@ IGEMM_INLINE void block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, const fl
 #undef ACC
 }
 
+/* Kernel rows of R taps (5x5, 7x7) on a run of pixels (a_stride = 0), as the AVX-512 file's
+ * rows_block: where a row's taps are one pixel step apart (bit r of `chained`), tap j of
+ * pixel p reads the vector tap 0 of pixel p + j reads, so ROW_PIXELS pixels load
+ * ROW_PIXELS + R - 1 input vectors for ROW_PIXELS x R FMAs.  Four pixels, not eight: the
+ * 4 accumulators and up to 10 input vectors fill the 16 ymm registers.  Other rows (padding
+ * taps, NULL ones skipped) take a load per FMA. */
+enum { ROW_PIXELS = 4 };
+IGEMM_INLINE void rows_block(ptrdiff_t ch, ptrdiff_t channels, ptrdiff_t ks, const float *const *restrict a,
+                             ptrdiff_t a_step, ptrdiff_t off0, unsigned chained, const float *restrict w,
+                             float *restrict out, ptrdiff_t out_stride, __m256i mask, const int R, const int MASKED)
+{
+    __m256 acc[ROW_PIXELS];
+    const __m256 b = load(w + ch, mask, MASKED);
+#pragma GCC unroll 4
+    for (int p = 0; p < ROW_PIXELS; p++) acc[p] = b;
+    for (ptrdiff_t t0 = 0, r = 0; t0 < ks; t0 += R, r++) {
+        const float *wt = w + (1 + t0) * channels + ch;
+        if (chained >> r & 1u) {
+            const float *x0 = a[t0] + off0 + ch;
+            __m256 x[ROW_PIXELS + 7 - 1];
+#pragma GCC unroll 10
+            for (int k = 0; k < ROW_PIXELS + R - 1; k++) x[k] = load(x0 + k * a_step, mask, MASKED);
+#pragma GCC unroll 7
+            for (int j = 0; j < R; j++) {
+                const __m256 wv = load(wt + j * channels, mask, MASKED);
+#pragma GCC unroll 4
+                for (int p = 0; p < ROW_PIXELS; p++) acc[p] = _mm256_fmadd_ps(x[p + j], wv, acc[p]);
+            }
+        } else {
+            for (int j = 0; j < R; j++) {
+                if (a[t0 + j] == NULL) continue;
+                const __m256 wv = load(wt + j * channels, mask, MASKED);
+                const float *xj = a[t0 + j] + off0 + ch;
+#pragma GCC unroll 4
+                for (int p = 0; p < ROW_PIXELS; p++)
+                    acc[p] = _mm256_fmadd_ps(load(xj + p * a_step, mask, MASKED), wv, acc[p]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < ROW_PIXELS; p++) store(out + p * out_stride + ch, mask, acc[p], MASKED);
+}
+
 IGEMM_INLINE __m256i lanes_below(ptrdiff_t n)
 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -109,6 +154,19 @@ IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a
     if (ch < channels)
         block(ch, channels, ks, a, a_stride, a_step, off0, w, out, out_stride, lanes_below(channels - ch), P, 1,
               P >= 8 ? 1 : 8 / P, 1);
+}
+
+/* ROW_PIXELS pixels of a run through every channel by rows_block (R taps a kernel row). */
+IGEMM_INLINE void run_pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a, ptrdiff_t a_step,
+                             ptrdiff_t off0, unsigned chained, const float *w, float *out, ptrdiff_t out_stride,
+                             const int R)
+{
+    const __m256i all = _mm256_set1_epi32(-1);
+    ptrdiff_t ch = 0;
+    for (; ch + 8 <= channels; ch += 8)
+        rows_block(ch, channels, ks, a, a_step, off0, chained, w, out, out_stride, all, R, 0);
+    if (ch < channels)
+        rows_block(ch, channels, ks, a, a_step, off0, chained, w, out, out_stride, lanes_below(channels - ch), R, 1);
 }
 
 /* ks = 9: channels [ch, ch + 8) of m pixels (pixel p at a[p*a_stride + t] + off0 +
@@ -167,6 +225,15 @@ void im2row_dwconv_nhwc__avx2(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, con
         return;
     }
     ptrdiff_t p = 0;
+    /* a run of pixels with 5 x 5 or 7 x 7 taps (R taps a kernel row, ks / R rows) */
+    const ptrdiff_t R = ks == 25 ? 5 : ks == 49 ? 7 : 0;
+    const unsigned chained = a_stride == 0 && R > 0 && a_step > 0 ? dwconv_nhwc_chained_rows(a, ks, a_step, R) : 0u;
+    if (chained != 0) {
+        for (; p + ROW_PIXELS <= m; p += ROW_PIXELS) {
+            if (R == 5) run_pixels(channels, ks, a, a_step, p * a_step, chained, w, out + p * out_stride, out_stride, 5);
+            else run_pixels(channels, ks, a, a_step, p * a_step, chained, w, out + p * out_stride, out_stride, 7);
+        }
+    }
     for (; p + 8 <= m; p += 8)
         pixels(channels, ks, a + p * a_stride, a_stride, a_step, p * a_step, w, out + p * out_stride, out_stride, 8);
     if (p + 4 <= m) {

@@ -148,18 +148,6 @@ IGEMM_INLINE void pixels(ptrdiff_t channels, ptrdiff_t ks, const float *const *a
               (__mmask16)((1u << (channels - ch)) - 1u), P, 1, 8 / P);
 }
 
-/* The kernel rows of R taps whose taps are one pixel step apart (bit r: row r). */
-static unsigned chained_rows(const float *const *a, ptrdiff_t ks, ptrdiff_t a_step, ptrdiff_t R)
-{
-    unsigned bits = 0;
-    for (ptrdiff_t t0 = 0, r = 0; t0 < ks; t0 += R, r++) {
-        int run = a[t0] != NULL;
-        for (ptrdiff_t j = 1; j < R && run; j++) run = a[t0 + j] == a[t0 + j - 1] + a_step;
-        bits |= (unsigned)run << r;
-    }
-    return bits;
-}
-
 /* ks = 9: channels [ch, ch + 16*V) of m pixels (pixel p at a[p*a_stride + t] + off0 +
  * p*a_step), the weights held in registers. */
 enum { TAPS9_PIXELS = 16 };
@@ -218,7 +206,7 @@ void im2row_dwconv_nhwc__avx512(ptrdiff_t m, ptrdiff_t channels, ptrdiff_t ks, c
     ptrdiff_t p = 0;
     /* a run of pixels with 5 x 5 or 7 x 7 taps (R taps a kernel row, ks / R rows) */
     const ptrdiff_t R = ks == 25 ? 5 : ks == 49 ? 7 : 0;
-    const unsigned chained = a_stride == 0 && R > 0 && a_step > 0 ? chained_rows(a, ks, a_step, R) : 0u;
+    const unsigned chained = a_stride == 0 && R > 0 && a_step > 0 ? dwconv_nhwc_chained_rows(a, ks, a_step, R) : 0u;
     if (chained != 0) {
         for (; p + ROW_PIXELS <= m; p += ROW_PIXELS) {
             if (R == 5) pixels(channels, ks, a, 0, a_step, p * a_step, w, out + p * out_stride, out_stride, ROW_PIXELS, chained, 5);
