@@ -541,8 +541,9 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
         fill = _gather_seconds(h, spec.in_channels * plane, spec.in_channels * sw * span,
                                sw, in_bytes, 4.0 * plane)
         small = spec.kernel_h in (3, 5, 7) and spec.kernel_w == spec.kernel_h
-        unit = (_shift_efficiency(spec) if small and sh == sw == 1
-                and dh == dw == 1 else DW_POINTER
+        # (the shift path is the AVX-512 kernel's; the AVX2 and NEON ones load per tap column)
+        unit = (_shift_efficiency(spec) if small and sh == sw == 1 and dh == dw == 1
+                and h.isa == "avx512" else DW_POINTER
                 if small and sw <= 2 else DW_GENERIC)
         lanes = ow / _round_up(ow, h.vector)
         fmas = spec.out_channels * oh * ow * spec.kernel_h * spec.kernel_w
