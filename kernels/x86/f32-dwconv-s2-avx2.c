@@ -38,7 +38,7 @@ AI __m256 half(__m256 lo, __m256 hi, const int ODD)
 }
 
 AI void block(float *out, ptrdiff_t os, ptrdiff_t y0, ptrdiff_t x0, const float *plane, ptrdiff_t height,
-              ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left, const __m256 *wv, float bias,
+              ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left, const __m256 *wv, const float *w, float bias,
               ptrdiff_t ocols, const int KH, const int KW, const int R)
 {
     const int NR = 2 * (R - 1) + KH, PAIRS = (KW + 1) / 2;
@@ -72,7 +72,7 @@ AI void block(float *out, ptrdiff_t os, ptrdiff_t y0, ptrdiff_t x0, const float 
                 for (int t = 0; t < R; t++) {
                     const int i = ir - 2 * t;
                     if (i >= 0 && i < KH)
-                        acc[t] = _mm256_fmadd_ps(wv[i * KW + j], tap, acc[t]);
+                        acc[t] = _mm256_fmadd_ps(KH <= IM2ROW_DWCONV_S2_MAX_KW ? wv[i * KW + j] : _mm256_set1_ps(w[i * KW + j]), tap, acc[t]);
                 }
             }
         }
@@ -88,27 +88,30 @@ AI void block(float *out, ptrdiff_t os, ptrdiff_t y0, ptrdiff_t x0, const float 
 }
 
 AI void rows(float *out, ptrdiff_t os, ptrdiff_t y0, ptrdiff_t ow, const float *plane, ptrdiff_t height,
-             ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left, const __m256 *wv, float bias,
+             ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left, const __m256 *wv, const float *w, float bias,
              const int KH, const int KW, const int R)
 {
     for (ptrdiff_t x0 = 0; x0 < ow; x0 += 8)
-        block(out, os, y0, x0, plane, height, width, pad_top, pad_left, wv, bias, ow - x0, KH, KW, R);
+        block(out, os, y0, x0, plane, height, width, pad_top, pad_left, wv, w, bias, ow - x0, KH, KW, R);
 }
 
 AI void conv(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow, const float *plane, ptrdiff_t height,
              ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left, const float *w, float bias, const int KH,
              const int KW)
 {
-    __m256 wv[KH * KW];
-    for (int k = 0; k < KH * KW; k++)
-        wv[k] = _mm256_set1_ps(w[k]);
+    /* the weights broadcast once, up to 7 x 7 (a kernel taller than that, only possible in
+     * the runtime-taps instance, broadcasts from memory: no stack array sized by the kernel) */
+    __m256 wv[IM2ROW_DWCONV_S2_MAX_KW * IM2ROW_DWCONV_S2_MAX_KW];
+    if (KH <= IM2ROW_DWCONV_S2_MAX_KW)
+        for (int k = 0; k < KH * KW; k++)
+            wv[k] = _mm256_set1_ps(w[k]);
     ptrdiff_t y = 0;
     for (; y + 4 <= oh; y += 4)
-        rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, bias, KH, KW, 4);
+        rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, w, bias, KH, KW, 4);
     switch (oh - y) {
-    case 3: rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, bias, KH, KW, 3); break;
-    case 2: rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, bias, KH, KW, 2); break;
-    case 1: rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, bias, KH, KW, 1); break;
+    case 3: rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, w, bias, KH, KW, 3); break;
+    case 2: rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, w, bias, KH, KW, 2); break;
+    case 1: rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, w, bias, KH, KW, 1); break;
     default: break;
     }
 }

@@ -29,7 +29,7 @@ AI __mmask16 lanes_in(ptrdiff_t lo, ptrdiff_t hi)
 
 /* R output rows from y0, 16 columns from x0 (store mask om). */
 AI void block(float *out, ptrdiff_t os, ptrdiff_t y0, ptrdiff_t x0, const float *plane, ptrdiff_t height,
-              ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left, const __m512 *wv, float bias,
+              ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left, const __m512 *wv, const float *w, float bias,
               const __m512i *idx, const __mmask16 *hi, __mmask16 om, const int KH, const int KW, const int R)
 {
     const int NR = 2 * (R - 1) + KH;
@@ -57,7 +57,7 @@ AI void block(float *out, ptrdiff_t os, ptrdiff_t y0, ptrdiff_t x0, const float 
             for (int t = 0; t < R; t++) {
                 const int i = ir - 2 * t;
                 if (i >= 0 && i < KH)
-                    acc[t] = _mm512_fmadd_ps(wv[i * KW + j], tap, acc[t]);
+                    acc[t] = _mm512_fmadd_ps(KH <= IM2ROW_DWCONV_S2_MAX_KW ? wv[i * KW + j] : _mm512_set1_ps(w[i * KW + j]), tap, acc[t]);
             }
         }
     }
@@ -67,11 +67,11 @@ AI void block(float *out, ptrdiff_t os, ptrdiff_t y0, ptrdiff_t x0, const float 
 }
 
 AI void rows(float *out, ptrdiff_t os, ptrdiff_t y0, ptrdiff_t ow, const float *plane, ptrdiff_t height,
-             ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left, const __m512 *wv, float bias,
+             ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left, const __m512 *wv, const float *w, float bias,
              const __m512i *idx, const __mmask16 *hi, const int KH, const int KW, const int R)
 {
     for (ptrdiff_t x0 = 0; x0 < ow; x0 += 16)
-        block(out, os, y0, x0, plane, height, width, pad_top, pad_left, wv, bias, idx, hi, lanes_in(0, ow - x0),
+        block(out, os, y0, x0, plane, height, width, pad_top, pad_left, wv, w, bias, idx, hi, lanes_in(0, ow - x0),
               KH, KW, R);
 }
 
@@ -80,9 +80,12 @@ AI void conv(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow, const float *
              ptrdiff_t width, ptrdiff_t pad_top, ptrdiff_t pad_left, const float *w, float bias, const int KH,
              const int KW)
 {
-    __m512 wv[KH * KW];
-    for (int k = 0; k < KH * KW; k++)
-        wv[k] = _mm512_set1_ps(w[k]);
+    /* the weights broadcast once, up to 7 x 7 (a kernel taller than that, only possible in
+     * the runtime-taps instance, broadcasts from memory: no stack array sized by the kernel) */
+    __m512 wv[IM2ROW_DWCONV_S2_MAX_KW * IM2ROW_DWCONV_S2_MAX_KW];
+    if (KH <= IM2ROW_DWCONV_S2_MAX_KW)
+        for (int k = 0; k < KH * KW; k++)
+            wv[k] = _mm512_set1_ps(w[k]);
     __m512i idx[IM2ROW_DWCONV_S2_MAX_KW];
     __mmask16 hi[IM2ROW_DWCONV_S2_MAX_KW];
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -92,11 +95,11 @@ AI void conv(float *out, ptrdiff_t os, ptrdiff_t oh, ptrdiff_t ow, const float *
     }
     ptrdiff_t y = 0;
     for (; y + 4 <= oh; y += 4)
-        rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, bias, idx, hi, KH, KW, 4);
+        rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, w, bias, idx, hi, KH, KW, 4);
     switch (oh - y) {
-    case 3: rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, bias, idx, hi, KH, KW, 3); break;
-    case 2: rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, bias, idx, hi, KH, KW, 2); break;
-    case 1: rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, bias, idx, hi, KH, KW, 1); break;
+    case 3: rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, w, bias, idx, hi, KH, KW, 3); break;
+    case 2: rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, w, bias, idx, hi, KH, KW, 2); break;
+    case 1: rows(out, os, y, ow, plane, height, width, pad_top, pad_left, wv, w, bias, idx, hi, KH, KW, 1); break;
     default: break;
     }
 }
