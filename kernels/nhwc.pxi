@@ -312,7 +312,7 @@ cdef Py_ssize_t _dw_band_calls(const Geometry *g, const float *x, Py_ssize_t row
     skipped (small maps under large kernels are mostly edge: 7x7 on 7x7 wastes 43% of its
     FMAs on padding), and edge calls still have several pixels for the kernel's tile.  Their
     pointers go to a, the calls (DW_CALL_FIELDS each) to calls; returns how many."""
-    cdef Py_ssize_t lo, hi, ks = g.kh * g.kw, oh, ow, run, i0, i1, j0, j1, n = 0, used = 0
+    cdef Py_ssize_t lo, hi, ks = g.kh * g.kw, oh, ow, run, i0, i1, q, n = 0, used = 0
     _dw_interior(g, &lo, &hi)
     if lo < hi:
         for oh in range(oh0, oh0 + nrows):
@@ -327,14 +327,9 @@ cdef Py_ssize_t _dw_band_calls(const Geometry *g, const float *x, Py_ssize_t row
             continue
         oh = oh0
         while oh < oh0 + nrows:
-            _kernel_rows(g, oh, &i0, &i1)
-            run = oh
-            while run < oh0 + nrows:
-                _kernel_rows(g, run, &j0, &j1)
-                if j0 != i0 or j1 != i1:
-                    break
-                _depthwise_taps(g, x, row0, rowmap, run, ow, a + used + (run - oh) * ks)
-                run += 1
+            run = _same_rows_end(g, oh, oh0 + nrows, &i0, &i1)
+            for q in range(oh, run):
+                _depthwise_taps(g, x, row0, rowmap, q, ow, a + used + (q - oh) * ks)
             calls[0], calls[1], calls[2], calls[3] = run - oh, used, ks, 0
             calls[4], calls[5] = ((oh - oh0) * g.OW + ow) * g.OC, g.OW * g.OC
             calls += DW_CALL_FIELDS
@@ -415,6 +410,20 @@ cdef inline void _kernel_rows(const Geometry *g, Py_ssize_t oh, Py_ssize_t *i0,
             i1[0] = i + 1
 
 
+cdef inline Py_ssize_t _same_rows_end(const Geometry *g, Py_ssize_t oh, Py_ssize_t end,
+                                     Py_ssize_t *i0, Py_ssize_t *i1) noexcept nogil:
+    """The end of the stretch of output rows from oh (before `end`) whose windows have the
+    same kernel rows [i0, i1) inside the input as oh's."""
+    cdef Py_ssize_t run = oh + 1, j0, j1
+    _kernel_rows(g, oh, i0, i1)
+    while run < end:
+        _kernel_rows(g, run, &j0, &j1)
+        if j0 != i0[0] or j1 != i1[0]:
+            break
+        run += 1
+    return run
+
+
 cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *kern,
                      const float *x, const float *wp, float *out, const float *zero,
                      float *mine, Py_ssize_t band, Py_ssize_t chunk) noexcept nogil:
@@ -422,7 +431,7 @@ cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *k
     panels of chunk `chunk`, every group."""
     cdef const float **a = <const float **>mine
     cdef Py_ssize_t oh0 = band * w.RB, grp, col0, cols, m, oh, row0 = 0, ih_lo, ih_hi
-    cdef Py_ssize_t run, per_row, i0, i1, j0, j1, ih, held
+    cdef Py_ssize_t run, per_row, i0, i1, ih, held
     cdef Py_ssize_t nrows = w.RB if oh0 + w.RB <= g.OH else g.OH - oh0
     cdef const float *xs = x
     cdef float *c = out + oh0 * g.OW * g.OC
@@ -477,13 +486,7 @@ cdef void _nhwc_unit(const Geometry *g, const NhwcWork *w, const nhwc_kernels *k
         per_row = w.ks // g.kh      # taps per kernel row: kw (indirect), 1 (rowwise)
         oh = oh0
         while oh < oh0 + nrows:
-            _kernel_rows(g, oh, &i0, &i1)
-            run = oh + 1
-            while run < oh0 + nrows:
-                _kernel_rows(g, run, &j0, &j1)
-                if j0 != i0 or j1 != i1:
-                    break
-                run += 1
+            run = _same_rows_end(g, oh, oh0 + nrows, &i0, &i1)
             if i1 <= i0:        # every tap in the padding: the bias, through one zero tap
                 i0, i1 = 0, 1
             for grp in range(g.groups):
