@@ -49,7 +49,8 @@ cdef extern from "im2row_kernels.h" nogil:
     ctypedef void (*im2row_gemm_fn)(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                     const float *a_packed, const float *const *b_rows,
                                     float *c, Py_ssize_t ldc, Py_ssize_t cs, int accumulate,
-                                    const im2row_gemm_blocking *blocking, float *work)
+                                    const float *bias, const im2row_gemm_blocking *blocking,
+                                    float *work)
     ctypedef struct im2row_kernels:
         const char *isa
         im2row_gather_fn gather
@@ -348,13 +349,6 @@ cdef inline void _gather_row(const im2row_kernels *kern, float *dst, const float
         kern.gather(dst, NULL, 0, start, stride, n)
 
 
-cdef inline void _add_bias(float *row, Py_ssize_t n, float bias) noexcept nogil:
-    # (scatter_bias is not for in-place use: its SIMD tails may overlap)
-    cdef Py_ssize_t q
-    for q in range(n):
-        row[q] += bias
-
-
 cdef void _fill_bias(float *out, Py_ssize_t planes, Py_ssize_t plane_size,
                      const float *bias) noexcept nogil:
     cdef Py_ssize_t p, q
@@ -396,14 +390,17 @@ cdef void _patch_gemm(const Geometry *g, const im2row_kernels *kern, bint packed
                       float *work) noexcept nogil:
     """Output channels [oc0, oc1) of classic / pointwise: one GEMM of depth K on the patch
     matrix of one input-channel pass (rows: the pointers to its rows, for the packed GEMM;
-    work: its B-strip buffer or NULL), added to the output; the first pass writes the bias
-    there first."""
+    work: its B-strip buffer or NULL), added to the output.  The first pass starts from the
+    bias: the packed GEMM's accumulators hold it, for sgemm it is written into the output
+    first."""
     cdef Py_ssize_t M = g.OH * g.OW
-    if first:
-        _fill_bias(out + oc0 * M, oc1 - oc0, M, bias + oc0 if bias != NULL else NULL)
+    cdef const float *first_bias = bias + oc0 if first and bias != NULL else NULL
     if packed:
-        kern.gemm(oc1 - oc0, M, K, w + oc0 * K, rows, out + oc0 * M, M, 1, 1, blocking, work)
+        kern.gemm(oc1 - oc0, M, K, w + oc0 * K, rows, out + oc0 * M, M, 1, not first, first_bias,
+                  blocking, work)
     else:
+        if first:
+            _fill_bias(out + oc0 * M, oc1 - oc0, M, first_bias)
         _sgemm(oc1 - oc0, M, K, w + oc0 * K, patches, M, out + oc0 * M, M, True)
 
 
@@ -471,7 +468,7 @@ cdef void _ring_gemm(const Geometry *g, const Schedule *s, const im2row_kernels 
         c_out = block_rows
     if packed:
         kern.gemm(oc1 - oc0, M, ktotal, w + oc0 * ktotal, rows, c_out, ldc,
-                  s.G if in_place else 1, in_place, &s.gemm, work)
+                  s.G if in_place else 1, in_place, NULL, &s.gemm, work)
     else:
         for i in range(g.kh):
             p = (i * g.dh) % g.sh
@@ -545,14 +542,9 @@ cdef inline void _row_gemm(const Geometry *g, const Schedule *s, const im2row_ke
                            const float *const *rows, const float *w, const float *bias,
                            float *out, Py_ssize_t oy, float *work) noexcept nogil:
     """Output row oy of every output channel: one packed GEMM over all of K (B rows: `rows`),
-    then its bias added while the row is still in cache (memory-bound layers would pay a whole
-    extra pass over the output for a bias written first)."""
-    cdef Py_ssize_t K = g.Cg * g.kh * g.kw, plane = g.OH * g.OW, oc
-    cdef float *row = out + oy * g.OW
-    kern.gemm(g.OCg, g.OW, K, w, rows, row, plane, 1, 0, &s.gemm, work)
-    if bias != NULL:
-        for oc in range(g.OCg):
-            _add_bias(row + oc * plane, g.OW, bias[oc])
+    its accumulators started from the bias (no pass of its own over the output)."""
+    cdef Py_ssize_t K = g.Cg * g.kh * g.kw, plane = g.OH * g.OW
+    kern.gemm(g.OCg, g.OW, K, w, rows, out + oy * g.OW, plane, 1, 0, bias, &s.gemm, work)
 
 
 cdef void _band_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,

@@ -24,10 +24,10 @@ void im2row_dwconv_s2__avx2(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const floa
 void im2row_dwconv_s2__avx512(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                               ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, float);
 void im2row_gemm__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
-                       float *, ptrdiff_t, ptrdiff_t, int,
+                       float *, ptrdiff_t, ptrdiff_t, int, const float *,
                        const im2row_gemm_blocking *, float *);
 void im2row_gemm__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
-                         float *, ptrdiff_t, ptrdiff_t, int,
+                         float *, ptrdiff_t, ptrdiff_t, int, const float *,
                        const im2row_gemm_blocking *, float *);
 extern const ptrdiff_t im2row_gemm_mr__avx2;
 extern const ptrdiff_t im2row_gemm_mr__avx512;
@@ -45,7 +45,7 @@ void im2row_dwconv__neon(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *
 void im2row_dwconv_s2__neon(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                             ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, float);
 void im2row_gemm__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
-                       float *, ptrdiff_t, ptrdiff_t, int,
+                       float *, ptrdiff_t, ptrdiff_t, int, const float *,
                        const im2row_gemm_blocking *, float *);
 extern const ptrdiff_t im2row_gemm_mr__neon;
 extern const im2row_gemm_tile im2row_gemm_tile__neon;

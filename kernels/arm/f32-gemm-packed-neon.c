@@ -5,7 +5,8 @@
  *   A packed by im2row_pack_a with mr = im2row_gemm_mr__neon = 8:
  *     a_packed[(panel*k + kk)*8 + r] = A[panel*8 + r][kk], zero past row m.
  *   C is written in place; B is read in place, or strip by strip copied into `work` (see the
- *   blocking below); no alignment needed.  accumulate == 0 overwrites C.
+ *   blocking below); no alignment needed.  accumulate == 0 overwrites C; bias
+ *   (m floats or NULL) starts the accumulators of the first k slice.
  *   Requires m, n, k >= 1, cs >= 1, ldc >= (n-1)*cs + 1.  Never allocates; reads no float of A or B
  *   outside the packed panels / the k x n view, writes nothing outside the m x n view of C.
  *
@@ -35,15 +36,17 @@ enum { MR = 8, VW = 4, NV_ROWS = 8, M_NR = 3 };
 
 /* One packed panel (R = 8 rows) x NV vectors of 4 columns (w = 4*NV). */
 GEMM_INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *const *restrict brows, ptrdiff_t col,
-                        float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc, ptrdiff_t w, const int R,
+                        float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc, const float *bias, ptrdiff_t w, const int R,
                         const int NV)
 {
     (void)w, (void)R;
     float32x4_t vacc[8][3];
 #pragma GCC unroll 8
-    for (int r = 0; r < 8; r++)
+    for (int r = 0; r < 8; r++) {
+        const float32x4_t b0 = vdupq_n_f32(bias != NULL && r < rows ? bias[r] : 0.0f);
 #pragma GCC unroll 3
-        for (int v = 0; v < NV; v++) vacc[r][v] = vdupq_n_f32(0.0f);
+        for (int v = 0; v < NV; v++) vacc[r][v] = b0;
+    }
     for (ptrdiff_t kk = 0; kk < kc; kk++) {
         const float *b = brows[kk] + col;
         const float32x4_t va0 = vld1q_f32(a);
@@ -82,7 +85,7 @@ GEMM_INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *cons
  * of panel p in column j. */
 GEMM_INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, const float *const *restrict brows,
                         ptrdiff_t col, float *restrict c, ptrdiff_t ldc, ptrdiff_t cs, ptrdiff_t rows, int acc,
-                        const int P, const int NC)
+                        const float *bias, const int P, const int NC)
 {
     float32x4_t vacc[4][2][3];
 #pragma GCC unroll 4
@@ -116,7 +119,7 @@ GEMM_INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride
             vst1q_f32(tmp[j], vacc[p][0][j]);
             vst1q_f32(tmp[j] + 4, vacc[p][1][j]);
         }
-        GEMM_STORE_TRANSPOSED(c, ldc, cs, rows, acc, tmp, p, 8, NC);
+        GEMM_STORE_TRANSPOSED(c, ldc, cs, rows, acc, bias, tmp, p, 8, NC);
     }
 }
 

@@ -26,14 +26,17 @@ GEMM_INLINE void gemm_packed_check_args(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
 
 /* Panel p of an m-vectorised tile (rows W*p .. W*p + W-1, fewer past `rows`), held transposed in
  * tmp (column j in tmp[j]), into C element by element, since C columns may be strided (cs > 1);
- * acc adds to C.  A macro, not a function: GCC vectorises the function form differently. */
-#define GEMM_STORE_TRANSPOSED(c, ldc, cs, rows, acc, tmp, p, W, NC)                                   \
+ * acc adds to C, bias (of the tile's first row, or NULL) to every element of its row.  A macro,
+ * not a function: GCC vectorises the function form differently. */
+#define GEMM_STORE_TRANSPOSED(c, ldc, cs, rows, acc, bias, tmp, p, W, NC)                             \
     do {                                                                                              \
         const ptrdiff_t rp_ = (rows) - (W) * (p) < (W) ? (rows) - (W) * (p) : (W);                    \
         for (ptrdiff_t r_ = 0; r_ < rp_; r_++) {                                                      \
             float *cr_ = (c) + ((W) * (p) + r_) * (ldc);                                              \
+            const float b_ = (bias) != NULL ? (bias)[(W) * (p) + r_] : 0.0f;                          \
             _Pragma("GCC unroll 12")                                                                  \
-            for (int j_ = 0; j_ < (NC); j_++) cr_[j_ * (cs)] = ((acc) ? cr_[j_ * (cs)] : 0.0f) + (tmp)[j_][r_]; \
+            for (int j_ = 0; j_ < (NC); j_++)                                                         \
+                cr_[j_ * (cs)] = ((acc) ? cr_[j_ * (cs)] : 0.0f) + (b_ + (tmp)[j_][r_]);               \
         }                                                                                             \
     } while (0)
 

@@ -86,7 +86,9 @@ int im2row_cache_info_from(const char *source, im2row_cache_info *out);
  * of the im2row buffer, so one GEMM can take every kernel row's fixed-offset view, in the
  * ring's current slot order, without copies or rotated weights.
  * C element (i, j) is c[i*ldc + j*cs]: cs > 1 lets a column class (output columns t, t+G, ...)
- * land in the output directly.  accumulate=0 overwrites C, 1 adds to it.
+ * land in the output directly.  accumulate=0 overwrites C, 1 adds to it.  bias (m floats, or
+ * NULL) is added to every element of its row: it starts the accumulators, so a convolution's
+ * bias costs no pass of its own over C.
  *
  * Blocking (BLIS's loops around one register tile): for each panel of nc columns, each k
  * slice of kc, each block of mc rows of A (mc x kc packed A stays in L2), each strip of B
@@ -117,7 +119,7 @@ typedef struct im2row_gemm_tile {
 typedef void (*im2row_gemm_fn)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                const float *a_packed, const float *const *b_rows,
                                float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate,
-                               const im2row_gemm_blocking *blocking, float *work);
+                               const float *bias, const im2row_gemm_blocking *blocking, float *work);
 
 /* The model (kernels/gemm-blocking.c, after Low et al. 2016), shape-free: kc so the kc x nr B
  * strip fills the L1 ways the streamed A micro-panels and C leave (kc_m likewise for the
@@ -243,7 +245,8 @@ void im2row_dwconv_s2__scalar(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const fl
                               ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t,
                               float);
 void im2row_gemm__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *,
-                         float *, ptrdiff_t, ptrdiff_t, int, const im2row_gemm_blocking *, float *);
+                         float *, ptrdiff_t, ptrdiff_t, int, const float *, const im2row_gemm_blocking *,
+                         float *);
 
 void im2row_igemm_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                ptrdiff_t, const float *const *, ptrdiff_t, const float *, float *,

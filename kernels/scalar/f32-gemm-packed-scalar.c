@@ -4,7 +4,8 @@
  *   C (m x n, element (i, j) at c[i*ldc + j*cs]) = [C +] A (m x k) @ B (k x n, row kk at b_rows[kk])
  *   A comes packed by im2row_pack_a in panels of im2row_gemm_mr__scalar rows:
  *     a_packed[(panel*k + kk)*mr + r] = A[panel*mr + r][kk], zero past row m.
- *   accumulate == 0 overwrites C (whatever it held, NaN included), != 0 adds to it.
+ *   accumulate == 0 overwrites C (whatever it held, NaN included), != 0 adds to it; bias (m
+ *   floats or NULL) is added to each row.
  *   Requires m, n, k >= 1, cs >= 1, ldc >= (n-1)*cs + 1.  Never allocates.
  *   No cache blocking and no copies: `blocking` and `work` are accepted and ignored (its tile
  *   has nr = 0, so callers size no work for it).
@@ -43,7 +44,7 @@ void im2row_pack_a(float *dst, const float *a, ptrdiff_t lda, ptrdiff_t m, ptrdi
 
 void im2row_gemm__scalar(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_packed,
                          const float *const *b_rows, float *c, ptrdiff_t ldc, ptrdiff_t cs, int accumulate,
-                         const im2row_gemm_blocking *blocking, float *work)
+                         const float *bias, const im2row_gemm_blocking *blocking, float *work)
 {
     enum { MR = 4 };
     (void)blocking, (void)work;
@@ -55,10 +56,9 @@ void im2row_gemm__scalar(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a_p
         const ptrdiff_t rows = (m - i0 < MR) ? m - i0 : MR;
         for (ptrdiff_t r = 0; r < rows; r++) {
             float *crow = c + (i0 + r) * ldc;
-            if (!accumulate) {
-                for (ptrdiff_t j = 0; j < n; j++) {
-                    crow[j * cs] = 0.0f;
-                }
+            const float b = bias != NULL ? bias[i0 + r] : 0.0f;
+            for (ptrdiff_t j = 0; j < n; j++) {
+                crow[j * cs] = (accumulate ? crow[j * cs] : 0.0f) + b;
             }
             /* Row-wise axpy keeps the inner loop contiguous in B and C (auto-vectorisable). */
             for (ptrdiff_t kk = 0; kk < k; kk++) {

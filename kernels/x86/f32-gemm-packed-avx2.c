@@ -5,7 +5,8 @@
  *   A packed by im2row_pack_a with mr = im2row_gemm_mr__avx2 = 8:
  *     a_packed[(panel*k + kk)*8 + r] = A[panel*8 + r][kk], zero past row m.
  *   C is written in place; B is read in place, or strip by strip copied into `work` (see the
- *   blocking below); no alignment needed.  accumulate == 0 overwrites C.
+ *   blocking below); no alignment needed.  accumulate == 0 overwrites C; bias
+ *   (m floats or NULL) starts the accumulators of the first k slice.
  *   Requires m, n, k >= 1, cs >= 1, ldc >= (n-1)*cs + 1.  Never allocates; reads no float of A or B
  *   outside the packed panels / the k x n view, writes nothing outside the m x n view of C.
  *
@@ -35,15 +36,17 @@ enum { MR = 8, VW = 8, NV_ROWS = 4, M_NR = 6 };
 
 /* R rows (of one packed panel, starting at `a`) x NV vectors of 8 columns (w = 8*NV). */
 GEMM_INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *const *restrict brows, ptrdiff_t col,
-                        float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc, ptrdiff_t w, const int R,
+                        float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc, const float *bias, ptrdiff_t w, const int R,
                         const int NV)
 {
     (void)w;
     __m256 vacc[8][3];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
+    for (int r = 0; r < R; r++) {
+        const __m256 b0 = bias != NULL && r < rows ? _mm256_set1_ps(bias[r]) : _mm256_setzero_ps();
 #pragma GCC unroll 3
-        for (int v = 0; v < NV; v++) vacc[r][v] = _mm256_setzero_ps();
+        for (int v = 0; v < NV; v++) vacc[r][v] = b0;
+    }
     for (ptrdiff_t kk = 0; kk < kc; kk++) {
         const float *b = brows[kk] + col;
         __m256 vb[3];
@@ -74,7 +77,7 @@ GEMM_INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *cons
 /* P panels (8*P rows, panel stride pstride) x NC columns; vacc[p][j] holds column j. */
 GEMM_INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, const float *const *restrict brows,
                         ptrdiff_t col, float *restrict c, ptrdiff_t ldc, ptrdiff_t cs, ptrdiff_t rows, int acc,
-                        const int P, const int NC)
+                        const float *bias, const int P, const int NC)
 {
     __m256 vacc[4][6];
 #pragma GCC unroll 4
@@ -100,7 +103,7 @@ GEMM_INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride
     for (int p = 0; p < P; p++) {
 #pragma GCC unroll 6
         for (int j = 0; j < NC; j++) _mm256_storeu_ps(tmp[j], vacc[p][j]);
-        GEMM_STORE_TRANSPOSED(c, ldc, cs, rows, acc, tmp, p, 8, NC);
+        GEMM_STORE_TRANSPOSED(c, ldc, cs, rows, acc, bias, tmp, p, 8, NC);
     }
 }
 

@@ -5,7 +5,8 @@
  *   A packed by im2row_pack_a with mr = im2row_gemm_mr__avx512 = 16:
  *     a_packed[(panel*k + kk)*16 + r] = A[panel*16 + r][kk], zero past row m.
  *   C is written in place; B is read in place, or strip by strip copied into `work` (see the
- *   blocking below); no alignment needed.  accumulate == 0 overwrites C.
+ *   blocking below); no alignment needed.  accumulate == 0 overwrites C; bias
+ *   (m floats or NULL) starts the accumulators of the first k slice.
  *   Requires m, n, k >= 1, cs >= 1, ldc >= (n-1)*cs + 1.  Never allocates; reads no float of A or B
  *   outside the packed panels / the k x n view, writes nothing outside the m x n view of C.
  *
@@ -36,15 +37,17 @@ enum { MR = 16, VW = 16, NV_ROWS = 8, M_NR = 12 };
 /* R rows (of one packed panel, starting at `a`) x NV vectors of 16 columns, w columns in all:
  * the last vector is loaded and stored under a mask. */
 GEMM_INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *const *restrict brows, ptrdiff_t col,
-                        float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc, ptrdiff_t w, const int R,
+                        float *restrict c, ptrdiff_t ldc, ptrdiff_t rows, int acc, const float *bias, ptrdiff_t w, const int R,
                         const int NV)
 {
     const __mmask16 mask = (__mmask16)(0xFFFFu >> (16 * NV - w));
     __m512 vacc[16][3];
 #pragma GCC unroll 16
-    for (int r = 0; r < R; r++)
+    for (int r = 0; r < R; r++) {
+        const __m512 b0 = bias != NULL && r < rows ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
 #pragma GCC unroll 3
-        for (int v = 0; v < NV; v++) vacc[r][v] = _mm512_setzero_ps();
+        for (int v = 0; v < NV; v++) vacc[r][v] = b0;
+    }
     for (ptrdiff_t kk = 0; kk < kc; kk++) {
         const float *b = brows[kk] + col;
         __m512 vb[3];
@@ -79,7 +82,7 @@ GEMM_INLINE void tile_n(ptrdiff_t kc, const float *restrict a, const float *cons
 /* P panels (16*P rows, panel stride pstride) x NC columns; vacc[p][j] holds column j. */
 GEMM_INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride, const float *const *restrict brows,
                         ptrdiff_t col, float *restrict c, ptrdiff_t ldc, ptrdiff_t cs, ptrdiff_t rows, int acc,
-                        const int P, const int NC)
+                        const float *bias, const int P, const int NC)
 {
     __m512 vacc[4][12];
 #pragma GCC unroll 4
@@ -105,7 +108,7 @@ GEMM_INLINE void tile_m(ptrdiff_t kc, const float *restrict a, ptrdiff_t pstride
     for (int p = 0; p < P; p++) {
 #pragma GCC unroll 12
         for (int j = 0; j < NC; j++) _mm512_storeu_ps(tmp[j], vacc[p][j]);
-        GEMM_STORE_TRANSPOSED(c, ldc, cs, rows, acc, tmp, p, 16, NC);
+        GEMM_STORE_TRANSPOSED(c, ldc, cs, rows, acc, bias, tmp, p, 16, NC);
     }
 }
 

@@ -34,7 +34,8 @@ extern const ptrdiff_t im2row_gemm_mr__scalar;
 extern const im2row_gemm_tile im2row_gemm_tile__scalar;
 #define GEMM_PROTO(isa)                                                                                   \
     void im2row_gemm__##isa(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *const *, float *, \
-                            ptrdiff_t, ptrdiff_t, int, const im2row_gemm_blocking *, float *);             \
+                            ptrdiff_t, ptrdiff_t, int, const float *, const im2row_gemm_blocking *,       \
+                            float *);                                                                     \
     extern const ptrdiff_t im2row_gemm_mr__##isa;                                                          \
     extern const im2row_gemm_tile im2row_gemm_tile__##isa;
 #if defined(__x86_64__) || defined(_M_X64)
@@ -111,10 +112,10 @@ static float frand(void)
 
 /* ---- check ---- */
 /* blocking: NULL = the model's; use_work: give the kernel a (guarded) copy buffer, else it reads
- * B in place. */
+ * B in place; with_bias: a bias of m floats ending at a guard page. */
 static long check_one(const variant *v, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t ldb,
-                      ptrdiff_t ldc, ptrdiff_t cs, int accumulate, const im2row_gemm_blocking *blocking,
-                      int use_work)
+                      ptrdiff_t ldc, ptrdiff_t cs, int accumulate, int with_bias,
+                      const im2row_gemm_blocking *blocking, int use_work)
 {
     const ptrdiff_t mr = *v->mr;
     const ptrdiff_t mp = (m + mr - 1) / mr * mr;
@@ -122,6 +123,7 @@ static long check_one(const variant *v, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, p
     float *a = malloc(sizeof(float) * (size_t)(m * k));
     guarded ap = guarded_alloc((size_t)(mp * k));
     guarded b = guarded_alloc((size_t)((k - 1) * ldb + n));
+    guarded bias = guarded_alloc((size_t)m);
     const ptrdiff_t crows = m + 1; /* one extra row must stay untouched */
     float *c = malloc(sizeof(float) * (size_t)(crows * ldc));
     float *c0 = malloc(sizeof(float) * (size_t)(crows * ldc));
@@ -129,6 +131,7 @@ static long check_one(const variant *v, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, p
 
     for (ptrdiff_t i = 0; i < m * k; i++) a[i] = frand();
     for (ptrdiff_t i = 0; i < (k - 1) * ldb + n; i++) b.p[i] = frand();
+    for (ptrdiff_t i = 0; i < m; i++) bias.p[i] = 4.0f * frand();
     for (ptrdiff_t i = 0; i < crows * ldc; i++) {
         const int inside = (i / ldc) < m && (i % ldc) % cs == 0 && (i % ldc) / cs < n;
         c0[i] = !inside ? sentinel : accumulate ? frand() : NAN;
@@ -145,7 +148,8 @@ static long check_one(const variant *v, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, p
     const im2row_gemm_blocking *blk = use_work ? &forced : blocking;
     const ptrdiff_t work_n = im2row_gemm_work_floats(v->tile, m, n, k, blk);
     guarded work = guarded_alloc((size_t)(work_n > 0 ? work_n : 1));
-    v->fn(m, n, k, ap.p, brows, c, ldc, cs, accumulate, blk, use_work && work_n > 0 ? work.p : NULL);
+    v->fn(m, n, k, ap.p, brows, c, ldc, cs, accumulate, with_bias ? bias.p : NULL, blk,
+          use_work && work_n > 0 ? work.p : NULL);
     guarded_free(work);
     free(brows);
 
@@ -156,15 +160,15 @@ static long check_one(const variant *v, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, p
             if (i >= m || j % cs != 0 || j / cs >= n) {
                 if (memcmp(&got, &c0[i * ldc + j], sizeof got) != 0) {
                     if (bad++ < 3)
-                        fprintf(stderr, "  %s m=%td n=%td k=%td ldb=%td ldc=%td acc=%d kc=%td mc=%td nc=%td work=%d: "
-                                "wrote outside C at (%td,%td)\n", v->name, m, n, k, ldb, ldc, accumulate,
+                        fprintf(stderr, "  %s m=%td n=%td k=%td ldb=%td ldc=%td acc=%d bias=%d kc=%td mc=%td nc=%td work=%d: "
+                                "wrote outside C at (%td,%td)\n", v->name, m, n, k, ldb, ldc, accumulate, with_bias,
                                 blocking ? blocking->kc : 0, blocking ? blocking->mc : 0,
                                 blocking ? blocking->nc : 0, use_work, i, j);
                 }
                 continue;
             }
             const ptrdiff_t col = j / cs;
-            double ref = accumulate ? (double)c0[i * ldc + j] : 0.0;
+            double ref = (accumulate ? (double)c0[i * ldc + j] : 0.0) + (with_bias ? (double)bias.p[i] : 0.0);
             double scale = fabs(ref);
             for (ptrdiff_t kk = 0; kk < k; kk++) {
                 const double t = (double)a[i * k + kk] * (double)b.p[(k - 1 - kk) * ldb + col];
@@ -173,8 +177,8 @@ static long check_one(const variant *v, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, p
             }
             if (!(fabs((double)got - ref) <= tol * scale + 1e-30)) {
                 if (bad++ < 3)
-                    fprintf(stderr, "  %s m=%td n=%td k=%td ldb=%td ldc=%td acc=%d kc=%td mc=%td nc=%td work=%d: "
-                            "C[%td][%td] = %.9g, want %.9g\n", v->name, m, n, k, ldb, ldc, accumulate,
+                    fprintf(stderr, "  %s m=%td n=%td k=%td ldb=%td ldc=%td acc=%d bias=%d kc=%td mc=%td nc=%td work=%d: "
+                            "C[%td][%td] = %.9g, want %.9g\n", v->name, m, n, k, ldb, ldc, accumulate, with_bias,
                             blocking ? blocking->kc : 0, blocking ? blocking->mc : 0,
                             blocking ? blocking->nc : 0, use_work, i, j, got, ref);
             }
@@ -185,6 +189,7 @@ static long check_one(const variant *v, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, p
     free(c0);
     guarded_free(ap);
     guarded_free(b);
+    guarded_free(bias);
     return bad;
 }
 
@@ -214,8 +219,8 @@ static long check_blockings(const variant *v, long *bad)
                     const int acc = (int)(cases & 1);
                     const ptrdiff_t cs = cases % 3 == 1 ? 3 : 1;
                     const ptrdiff_t ldc = (n - 1) * cs + 1 + (cases & 2 ? 2 : 0);
-                    *bad += check_one(v, m, n, k, n + (cases & 4 ? 3 : 0), ldc, cs, acc, &blk,
-                                      cases % 7 != 6);
+                    *bad += check_one(v, m, n, k, n + (cases & 4 ? 3 : 0), ldc, cs, acc,
+                                      (int)((cases >> 4) & 1), &blk, cases % 7 != 6);
                     cases++;
                 }
             }
@@ -242,8 +247,9 @@ static long check_blockings(const variant *v, long *bad)
             im2row_gemm_blocking b2 = blk;
             if (bi == 1) b2.nc = 2 * nr;
             *bad += check_one(v, big[bi][0], big[bi][1], big[bi][2], big[bi][1] + 1, big[bi][1], 1,
-                              (int)(bi & 1), &b2, 1);
-            *bad += check_one(v, big[bi][0], big[bi][1], big[bi][2], big[bi][1], 2 * big[bi][1], 2, 1, &b2, 1);
+                              (int)(bi & 1), (int)(h & 1), &b2, 1);
+            *bad += check_one(v, big[bi][0], big[bi][1], big[bi][2], big[bi][1], 2 * big[bi][1], 2, 1,
+                              (int)((h + bi) & 1), &b2, 1);
             cases += 2;
         }
     }
@@ -274,8 +280,9 @@ static int run_check(void)
                     const ptrdiff_t cs = cases % 3 == 2 ? 2 + n % 3 : 1;
                     const ptrdiff_t ldc = (n - 1) * cs + 1 + ((variant_bits & 2) ? 1 + n % 7 : 0);
                     /* every fifth case reads B in place (no work buffer) */
-                    bad += check_one(v, ms[mi], n, ks[ki], ldb, ldc, cs, (int)((cases >> 2) & 1), NULL,
-                                     cases % 5 != 4);
+                    /* bias on half the cases, across accumulate (bit 2) and the stride */
+                    bad += check_one(v, ms[mi], n, ks[ki], ldb, ldc, cs, (int)((cases >> 2) & 1),
+                                     (int)((cases / 7) & 1), NULL, cases % 5 != 4);
                     cases++;
                 }
             }
@@ -289,7 +296,7 @@ static int run_check(void)
                 /* acc = 1 also strides the C columns by 4 */
                 const ptrdiff_t cs = acc ? 4 : 1;
                 bad += check_one(v, big[bi][0], big[bi][1], big[bi][2], big[bi][1] + acc * 5,
-                                 (big[bi][1] - 1) * cs + 1 + 3 * acc, cs, acc, NULL, 1);
+                                 (big[bi][1] - 1) * cs + 1 + 3 * acc, cs, acc, (int)(bi & 1) != acc, NULL, 1);
                 cases++;
             }
         }
@@ -413,7 +420,7 @@ static double time_call(const variant *v, const float *ap, const float *a, ptrdi
     float *work = v && !inplace ? malloc(sizeof(float) * (size_t)(im2row_gemm_work_floats(v->tile, m, n, k, blk) + 1)) : NULL;
 #define CALL()                                                                     \
     do {                                                                           \
-        if (v) v->fn(m, n, k, ap, brows, c, n, 1, 0, blk, work);                   \
+        if (v) v->fn(m, n, k, ap, brows, c, n, 1, 0, NULL, blk, work);                   \
         else sgemm("N", "N", &in, &im, &ik, &one, b, &in, a, &ik, &zero, c, &in); \
     } while (0)
     CALL();
