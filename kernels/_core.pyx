@@ -366,6 +366,26 @@ cdef void _fill_bias(float *out, Py_ssize_t planes, Py_ssize_t plane_size,
 # Each algorithm is split into a fill (over input channels [c0, c1)) and a GEMM + epilogue
 # (over output channels [oc0, oc1)), so threads can share one buffer and split the work.
 
+# Rows this short are gathered inline: on small maps (SSD's 3x3 and 5x5 heads) the gather
+# kernel's call cost outweighs the few floats it moves.
+DEF SHORT_ROW = 8
+
+
+cdef inline void _gather_short(float *dst, const float *plane, Py_ssize_t h, Py_ssize_t height,
+                               Py_ssize_t width, Py_ssize_t start, Py_ssize_t stride,
+                               Py_ssize_t n) noexcept nogil:
+    """_gather_row for a few floats, without the kernel call."""
+    cdef Py_ssize_t k, w = start
+    if h < 0 or h >= height:
+        for k in range(n):
+            dst[k] = 0.0
+        return
+    plane += h * width
+    for k in range(n):
+        dst[k] = plane[w] if 0 <= w < width else 0.0
+        w += stride
+
+
 cdef void _patch_fill(const Geometry *g, const im2row_kernels *kern, const float *x,
                       float *patches, Py_ssize_t first, Py_ssize_t c0,
                       Py_ssize_t c1) noexcept nogil:
@@ -378,9 +398,14 @@ cdef void _patch_fill(const Geometry *g, const im2row_kernels *kern, const float
             for j in range(g.kw):
                 row = patches + (((c - first) * g.kh + i) * g.kw + j) * M
                 for oh in range(g.OH):
-                    _gather_row(kern, row + oh * g.OW, x + c * g.H * g.W,
-                                oh * g.sh - g.pt + i * g.dh, g.H, g.W, j * g.dw - g.pl, g.sw,
-                                g.OW)
+                    if g.OW <= SHORT_ROW:
+                        _gather_short(row + oh * g.OW, x + c * g.H * g.W,
+                                      oh * g.sh - g.pt + i * g.dh, g.H, g.W, j * g.dw - g.pl,
+                                      g.sw, g.OW)
+                    else:
+                        _gather_row(kern, row + oh * g.OW, x + c * g.H * g.W,
+                                    oh * g.sh - g.pt + i * g.dh, g.H, g.W, j * g.dw - g.pl,
+                                    g.sw, g.OW)
 
 
 cdef void _patch_gemm(const Geometry *g, const im2row_kernels *kern, bint packed,

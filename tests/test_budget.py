@@ -116,3 +116,28 @@ def test_cached_plan_over_the_callers_budget_not_used(monkeypatch):
     assert choose_plan(spec, 1) == default_plan(spec, 1)
     assert choose_plan(spec, 1, max_workspace=None) == big
     assert choose_plan(spec, 1, max_workspace=scratch_bytes(spec, big, 1)) == big
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape,weight", [((1, 128, 3, 3), (256, 128, 3, 3)),
+                                          ((1, 64, 2, 2), (128, 64, 3, 3)),
+                                          ((1, 37, 3, 3), (16, 37, 3, 3))])
+def test_tiny_map_lean_plan_takes_the_widest_passes_that_fit(shape, weight, threads, rng):
+    """SSD's heads: maps so small that no default candidate fits one input's bytes.  The
+    fallback runs classic in the fewest equal input-channel passes within that budget, not
+    one channel per pass; and it computes the same as the reference."""
+    spec = _spec(shape, weight, dict(stride=2, padding=1))
+    if plan_module._lean_plan(spec, im2row.get_isa()).gemm != "packed":
+        pytest.skip("scalar host: sgemm plans")
+    limit = budget_bytes(spec, threads)
+    chosen = default_plan(spec, threads)
+    assert chosen.algorithm == "classic" and chosen.channel_block > 1, chosen
+    assert scratch_bytes(spec, chosen, threads) <= limit
+    cg = spec.group_in_channels
+    passes = -(-cg // chosen.channel_block)
+    assert chosen.channel_block == -(-cg // passes)          # equal passes
+    wider = Plan("classic", 0, -(-cg // (passes - 1)), gemm="packed") if passes > 1 else None
+    assert wider is None or scratch_bytes(spec, wider, threads) > limit, wider
+    x, w, b = make_operands(rng, shape, weight)
+    conv = dict(stride=2, padding=1)
+    assert_matches_reference(im2row.Conv2d(w, b, **conv, threads=threads)(x), x, w, b, **conv)
