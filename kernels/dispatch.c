@@ -54,7 +54,8 @@ extern const im2row_gemm_tile im2row_gemm_tile__neon;
 /* f32-igemm-nhwc / f32-dwconv-nhwc (channels-last), strong references like the rest. */
 #define IM2ROW_NHWC_DECLARE(isa)                                                                   \
     void im2row_igemm_nhwc__##isa(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,            \
-                                  ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t,           \
+                                  ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,                      \
+                                  const float *const *, ptrdiff_t,                                 \
                                   const float *, float *, ptrdiff_t);                              \
     void im2row_dwconv_nhwc__##isa(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *,          \
                                    ptrdiff_t, ptrdiff_t, const float *, float *, ptrdiff_t);       \

@@ -47,6 +47,12 @@ CASES = [
     ((6, 9, 8), (6, 2, 3, 3), dict(padding=(7, 2, 4, 2), dilation=(4, 2), stride=(2, 1), groups=3)),
     ((8, 7, 7), (8, 1, 3, 3), dict(padding=6, dilation=6, groups=8)),
     ((5, 4, 6), (4, 5, 2, 3), dict(padding=(5, 1, 5, 1), dilation=(7, 1))),
+    # wide rows with dilations past a third of them (DeepLab's ASPP): calls per row and stretch
+    # of columns, over the kernel columns inside; some windows have no column inside at all
+    ((3, 9, 33), (4, 3, 3, 3), dict(padding=12, dilation=12)),
+    ((4, 6, 33), (6, 2, 3, 3), dict(padding=(2, 18), dilation=(2, 18), groups=2)),
+    ((5, 5, 40), (3, 5, 3, 5), dict(padding=(1, 16), dilation=(1, 8), stride=(1, 2))),
+    ((2, 4, 5), (3, 2, 1, 3), dict(padding=(0, 12), dilation=(1, 5))),
 ]
 
 

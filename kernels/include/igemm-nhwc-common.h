@@ -11,14 +11,18 @@
 
 /* The preconditions of the contract in im2row_kernels.h (debug builds only). */
 IGEMM_INLINE void igemm_nhwc_check_args(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc,
-                                        ptrdiff_t tap0, ptrdiff_t ntaps, const float *const *a,
+                                        ptrdiff_t tap0, ptrdiff_t ntaps, ptrdiff_t tap_rows,
+                                        ptrdiff_t row_step, const float *const *a,
                                         const float *w, const float *c, ptrdiff_t ldc)
 {
     assert(m >= 1);
     assert(n >= 1);
     assert(ks >= 1);
     assert(kc >= 1);
-    assert(tap0 >= 0 && ntaps >= 1 && tap0 + ntaps <= ks);
+    assert(tap0 >= 0 && ntaps >= 1 && tap_rows >= 1);
+    assert(tap_rows == 1 || row_step >= ntaps);
+    assert(tap0 + (tap_rows - 1) * row_step + ntaps <= ks);
+    (void)tap_rows, (void)row_step;
     assert(a != NULL);
     assert(w != NULL);
     assert(c != NULL);
@@ -84,34 +88,37 @@ IGEMM_INLINE void igemm_nhwc_slice(ptrdiff_t ks, ptrdiff_t kc, ptrdiff_t kslice,
     }
 }
 
-/* The body of an igemm-nhwc variant: column panels outside; in a panel, k slices (its
- * kslice x NR weights stay in L1 while every pixel tile of the call streams its input past
- * them), pixel tiles of MR inside.  Only taps [tap0, tap0 + ntaps) of the ks are summed (a
- * contiguous piece of each panel: kernel rows whose taps all fall in the padding are skipped
- * by the caller).  The first slice starts from the bias, later ones add to the output the
- * earlier ones stored.  The caller has MR, NR, a_offset in scope and a function
+/* The body of an igemm-nhwc variant: column panels outside; in a panel, the box's runs of
+ * taps, each in k slices (its kslice x NR weights stay in L1 while every pixel tile of the
+ * call streams its input past them), pixel tiles of MR inside.  Only the box's taps are summed
+ * (a run is a contiguous piece of each panel; the caller leaves out taps that fall in the
+ * padding for every pixel).  The first slice starts from the bias, later ones add to the
+ * output the earlier ones stored.  The caller has MR, NR, a_offset in scope and a function
  * tile_any(rows, cols, ks, taps, chans, a, a_offset, bias, w, c, ldc): one tile of `rows` <=
  * MR pixels x `cols` <= NR columns over taps x chans k steps of pointer rows of stride ks,
  * starting from bias (or from c where bias is NULL). */
-#define IGEMM_NHWC_BODY(m, n, ks, kc, kslice, tap0, ntaps, a, w, c, ldc)                         \
+#define IGEMM_NHWC_BODY(m, n, ks, kc, kslice, tap0, ntaps, tap_rows, row_step, a, w, c, ldc)     \
     do {                                                                                         \
         const ptrdiff_t panel_floats_ = NR * (1 + (ks) * (kc));                                  \
-        const ptrdiff_t tap_end_ = (tap0) + (ntaps);                                             \
         ptrdiff_t taps_, chans_;                                                                 \
         igemm_nhwc_slice(ntaps, kc, kslice, &taps_, &chans_);                                    \
         for (ptrdiff_t j0_ = 0; j0_ < (n); j0_ += NR) {                                          \
             const ptrdiff_t cols_ = (n) - j0_ < NR ? (n) - j0_ : NR;                             \
             const float *panel_ = (w) + (j0_ / NR) * panel_floats_;                              \
-            for (ptrdiff_t t0_ = (tap0); t0_ < tap_end_; t0_ += taps_) {                         \
-                const ptrdiff_t nt_ = tap_end_ - t0_ < taps_ ? tap_end_ - t0_ : taps_;           \
-                for (ptrdiff_t c0_ = 0; c0_ < (kc); c0_ += chans_) {                             \
-                    const ptrdiff_t nc_ = (kc) - c0_ < chans_ ? (kc) - c0_ : chans_;             \
-                    const float *bias_ = t0_ == (tap0) && c0_ == 0 ? panel_ : NULL;              \
-                    const float *slice_ = panel_ + NR * (1 + t0_ * (kc) + c0_);                  \
-                    for (ptrdiff_t p0_ = 0; p0_ < (m); p0_ += MR) {                              \
-                        const ptrdiff_t rows_ = (m) - p0_ < MR ? (m) - p0_ : MR;                 \
-                        tile_any(rows_, cols_, ks, nt_, nc_, (a) + p0_ * (ks) + t0_,             \
-                                 a_offset + c0_, bias_, slice_, (c) + p0_ * (ldc) + j0_, ldc);   \
+            for (ptrdiff_t r_ = 0; r_ < (tap_rows); r_++) {                                      \
+                const ptrdiff_t run0_ = (tap0) + r_ * (row_step), run_end_ = run0_ + (ntaps);    \
+                for (ptrdiff_t t0_ = run0_; t0_ < run_end_; t0_ += taps_) {                      \
+                    const ptrdiff_t nt_ = run_end_ - t0_ < taps_ ? run_end_ - t0_ : taps_;       \
+                    for (ptrdiff_t c0_ = 0; c0_ < (kc); c0_ += chans_) {                         \
+                        const ptrdiff_t nc_ = (kc) - c0_ < chans_ ? (kc) - c0_ : chans_;         \
+                        const float *bias_ = t0_ == (tap0) && c0_ == 0 ? panel_ : NULL;          \
+                        const float *slice_ = panel_ + NR * (1 + t0_ * (kc) + c0_);              \
+                        for (ptrdiff_t p0_ = 0; p0_ < (m); p0_ += MR) {                          \
+                            const ptrdiff_t rows_ = (m) - p0_ < MR ? (m) - p0_ : MR;             \
+                            tile_any(rows_, cols_, ks, nt_, nc_, (a) + p0_ * (ks) + t0_,         \
+                                     a_offset + c0_, bias_, slice_, (c) + p0_ * (ldc) + j0_,     \
+                                     ldc);                                                       \
+                        }                                                                        \
                     }                                                                            \
                 }                                                                                \
             }                                                                                    \
@@ -143,11 +150,11 @@ IGEMM_INLINE void igemm_nhwc_slice(ptrdiff_t ks, ptrdiff_t kc, ptrdiff_t kslice,
         }                                                                                        \
     }                                                                                            \
     void FN(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc, ptrdiff_t kslice,              \
-            ptrdiff_t tap0, ptrdiff_t ntaps, const float *const *a, ptrdiff_t a_offset,          \
-            const float *w, float *c, ptrdiff_t ldc)                                             \
+            ptrdiff_t tap0, ptrdiff_t ntaps, ptrdiff_t tap_rows, ptrdiff_t row_step,             \
+            const float *const *a, ptrdiff_t a_offset, const float *w, float *c, ptrdiff_t ldc)  \
     {                                                                                            \
-        igemm_nhwc_check_args(m, n, ks, kc, tap0, ntaps, a, w, c, ldc);                          \
-        IGEMM_NHWC_BODY(m, n, ks, kc, kslice, tap0, ntaps, a, w, c, ldc);                        \
+        igemm_nhwc_check_args(m, n, ks, kc, tap0, ntaps, tap_rows, row_step, a, w, c, ldc);      \
+        IGEMM_NHWC_BODY(m, n, ks, kc, kslice, tap0, ntaps, tap_rows, row_step, a, w, c, ldc);    \
     }
 
 #endif

@@ -150,9 +150,12 @@ ptrdiff_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, ptrdiff_t m, ptr
                                   const im2row_gemm_blocking *request);
 
 /* ---- f32-igemm-nhwc: channels-last convolution as an indirect GEMM ------------------------
- * out[p*ldc + j] = bias[j] + sum_{tap0<=t<tap0+ntaps, ch<kc} (a[p*ks + t] + a_offset)[ch] * W[t*kc + ch][j]
- * for output pixels p in [0, m) and output channels j in [0, n): taps [tap0, tap0 + ntaps) of
- * the ks (0, ks: all of them; a caller skips taps that lie in the padding for every pixel).
+ * out[p*ldc + j] = bias[j] + sum_{t in taps, ch<kc} (a[p*ks + t] + a_offset)[ch] * W[t*kc + ch][j]
+ * for output pixels p in [0, m) and output channels j in [0, n), over a box of the ks taps:
+ * tap_rows runs of ntaps taps, row_step apart, the first at tap0 (t = tap0 + r*row_step + q,
+ * r < tap_rows, q < ntaps).  (0, ks, 1: all of them.)  A caller skips the taps that lie in the
+ * padding for every pixel: whole kernel rows (one run) or, for pixels at a row's ends, the
+ * kernel columns outside the input (one run per kernel row).
  * a:  m*ks pointers, pixel-major: one per (output pixel, tap), each to the kc floats of one
  *     input pixel (a tap: kc = the group's channels) or of one padded kernel row (kc = kw*C);
  *     padding taps point at a shared zero vector.  a_offset (floats) is added to every
@@ -163,11 +166,13 @@ ptrdiff_t im2row_gemm_work_floats(const im2row_gemm_tile *tile, ptrdiff_t m, ptr
  * kslice: k steps per slice of a panel (<= 0: all ks*kc), so that the slice's weights stay in
  * L1 while every pixel tile passes (im2row_igemm_nhwc_kslice); slices are whole taps or a part
  * of one tap's channels, and each after the first adds to what the last one stored in c.
- * Requires m, n, ks, kc, ntaps >= 1, tap0 >= 0, tap0 + ntaps <= ks.  Never allocates; reads
- * only the pointers of taps [tap0, tap0 + ntaps), no float outside their kc-float vectors and
- * the packed panels; writes nothing outside the m x n view. */
+ * Requires m, n, ks, kc, ntaps, tap_rows >= 1, tap0 >= 0, row_step >= ntaps where tap_rows > 1,
+ * tap0 + (tap_rows - 1)*row_step + ntaps <= ks.  Never allocates; reads only the pointers of
+ * the box's taps, no float outside their kc-float vectors and the packed panels; writes nothing
+ * outside the m x n view. */
 typedef void (*im2row_igemm_nhwc_fn)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc,
                                      ptrdiff_t kslice, ptrdiff_t tap0, ptrdiff_t ntaps,
+                                     ptrdiff_t tap_rows, ptrdiff_t row_step,
                                      const float *const *a, ptrdiff_t a_offset,
                                      const float *w_packed, float *c, ptrdiff_t ldc);
 
@@ -249,8 +254,8 @@ void im2row_gemm__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const f
                          float *);
 
 void im2row_igemm_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                               ptrdiff_t, const float *const *, ptrdiff_t, const float *, float *,
-                               ptrdiff_t);
+                               ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t,
+                               const float *, float *, ptrdiff_t);
 void im2row_dwconv_nhwc__scalar(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t,
                                 ptrdiff_t, const float *, float *, ptrdiff_t);
 extern const ptrdiff_t im2row_igemm_nhwc_mr__scalar, im2row_igemm_nhwc_nr__scalar;

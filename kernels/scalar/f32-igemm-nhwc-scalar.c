@@ -54,9 +54,10 @@ static void tile_any(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ks, ptrdiff_t tap
 }
 
 void im2row_igemm_nhwc__scalar(ptrdiff_t m, ptrdiff_t n, ptrdiff_t ks, ptrdiff_t kc, ptrdiff_t kslice,
-                               ptrdiff_t tap0, ptrdiff_t ntaps, const float *const *a, ptrdiff_t a_offset,
-                               const float *w, float *c, ptrdiff_t ldc)
+                               ptrdiff_t tap0, ptrdiff_t ntaps, ptrdiff_t tap_rows, ptrdiff_t row_step,
+                               const float *const *a, ptrdiff_t a_offset, const float *w, float *c,
+                               ptrdiff_t ldc)
 {
-    igemm_nhwc_check_args(m, n, ks, kc, tap0, ntaps, a, w, c, ldc);
-    IGEMM_NHWC_BODY(m, n, ks, kc, kslice, tap0, ntaps, a, w, c, ldc);
+    igemm_nhwc_check_args(m, n, ks, kc, tap0, ntaps, tap_rows, row_step, a, w, c, ldc);
+    IGEMM_NHWC_BODY(m, n, ks, kc, kslice, tap0, ntaps, tap_rows, row_step, a, w, c, ldc);
 }

@@ -25,9 +25,9 @@
 #include "im2row_kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-void im2row_igemm_nhwc__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+void im2row_igemm_nhwc__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                              const float *const *, ptrdiff_t, const float *, float *, ptrdiff_t);
-void im2row_igemm_nhwc__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+void im2row_igemm_nhwc__avx512(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                const float *const *, ptrdiff_t, const float *, float *, ptrdiff_t);
 void im2row_dwconv_nhwc__avx2(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t, ptrdiff_t,
                               const float *, float *, ptrdiff_t);
@@ -37,7 +37,7 @@ extern const ptrdiff_t im2row_igemm_nhwc_mr__avx2, im2row_igemm_nhwc_nr__avx2;
 extern const ptrdiff_t im2row_igemm_nhwc_mr__avx512, im2row_igemm_nhwc_nr__avx512;
 #endif
 #if defined(__aarch64__)
-void im2row_igemm_nhwc__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+void im2row_igemm_nhwc__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                              const float *const *, ptrdiff_t, const float *, float *, ptrdiff_t);
 void im2row_dwconv_nhwc__neon(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *const *, ptrdiff_t, ptrdiff_t,
                               const float *, float *, ptrdiff_t);
@@ -118,8 +118,8 @@ static void igemm_case(const conv *g)
     float *w = malloc(sizeof(float) * (size_t)(g->OC * K)), *bias = malloc(sizeof(float) * (size_t)g->OC);
     for (ptrdiff_t i = 0; i < g->OC * K; i++) w[i] = rfloat();
     for (ptrdiff_t i = 0; i < g->OC; i++) bias[i] = rfloat();
-    /* the taps [tap_lo[p], tap_hi[p]) each pixel's call summed */
-    ptrdiff_t *tap_lo = malloc(sizeof(ptrdiff_t) * (size_t)M), *tap_hi = malloc(sizeof(ptrdiff_t) * (size_t)M);
+    /* the box of taps each pixel's call summed: box[p] = {tap0, ntaps, tap_rows, row_step} */
+    ptrdiff_t (*box)[4] = malloc(sizeof(*box) * (size_t)M);
     guarded gout = galloc1((size_t)(M * g->OC));
     for (int v = 0; v < g_nvar; v++) {
         if (!g_var[v].usable) continue;
@@ -134,18 +134,28 @@ static void igemm_case(const conv *g)
                 if (m > M - p0) m = M - p0;
                 /* k slices of every size: whole taps, parts of a tap's channels, all of k */
                 const ptrdiff_t kslice = rnd() % 4 == 0 ? 0 : rint_in(1, K + 2);
-                /* every tap half the time, else a random run of them; the chunk's own table,
-                 * flush against a guard page, with NULL for the taps outside the run (a
-                 * kernel that reads one faults) */
-                ptrdiff_t tap0 = 0, ntaps = ks;
-                if (rnd() & 1) tap0 = rint_in(0, ks - 1), ntaps = rint_in(1, ks - tap0);
+                /* every tap a third of the time, else a random run of them, or a box (kernel
+                 * columns [j0, j1) of kernel rows [i0, i1), as for the pixels at a row's
+                 * ends); the chunk's own table, flush against a guard page, with NULL for
+                 * the taps outside the box (a kernel that reads one faults) */
+                ptrdiff_t tap0 = 0, ntaps = ks, tap_rows = 1, row_step = ks;
+                const unsigned pick = rnd() % 3;
+                if (pick == 1) tap0 = rint_in(0, ks - 1), ntaps = rint_in(1, ks - tap0);
+                if (pick == 2) {
+                    const ptrdiff_t i0 = rint_in(0, g->kh - 1), i1 = rint_in(i0 + 1, g->kh);
+                    const ptrdiff_t j0 = rint_in(0, g->kw - 1), j1 = rint_in(j0 + 1, g->kw);
+                    tap0 = i0 * g->kw + j0, ntaps = j1 - j0, tap_rows = i1 - i0, row_step = g->kw;
+                }
                 guarded gt = galloc1((size_t)(m * ks) * sizeof(*a) / sizeof(float));
                 const float **table = (const float **)(void *)gt.p;
-                for (ptrdiff_t i = 0; i < m * ks; i++)
-                    table[i] = i % ks >= tap0 && i % ks < tap0 + ntaps ? a[p0 * ks + i] : NULL;
-                for (ptrdiff_t p = p0; p < p0 + m; p++) tap_lo[p] = tap0, tap_hi[p] = tap0 + ntaps;
-                g_var[v].igemm(m, OCg, ks, Cg, kslice, tap0, ntaps, table, grp * Cg, gw.p,
-                               gout.p + p0 * g->OC + grp * OCg, g->OC);
+                for (ptrdiff_t i = 0; i < m * ks; i++) {
+                    const ptrdiff_t t = i % ks - tap0, r = t >= 0 ? t / row_step : -1, q = t - r * row_step;
+                    table[i] = r >= 0 && r < tap_rows && q < ntaps ? a[p0 * ks + i] : NULL;
+                }
+                for (ptrdiff_t p = p0; p < p0 + m; p++)
+                    box[p][0] = tap0, box[p][1] = ntaps, box[p][2] = tap_rows, box[p][3] = row_step;
+                g_var[v].igemm(m, OCg, ks, Cg, kslice, tap0, ntaps, tap_rows, row_step, table, grp * Cg,
+                               gw.p, gout.p + p0 * g->OC + grp * OCg, g->OC);
                 gfree(gt);
             }
             for (ptrdiff_t p = 0; p < M; p++)
@@ -156,11 +166,12 @@ static void igemm_case(const conv *g)
                         continue;
                     }
                     double want = bias[oc], mag = fabs(bias[oc]);
-                    for (ptrdiff_t t = tap_lo[p]; t < tap_hi[p]; t++)
-                        for (ptrdiff_t c = 0; c < Cg; c++) {
-                            double x = (double)a[p * ks + t][grp * Cg + c] * w[oc * K + t * Cg + c];
-                            want += x, mag += fabs(x);
-                        }
+                    for (ptrdiff_t r = 0; r < box[p][2]; r++)
+                        for (ptrdiff_t t = box[p][0] + r * box[p][3]; t < box[p][0] + r * box[p][3] + box[p][1]; t++)
+                            for (ptrdiff_t c = 0; c < Cg; c++) {
+                                double x = (double)a[p * ks + t][grp * Cg + c] * w[oc * K + t * Cg + c];
+                                want += x, mag += fabs(x);
+                            }
                     double tol = 4e-7 * (double)(K + 2) * mag + 1e-30;
                     if (!(fabs(got - want) <= tol))
                         FAIL("igemm[%s] C=%td OC=%td g=%td k=%tdx%td s=%td,%td d=%td,%td pad=%td,%td,%td,%td "
@@ -172,7 +183,7 @@ static void igemm_case(const conv *g)
         }
     }
     gfree(gout), gfree(gx), gfree(gz);
-    free(a), free(w), free(bias), free(tap_lo), free(tap_hi);
+    free(a), free(w), free(bias), free(box);
 }
 
 static int random_conv(conv *g, int depthwise)
@@ -380,7 +391,8 @@ static void bench(void)
             for (int rep = 0; rep < 5; rep++) {
                 double t0 = now();
                 if (dw) g_var[v].dwconv(M, g->C, ks, a, ks, 0, w, out, g->C);
-                else g_var[v].igemm(M, g->OC, ks, Cg, kslice(g_var[v].mr, g_var[v].nr), 0, ks, a, 0, w, out, g->OC);
+                else g_var[v].igemm(M, g->OC, ks, Cg, kslice(g_var[v].mr, g_var[v].nr), 0, ks, 1, ks, a, 0, w, out,
+                                     g->OC);
                 double t = now() - t0;
                 if (t < best) best = t;
             }
