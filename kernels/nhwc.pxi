@@ -202,6 +202,19 @@ def igemm_nhwc_tile(KernelSet kernels):
             "kslice": im2row_igemm_nhwc_kslice(kern.igemm_nhwc_mr, kern.igemm_nhwc_nr)}
 
 
+def indirect_column_runs(tuple spec, Py_ssize_t mr):
+    """How the indirect driver covers an output row (_column_runs_pay) for the cost model:
+    (calls per row, tile-weighted tap share) with column runs, (0, 1.0) without (one call per
+    stretch of rows, every kernel column's taps)."""
+    cdef Geometry g
+    cdef Py_ssize_t runs
+    _geometry(spec, &g)
+    if not _column_runs_pay(&g, mr):
+        return 0, 1.0
+    cdef double share = _column_run_cost(&g, mr, &runs) / float(g.kw * g.OW)
+    return runs, share
+
+
 def pack_weights_nhwc(tuple spec, str algorithm, cnp.ndarray weight, object bias,
                       KernelSet kernels):
     """The (OC, Cg, kh, kw) weights and the bias as the NHWC kernels read them: per group,
@@ -451,18 +464,28 @@ cdef inline Py_ssize_t _tile_cost_rows(Py_ssize_t m, Py_ssize_t mr) noexcept nog
     return m - tail + (0 if tail == 0 else (tail if tail > mr // 2 else mr // 2))
 
 
-cdef bint _column_runs_pay(const Geometry *g, Py_ssize_t mr) noexcept nogil:
-    """Indirect: whether a call per row and stretch of columns with the same kernel columns
-    inside the input, skipping the others' taps (zeros from the horizontal padding), beats
-    one call over whole rows by 1/8: the taps saved against the part-filled pixel tiles of
-    shorter calls.  DeepLab's d12/d18 ASPP on 33x33 maps skip 24-36% of their taps; a 3x3 with
-    padding 1 never splits (one column a side)."""
-    cdef Py_ssize_t ow = 0, end, j0, j1, split = 0
+cdef Py_ssize_t _column_run_cost(const Geometry *g, Py_ssize_t mr,
+                                 Py_ssize_t *runs) noexcept nogil:
+    """An output row in calls per stretch of columns with the same kernel columns inside the
+    input: its taps weighted by _tile_cost_rows (runs: the number of calls)."""
+    cdef Py_ssize_t ow = 0, end, j0, j1, cost = 0
+    runs[0] = 0
     while ow < g.OW:
         end = _same_cols_end(g, ow, &j0, &j1)
-        split += (j1 - j0 if j1 > j0 else 1) * _tile_cost_rows(end - ow, mr)
+        cost += (j1 - j0 if j1 > j0 else 1) * _tile_cost_rows(end - ow, mr)
+        runs[0] += 1
         ow = end
-    return 8 * split < 7 * g.kw * g.OW
+    return cost
+
+
+cdef bint _column_runs_pay(const Geometry *g, Py_ssize_t mr) noexcept nogil:
+    """Indirect: whether a call per row and stretch of columns, skipping the taps of kernel
+    columns outside the input (zeros from the horizontal padding), beats one call over whole
+    rows by 1/8: the taps saved against the part-filled pixel tiles of shorter calls.
+    DeepLab's d12/d18 ASPP on 33x33 maps skip 24-36% of their taps; a 3x3 with padding 1
+    never splits (one column a side)."""
+    cdef Py_ssize_t runs
+    return 8 * _column_run_cost(g, mr, &runs) < 7 * g.kw * g.OW
 
 
 cdef inline void _igemm_pixels(const Geometry *g, const NhwcWork *w, const nhwc_kernels *kern,

@@ -259,3 +259,17 @@ def test_cost_model_counts_only_kernel_rows_inside_the_input():
     spec = im2row.make_spec((1, 8, 2, 10), (8, 8, 3, 3), padding=(10, 1), dilation=(9, 1))
     assert spec.out_height == 4
     assert costmodel._inside_row_share(spec) == pytest.approx((1 + 1 + 1 + 1) / 12)
+
+
+def test_column_runs_only_where_the_taps_saved_outweigh_the_tiles():
+    """The indirect driver's calls per stretch of columns (and the cost model's view of them):
+    on 33 columns dilated 18, columns 0-14 and 18-32 have 2 kernel columns inside, 15-17 one;
+    with 12-pixel tiles (a part-filled tile counted as 6) that is 78 of 99 tap-pixels.  A 3x3
+    with padding 1 never splits, nor do 11-column maps in runs of 3-4 pixels."""
+    from im2row import _core
+    from im2row.plan import core_spec
+    wide = im2row.make_spec((1, 8, 33, 33), (8, 8, 3, 3), padding=18, dilation=18)
+    assert _core.indirect_column_runs(core_spec(wide), 12) == (3, pytest.approx(78 / 99))
+    for spec in (im2row.make_spec((1, 8, 56, 56), (8, 8, 3, 3), padding=1),
+                 im2row.make_spec((1, 8, 11, 11), (8, 8, 3, 3), padding=4, dilation=4)):
+        assert _core.indirect_column_runs(core_spec(spec), 12) == (0, 1.0)
