@@ -320,6 +320,13 @@ def _gemm_terms(h: Host, m: int, n: int, k: int, calls: int, b_set: float,
     a_bytes = 4.0 * m * k
     a_block = min(a_bytes, 4.0 * GEMM_MC * GEMM_KC)
     compute = 2.0 * _column_time(h, m, n, strided, a_block) * k_eff * calls / h.gemm_flops
+    # The m-vectorised tiles (the n % vector tail; every column when strided) store C
+    # transposed, a float at a time: vector-width times C_TILE_OPS per accumulator and slice.
+    # It dominates shallow GEMMs: incremental classes of 1-D convolutions (k = 2-3, strided)
+    # measured 6-10x over a model without it, which then picked them for 2 threads.
+    m_tile_cols = n if strided else n % h.vector
+    compute += (2.0 * m_tile_cols * _round_up(m, h.vector) * (h.vector - 1) * C_TILE_OPS
+                * slices * calls / h.gemm_flops)
     # Rates count bytes moved (a copy's read and write): a read-only operand moves its size.
     strips = _strips(h, n, strided)
     far = 0.0

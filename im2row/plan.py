@@ -496,7 +496,10 @@ def default_candidates(spec: ConvSpec, isa: str, threads: int) -> list:
     if "rowwise" in algorithms and gemm == "packed":
         bands = sorted({b if b < spec.out_height else 0 for b in ROWWISE_BANDS})
         out += [Plan("rowwise", 0, 0, band, gemm="packed") for band in bands]
-    if "incremental" in algorithms and not spec.is_pointwise:
+    if "incremental" in algorithms and not spec.is_pointwise and spec.oriented().out_height > 1:
+        # (a single output row, WaveNet's 1-D layers: rowwise is one GEMM of the whole row;
+        # classes of it measured 1.5-7x slower, at 2 threads too, where the model had picked
+        # them)
         out += _incremental_candidates(spec, gemm, threads)
     if _nhwc_candidate_for_nchw(spec, isa):
         out.append(Plan("indirect", gemm="packed", layout="NHWC"))

@@ -467,3 +467,22 @@ def test_planar_stride_two_depthwise_reads_the_plane(kernel, isa, rng):
         x, w, b = make_operands(rng, x_shape, w_shape)
         y = im2row.conv2d(x, w, b, plan=plan, **conv)
         assert_matches_reference(y, x, w, b, **conv)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_single_row_layers_plan_no_column_classes(threads):
+    """WaveNet's 1-D layers (a row, or a column run as one): rowwise is one GEMM of the whole
+    row; the incremental classes of it store C a float at a time (strided columns) and
+    measured 1.5-7x slower, at 2 threads too, where the model used to pick them.  The model
+    itself now charges those transposed stores."""
+    for x_shape, w_shape, conv in (((1, 1, 1, 16002), (64, 1, 1, 3), {}),
+                                   ((1, 32, 1, 32768), (32, 32, 1, 2), {}),
+                                   ((1, 128, 16000, 1), (128, 128, 2, 1), dict(dilation=(8, 1)))):
+        spec = im2row.make_spec(x_shape, w_shape, **conv)
+        plans = default_candidates(spec, im2row.get_isa(), threads)
+        assert not [p for p in plans if p.algorithm == "incremental"], plans
+    if im2row.get_isa() != "scalar":
+        spec = im2row.make_spec((1, 1, 1, 16002), (64, 1, 1, 3))
+        classes = costmodel.predict(spec, Plan("incremental", 2000, gemm="packed"), 1)
+        row = costmodel.predict(spec, Plan("rowwise", gemm="packed"), 1)
+        assert classes > 3 * row, (classes, row)
