@@ -602,11 +602,14 @@ def _image_seconds(spec: ConvSpec, plan, h: Host) -> tuple:
         band_floats = cg * span * sw * _phase_width(spec, sw, dw)
         fill = _gather_seconds(h, band_floats * bands * g, cg * span * sw * bands * g,
                                sw, in_bytes, 4.0 * band_floats)
+        units = bands
         if sw == 1 and spec.pad_left == 0 and spec.pad_right == 0:
             fill = 0.0      # the core points the GEMM at the input rows (_rows_in_place)
+            # and, with fewer bands than threads, splits the width in 16-column pieces
+            units = max(bands, ow // 16)
         pointers = 16.0 * k * oh * g / h.copy_l2
         gemm = _gemm_seconds(h, ocg, ow, k, oh * g, 4.0 * band_floats)
-        return max(gemm, stream) + fill + pointers, g * bands, bands * g
+        return max(gemm, stream) + fill + pointers, g * units, bands * g
     # incremental
     info = _core.schedule_info(core_spec(spec), max(plan.column_block, 1), plan.channel_block,
                                plan.row_block, plan.gemm == "packed")

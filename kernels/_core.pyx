@@ -565,11 +565,14 @@ cdef void _band_fill(const Geometry *g, const Schedule *s, const im2row_kernels 
 
 cdef inline void _row_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
                            const float *const *rows, const float *w, const float *bias,
-                           float *out, Py_ssize_t oy, float *work) noexcept nogil:
-    """Output row oy of every output channel: one packed GEMM over all of K (B rows: `rows`),
-    its accumulators started from the bias (no pass of its own over the output)."""
+                           float *out, Py_ssize_t oy, Py_ssize_t col0, Py_ssize_t col1,
+                           float *work) noexcept nogil:
+    """Output row oy, columns [col0, col1), of every output channel: one packed GEMM over all
+    of K (B rows: `rows`, at col0), its accumulators started from the bias (no pass of its
+    own over the output)."""
     cdef Py_ssize_t K = g.Cg * g.kh * g.kw, plane = g.OH * g.OW
-    kern.gemm(g.OCg, g.OW, K, w, rows, out + oy * g.OW, plane, 1, 0, bias, &s.gemm, work)
+    kern.gemm(g.OCg, col1 - col0, K, w, rows, out + oy * g.OW + col0, plane, 1, 0, bias,
+              &s.gemm, work)
 
 
 cdef void _band_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
@@ -587,15 +590,17 @@ cdef void _band_gemm(const Geometry *g, const Schedule *s, const im2row_kernels 
                     rows[(c * g.kh + i) * g.kw + j] = (
                         band + ((c * g.sw + tap % g.sw) * span + oy * g.sh + i * g.dh) * phase_w
                         + tap // g.sw)
-        _row_gemm(g, s, kern, rows, w, bias, out, oh0 + oy, work)
+        _row_gemm(g, s, kern, rows, w, bias, out, oh0 + oy, 0, g.OW, work)
 
 
 cdef void _input_rows_gemm(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
                            const float *x, const float *zeros, const float **rows,
                            const float *w, const float *bias, float *out, Py_ssize_t oh0,
-                           Py_ssize_t nrows, float *work) noexcept nogil:
+                           Py_ssize_t nrows, Py_ssize_t col0, Py_ssize_t col1,
+                           float *work) noexcept nogil:
     """Row-wise im2row on the input itself (_rows_in_place): as _band_gemm, with the patch
-    matrix's rows pointing into x (or at `zeros` for rows in the vertical padding)."""
+    matrix's rows pointing into x (or at `zeros` for rows in the vertical padding), output
+    columns [col0, col1) only (unit stride, no horizontal padding: column q reads q + j*dw)."""
     cdef Py_ssize_t oy, c, i, j, r
     for oy in range(oh0, oh0 + nrows):
         for c in range(g.Cg):
@@ -603,14 +608,17 @@ cdef void _input_rows_gemm(const Geometry *g, const Schedule *s, const im2row_ke
                 r = oy * g.sh - g.pt + i * g.dh
                 for j in range(g.kw):
                     rows[(c * g.kh + i) * g.kw + j] = (
-                        x + (c * g.H + r) * g.W + j * g.dw if 0 <= r < g.H else zeros)
-        _row_gemm(g, s, kern, rows, w, bias, out, oy, work)
+                        x + (c * g.H + r) * g.W + j * g.dw + col0 if 0 <= r < g.H
+                        else zeros + col0)
+        _row_gemm(g, s, kern, rows, w, bias, out, oy, col0, col1, work)
 
 
 cdef void _run_bands(const Geometry *g, const Schedule *s, const im2row_kernels *kern,
                      const float *x, const float *w, const float *bias, float *out,
-                     float *scratch, Py_ssize_t b0, Py_ssize_t b1) noexcept nogil:
-    """Row-wise im2row over bands [b0, b1) of s.RB output rows, with a private scratch."""
+                     float *scratch, Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t col0,
+                     Py_ssize_t col1) noexcept nogil:
+    """Row-wise im2row over bands [b0, b1) of s.RB output rows, with a private scratch;
+    output columns [col0, col1) (a part of the width only in place: _rows_in_place)."""
     cdef const float **rows = _pointer_area(g, ALG_ROWWISE, s, scratch)
     cdef Py_ssize_t b, oh0, nrows, q
     cdef bint in_place = _rows_in_place(g)
@@ -621,7 +629,7 @@ cdef void _run_bands(const Geometry *g, const Schedule *s, const im2row_kernels 
         oh0 = b * s.RB
         nrows = s.RB if oh0 + s.RB <= g.OH else g.OH - oh0
         if in_place:
-            _input_rows_gemm(g, s, kern, x, scratch, rows, w, bias, out, oh0, nrows,
+            _input_rows_gemm(g, s, kern, x, scratch, rows, w, bias, out, oh0, nrows, col0, col1,
                              _work_area(g, ALG_ROWWISE, s, scratch))
         else:
             _band_fill(g, s, kern, x, scratch, 0, g.Cg, oh0, nrows)
@@ -676,7 +684,7 @@ cdef void _run_task(const Geometry *g, const Schedule *s, int code, const im2row
     if code == ALG_INCREMENTAL:
         _run_classes(g, s, kern, packed, weight_block, x, w, bias, out, scratch, 0, s.G, False)
     elif code == ALG_ROWWISE:
-        _run_bands(g, s, kern, x, w, bias, out, scratch, 0, (g.OH + s.RB - 1) // s.RB)
+        _run_bands(g, s, kern, x, w, bias, out, scratch, 0, (g.OH + s.RB - 1) // s.RB, 0, g.OW)
     elif code == ALG_DEPTHWISE:
         _run_depthwise(g, kern, x, w, bias, out, scratch)
     else:
@@ -1124,6 +1132,8 @@ cdef int _execute(const Geometry *g, Schedule *s, int code, int mode,
     floats for that mode."""
     cdef Py_ssize_t scratch_n = _scratch_floats(g, code, s), tasks = N * g.groups
     cdef Py_ssize_t task, n, grp, chunk, nchunks, units, lo, hi, t, align, oh0, nrows, c0, c1
+    cdef Py_ssize_t width, q0, q1
+    cdef bint by_columns
     cdef int tid
     cdef float *mine
     cdef const float *xg
@@ -1173,6 +1183,11 @@ cdef int _execute(const Geometry *g, Schedule *s, int code, int mode,
             # with its own buffer
             units = (g.OH + s.RB - 1) // s.RB if code == ALG_ROWWISE else s.G
             chunk = (units + nthreads - 1) // nthreads
+            # Fewer bands than threads on the input itself (1-D rows: one band): the threads
+            # take pieces of the width instead, whole cache lines of output each.
+            by_columns = code == ALG_ROWWISE and units < nthreads and _rows_in_place(g)
+            width = (g.OW + nthreads - 1) // nthreads
+            width = (width + 15) // 16 * 16
             with nogil:
                 if code == ALG_INCREMENTAL and s.direct:
                     _fill_bias(og, g.OCg, g.OH * g.OW, bg)
@@ -1181,10 +1196,16 @@ cdef int _execute(const Geometry *g, Schedule *s, int code, int mode,
                 for t in prange(nthreads, schedule='static'):
                     lo = t * chunk
                     hi = lo + chunk if lo + chunk < units else units
-                    if lo < hi:
+                    q0 = t * width
+                    q1 = q0 + width if q0 + width < g.OW else g.OW
+                    if by_columns:
+                        if q0 < q1:
+                            _run_bands(g, s, kern, xg, wg, bg, og,
+                                       scratch + tid * scratch_n, 0, units, q0, q1)
+                    elif lo < hi:
                         if code == ALG_ROWWISE:
                             _run_bands(g, s, kern, xg, wg, bg, og,
-                                       scratch + tid * scratch_n, lo, hi)
+                                       scratch + tid * scratch_n, lo, hi, 0, g.OW)
                         else:
                             _run_classes(g, s, kern, packed, wblock, xg, wg, bg, og,
                                          scratch + tid * scratch_n, lo, hi, True)

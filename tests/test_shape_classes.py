@@ -486,3 +486,21 @@ def test_single_row_layers_plan_no_column_classes(threads):
         classes = costmodel.predict(spec, Plan("incremental", 2000, gemm="packed"), 1)
         row = costmodel.predict(spec, Plan("rowwise", gemm="packed"), 1)
         assert classes > 3 * row, (classes, row)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("x_shape,w_shape,conv", [
+    ((1, 5, 1, 203), (7, 5, 1, 2), {}),                                 # WaveNet-like row
+    ((2, 3, 1, 100), (4, 3, 1, 3), dict(dilation=(1, 4))),              # batch < threads x 2
+    ((1, 4, 1, 61), (6, 4, 3, 3), dict(padding=(1, 0))),                # zero rows above, below
+    ((1, 6, 150, 1), (5, 6, 2, 1), dict(dilation=(8, 1))),              # a column, run as a row
+])
+def test_single_band_rowwise_splits_the_row_among_threads(x_shape, w_shape, conv, threads, rng,
+                                                         monkeypatch):
+    """Rowwise on the input itself with fewer bands than threads (a 1-D layer is one band):
+    each thread takes a piece of the width (whole lines of output, the last one short)."""
+    monkeypatch.setattr(im2row.plan, "MIN_WORK_PER_THREAD", 1)    # small shapes use threads too
+    x, w, b = make_operands(rng, x_shape, w_shape)
+    plan = Plan("rowwise", gemm="packed")
+    y = im2row.Conv2d(w, b, plan=plan, threads=threads, **conv)(x)
+    assert_matches_reference(y, x, w, b, **conv)
