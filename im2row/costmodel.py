@@ -249,6 +249,12 @@ def _round_up(value: int, unit: int) -> int:
     return -(-value // unit) * unit
 
 
+def _m_tile_columns(h: Host, n: int, strided: bool) -> int:
+    """Columns of n the m-vectorised tiles take: the n % vector tail, or every column when C's
+    columns are strided (the n-vectorised tiles take the whole vectors)."""
+    return n if strided else n % h.vector
+
+
 def _column_time(h: Host, m: int, n: int, strided: bool = False, a_block: float = 0.0) -> float:
     """Relative time of the GEMM's register tiles over n columns of m rows (1 per
     column-row at full rate).  Output columns that are not contiguous (strided: C's column
@@ -256,9 +262,8 @@ def _column_time(h: Host, m: int, n: int, strided: bool = False, a_block: float 
     read (past the L1, the m-vectorised tile waits for it: see below)."""
     vw = h.vector
     rows = N_TILE_ROWS.get(h.isa, 4)
-    whole = 0 if strided else (n // vw) * vw
-    t = whole * _round_up(m, rows)
-    tail = n - whole
+    tail = _m_tile_columns(h, n, strided)
+    t = (n - tail) * _round_up(m, rows)
     if tail:
         # m-vectorised strips of at most M_TILE_MAX_COLS columns; P = 4 panels for 1-2
         # columns, else 2; rows pad to whole panels.
@@ -283,9 +288,8 @@ def _column_time(h: Host, m: int, n: int, strided: bool = False, a_block: float 
 def _strips(h: Host, n: int, strided: bool) -> int:
     """Column strips of one GEMM call: n-vectorised strips of up to N_TILE_VECTORS vectors,
     then m-vectorised strips of up to M_TILE_MAX_COLS columns (all of them when strided)."""
-    vw = h.vector
-    whole = 0 if strided else n // vw
-    tail = n - whole * vw
+    tail = _m_tile_columns(h, n, strided)
+    whole = (n - tail) // h.vector
     return -(-whole // N_TILE_VECTORS) + -(-tail // M_TILE_MAX_COLS.get(h.isa, 4))
 
 
@@ -324,8 +328,7 @@ def _gemm_terms(h: Host, m: int, n: int, k: int, calls: int, b_set: float,
     # transposed, a float at a time: vector-width times C_TILE_OPS per accumulator and slice.
     # It dominates shallow GEMMs: incremental classes of 1-D convolutions (k = 2-3, strided)
     # measured 6-10x over a model without it, which then picked them for 2 threads.
-    m_tile_cols = n if strided else n % h.vector
-    compute += (2.0 * m_tile_cols * _round_up(m, h.vector) * (h.vector - 1) * C_TILE_OPS
+    compute += (2.0 * _m_tile_columns(h, n, strided) * _round_up(m, h.vector) * (h.vector - 1) * C_TILE_OPS
                 * slices * calls / h.gemm_flops)
     # Rates count bytes moved (a copy's read and write): a read-only operand moves its size.
     strips = _strips(h, n, strided)

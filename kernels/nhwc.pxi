@@ -107,7 +107,7 @@ cdef inline Py_ssize_t _round_up(Py_ssize_t n, Py_ssize_t unit) noexcept nogil:
 
 cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhwc_kernels *kern,
                     Py_ssize_t batch, int threads, bint nchw, NhwcWork *w) except -1:
-    cdef Py_ssize_t ow, K, lo, hi, edges
+    cdef Py_ssize_t ow, K, lo, hi, edges, run_cost, runs
     w.code = code
     w.nchw = nchw
     if code == NHWC_ROWWISE and (g.groups != 1 or g.dw != 1):
@@ -140,7 +140,7 @@ cdef int _nhwc_work(const Geometry *g, int code, Py_ssize_t row_block, const nhw
     w.chunk = (w.panels + w.nchunks - 1) // w.nchunks
     w.nchunks = (w.panels + w.chunk - 1) // w.chunk
     w.zero_floats = w.kc if code == NHWC_ROWWISE else g.C
-    w.column_runs = code == NHWC_INDIRECT and _column_runs_pay(g, kern.igemm_nhwc_mr)
+    w.column_runs = code == NHWC_INDIRECT and _column_runs_pay(g, kern.igemm_nhwc_mr, &run_cost, &runs)
     w.thread_floats = 2 * w.RB * g.OW * w.ks + w.RB * w.border * g.kh * w.kc
     w.dw_calls = 0
     if code == NHWC_DEPTHWISE:
@@ -207,12 +207,11 @@ def indirect_column_runs(tuple spec, Py_ssize_t mr):
     (calls per row, tile-weighted tap share) with column runs, (0, 1.0) without (one call per
     stretch of rows, every kernel column's taps)."""
     cdef Geometry g
-    cdef Py_ssize_t runs
+    cdef Py_ssize_t cost, runs
     _geometry(spec, &g)
-    if not _column_runs_pay(&g, mr):
+    if not _column_runs_pay(&g, mr, &cost, &runs):
         return 0, 1.0
-    cdef double share = _column_run_cost(&g, mr, &runs) / float(g.kw * g.OW)
-    return runs, share
+    return runs, cost / float(g.kw * g.OW)
 
 
 def pack_weights_nhwc(tuple spec, str algorithm, cnp.ndarray weight, object bias,
@@ -478,14 +477,15 @@ cdef Py_ssize_t _column_run_cost(const Geometry *g, Py_ssize_t mr,
     return cost
 
 
-cdef bint _column_runs_pay(const Geometry *g, Py_ssize_t mr) noexcept nogil:
+cdef bint _column_runs_pay(const Geometry *g, Py_ssize_t mr, Py_ssize_t *cost,
+                           Py_ssize_t *runs) noexcept nogil:
     """Indirect: whether a call per row and stretch of columns, skipping the taps of kernel
     columns outside the input (zeros from the horizontal padding), beats one call over whole
-    rows by 1/8: the taps saved against the part-filled pixel tiles of shorter calls.
-    DeepLab's d12/d18 ASPP on 33x33 maps skip 24-36% of their taps; a 3x3 with padding 1
-    never splits (one column a side)."""
-    cdef Py_ssize_t runs
-    return 8 * _column_run_cost(g, mr, &runs) < 7 * g.kw * g.OW
+    rows by 1/8: the taps saved against the part-filled pixel tiles of shorter calls
+    (cost, runs: _column_run_cost's).  DeepLab's d12/d18 ASPP on 33x33 maps skip 24-36% of
+    their taps; a 3x3 with padding 1 never splits (one column a side)."""
+    cost[0] = _column_run_cost(g, mr, runs)
+    return 8 * cost[0] < 7 * g.kw * g.OW
 
 
 cdef inline void _igemm_pixels(const Geometry *g, const NhwcWork *w, const nhwc_kernels *kern,
